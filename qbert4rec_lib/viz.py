@@ -1,0 +1,109 @@
+"""Figures: one place that saves every plotly figure as standalone HTML + PNG under ``figures/``.
+
+PNG export goes through kaleido, which needs a Chrome/Chromium binary (Debian's ``chromium``
+package; kaleido cannot download one offline). When no browser is found the kit still writes
+the HTML and says plainly that the PNG was skipped. Set ``QBERT4REC_PNG=0`` to skip PNGs.
+
+:func:`show` is what notebooks call: it saves the figure and displays a *static* PNG (so the
+executed notebook renders anywhere, including on GitHub and in nbval), falling back to the
+interactive figure when no PNG could be made.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+__all__ = ["figures_dir", "png_available", "save_figure", "show", "CATEGORY_COLORS"]
+
+# a qualitative palette with enough distinct colours for top-level categories
+CATEGORY_COLORS = [
+    "#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#EECA3B", "#B279A2", "#FF9DA6",
+    "#9D755D", "#BAB0AC", "#1B9E77", "#D95F02", "#7570B3", "#E7298A", "#66A61E", "#E6AB02",
+]
+
+_PNG_STATE: dict[str, object] = {}
+
+
+def figures_dir(path: str | Path | None = None) -> Path:
+    """``path`` or ``$QBERT4REC_FIGURES`` or ``figures/`` at the repository root."""
+    if path is None:
+        path = os.environ.get("QBERT4REC_FIGURES") or Path(__file__).resolve().parent.parent / "figures"
+    p = Path(path)
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _browser() -> str | None:
+    for env in ("BROWSER_PATH",):
+        if os.environ.get(env) and Path(os.environ[env]).exists():
+            return os.environ[env]
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def png_available() -> bool:
+    """True when PNG export can run (kaleido installed and a Chromium/Chrome binary found)."""
+    if os.environ.get("QBERT4REC_PNG", "1") == "0":
+        return False
+    if "ok" not in _PNG_STATE:
+        ok = False
+        browser = _browser()
+        if browser:
+            os.environ.setdefault("BROWSER_PATH", browser)
+            try:
+                import kaleido  # noqa: F401
+
+                ok = True
+            except Exception:
+                ok = False
+        _PNG_STATE["ok"] = ok
+        if not ok and not _PNG_STATE.get("warned"):
+            print("note: no Chromium/Chrome found (or kaleido missing): figures are written as HTML only, PNGs skipped."
+                  " Install Debian's 'chromium' package to get PNGs.")
+            _PNG_STATE["warned"] = True
+    return bool(_PNG_STATE["ok"])
+
+
+def save_figure(fig, name: str, directory: str | Path | None = None, *, width: int = 900, height: int = 520,
+                scale: float = 1.5) -> dict[str, Path]:
+    """Write ``<name>.html`` (self-contained) and, when possible, ``<name>.png``. Returns the paths."""
+    out = figures_dir(directory)
+    paths: dict[str, Path] = {}
+    html = out / f"{name}.html"
+    tmp = html.with_suffix(".html.tmp")
+    fig.write_html(str(tmp), include_plotlyjs=True, full_html=True)
+    os.replace(tmp, html)
+    paths["html"] = html
+    if png_available():
+        png = out / f"{name}.png"
+        tmp_png = out / f".{name}.tmp.png"
+        try:
+            fig.write_image(str(tmp_png), width=width, height=height, scale=scale)
+            os.replace(tmp_png, png)
+            paths["png"] = png
+        except Exception as exc:  # pragma: no cover - depends on the browser
+            print(f"note: PNG export of {name} failed ({type(exc).__name__}: {exc}); HTML written.")
+            if tmp_png.exists():
+                tmp_png.unlink()
+    return paths
+
+
+def show(fig, name: str, directory: str | Path | None = None, **kwargs):
+    """Save the figure and display it statically in a notebook (PNG if made, else the live figure)."""
+    paths = save_figure(fig, name, directory, **kwargs)
+    try:
+        from IPython import get_ipython
+        from IPython.display import Image, display
+
+        if get_ipython() is not None:
+            if "png" in paths:
+                display(Image(filename=str(paths["png"])))
+            else:
+                fig.show()
+    except ImportError:  # pragma: no cover
+        pass
+    return paths
