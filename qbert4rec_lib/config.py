@@ -60,3 +60,19 @@ def override(cfg: T, **changes: Any) -> T:
             raise TypeError(f"{type(cfg).__name__}.{k}: expected {type(cur).__name__}, got {type(v).__name__} ({v!r})")
         parsed[k] = v
     return dataclasses.replace(cfg, **parsed)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU runs are then deterministic)."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover
+        pass
