@@ -45,6 +45,30 @@ def _browser() -> str | None:
     return None
 
 
+def _start_png_server() -> None:
+    """Keep one headless browser alive for all PNG exports (~0.2 s per figure instead of ~2 s)."""
+    import atexit
+    import warnings
+
+    import kaleido
+
+    warnings.filterwarnings("ignore", message="The kopts argument is ignored")
+    try:
+        kaleido.start_sync_server(silence_warnings=True)
+        atexit.register(_stop_png_server)
+    except Exception:  # pragma: no cover - fall back to one browser per figure
+        pass
+
+
+def _stop_png_server() -> None:
+    try:
+        import kaleido
+
+        kaleido.stop_sync_server(silence_warnings=True)
+    except Exception:  # pragma: no cover
+        pass
+
+
 def png_available() -> bool:
     """True when PNG export can run (kaleido installed and a Chromium/Chrome binary found)."""
     if os.environ.get("QBERT4REC_PNG", "1") == "0":
@@ -60,6 +84,8 @@ def png_available() -> bool:
                 ok = True
             except Exception:
                 ok = False
+        if ok:
+            _start_png_server()
         _PNG_STATE["ok"] = ok
         if not ok and not _PNG_STATE.get("warned"):
             print("note: no Chromium/Chrome found (or kaleido missing): figures are written as HTML only, PNGs skipped."
@@ -70,12 +96,12 @@ def png_available() -> bool:
 
 def save_figure(fig, name: str, directory: str | Path | None = None, *, width: int = 900, height: int = 520,
                 scale: float = 1.5) -> dict[str, Path]:
-    """Write ``<name>.html`` (self-contained) and, when possible, ``<name>.png``. Returns the paths."""
+    """Write ``<name>.html`` (offline: it loads ``plotly.min.js`` from the same folder) and, when possible, ``<name>.png``. Returns the paths."""
     out = figures_dir(directory)
     paths: dict[str, Path] = {}
     html = out / f"{name}.html"
     tmp = html.with_suffix(".html.tmp")
-    fig.write_html(str(tmp), include_plotlyjs=True, full_html=True)
+    fig.write_html(str(tmp), include_plotlyjs="directory", full_html=True)  # plotly.min.js written once beside it
     os.replace(tmp, html)
     paths["html"] = html
     if png_available():

@@ -1,0 +1,35 @@
+"""Shared fixtures: an isolated cache root per test session, and the shared Beauty data path."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BEAUTY = REPO.parent / "shared" / "data" / "amazon-beauty"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Every test session gets its own cache root (unless QBERT4REC_CACHE is set by the caller)."""
+    if "QBERT4REC_TEST_KEEP_CACHE" in os.environ:
+        yield
+        return
+    old = os.environ.get("QBERT4REC_CACHE")
+    os.environ["QBERT4REC_CACHE"] = str(tmp_path_factory.mktemp("qbert4rec_cache"))
+    yield
+    if old is None:
+        os.environ.pop("QBERT4REC_CACHE", None)
+    else:
+        os.environ["QBERT4REC_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def beauty_path() -> Path:
+    if not (BEAUTY / "user_sequence.txt").is_file():
+        pytest.skip(f"Amazon Beauty data not found at {BEAUTY}")
+    return BEAUTY

@@ -1,0 +1,76 @@
+"""The content-addressed cache: stable keys, atomic writes, no pickle, config helpers."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+
+from qbert4rec_lib.cache import StageDir, atomic_save_npy, atomic_write_json, stable_hash, stage_dir
+from qbert4rec_lib.config import from_dict, override, to_dict
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cfg:
+    width: int = 8
+    tau: float = 0.1
+    name: str = "x"
+    levels: tuple = (1, 2)
+
+
+def test_stable_hash_depends_on_content_only():
+    assert stable_hash(_Cfg()) == stable_hash(_Cfg())
+    assert stable_hash(_Cfg()) != stable_hash(_Cfg(width=9))
+    assert stable_hash({"a": 1, "b": 2}) == stable_hash({"b": 2, "a": 1})
+
+
+def test_stage_dir_write_is_atomic_and_loadable(tmp_path):
+    sd = stage_dir("features", "fp", _Cfg(), root=tmp_path)
+    assert not sd.exists()
+    sd.write({"x": np.arange(6, dtype=np.float32).reshape(2, 3)}, {"config": _Cfg()})
+    assert sd.exists()
+    assert sd.load_npy("x").shape == (2, 3)
+    meta = sd.meta()
+    assert meta["config"]["width"] == 8 and meta["stage"] == "features" and "versions" in meta
+    # no temp folders left behind
+    assert [p.name for p in (tmp_path / "features").iterdir()] == [sd.key]
+
+
+def test_stage_dir_failed_write_leaves_nothing(tmp_path):
+    sd = StageDir(tmp_path, "fusion", "k")
+    with pytest.raises(TypeError, match="pickle"):
+        sd.write({"bad": np.array([object()], dtype=object)}, {})
+    assert not sd.exists()
+    assert not any((tmp_path / "fusion").iterdir())
+
+
+def test_partial_folder_is_removed_when_stage_completes(tmp_path):
+    sd = StageDir(tmp_path, "features", "k")
+    chunk = sd.partial() / "chunk_000.npy"
+    atomic_save_npy(chunk, np.ones(3))
+    assert chunk.exists()
+    sd.write({"x": np.ones(3)}, {})
+    assert not (tmp_path / "features" / "k.partial").exists()
+
+
+def test_atomic_helpers_refuse_pickle_and_write_json(tmp_path):
+    with pytest.raises(TypeError):
+        atomic_save_npy(tmp_path / "o.npy", np.array([{}], dtype=object))
+    atomic_write_json(tmp_path / "m.json", {"cfg": _Cfg(), "p": tmp_path})
+    assert json.loads((tmp_path / "m.json").read_text())["cfg"]["tau"] == 0.1
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_config_round_trip_and_override():
+    cfg = _Cfg()
+    assert from_dict(_Cfg, to_dict(cfg)) == cfg
+    assert override(cfg, width="16", tau="0.5").width == 16
+    assert override(cfg, tau=1).tau == 1.0
+    with pytest.raises(KeyError, match="unknown"):
+        from_dict(_Cfg, {"widht": 3})
+    with pytest.raises(KeyError, match="no field"):
+        override(cfg, depth=3)
+    with pytest.raises(TypeError, match="expected int"):
+        override(cfg, width="'wide'")
