@@ -23,7 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -153,8 +153,13 @@ class StageDir:
     def load_npy(self, name: str, mmap: bool = False) -> np.ndarray:
         return np.load(self.path / f"{name}.npy", allow_pickle=False, mmap_mode="r" if mmap else None)
 
-    def write(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], files: Mapping[str, str] | None = None) -> None:
-        """Write all arrays + meta.json into a temp folder, then rename it into place atomically."""
+    def write(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], files: Mapping[str, str] | None = None,
+              binary: Mapping[str, Callable[[str], None]] | None = None) -> None:
+        """Write all arrays + meta.json into a temp folder, then rename it into place atomically.
+
+        ``files`` maps file names to text; ``binary`` maps file names to a writer called with the
+        temporary path (e.g. ``lambda p: safetensors.torch.save_file(weights, p)``).
+        """
         final = self.path
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f"{self.key}.tmp-"))
@@ -166,6 +171,8 @@ class StageDir:
                 np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
             for name, text in (files or {}).items():
                 (tmp / name).write_text(text, encoding="utf-8")
+            for name, writer in (binary or {}).items():
+                writer(str(tmp / name))
             full_meta = dict(meta)
             full_meta.setdefault("stage", self.stage)
             full_meta.setdefault("key", self.key)

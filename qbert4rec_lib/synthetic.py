@@ -30,6 +30,7 @@ The output folder (read by :func:`qbert4rec_lib.loaders.load_dataset`, the same 
     user_sequence.txt   USER_ID ITEM_ID ...   (one user a line, chronological)
     catalog.item        RecBole atomic TSV: item_id, title, categories, price, brand, description, image
     ground_truth.tsv    item_id, top_category, subcategory, brand, brand_family, colour, price_band
+    ground_truth_labels.json  each attribute's names in code order (read by the loader)
     images/<item>.png   one rendered image per item
     config.json         the generator config, counts and the complement map
     README.md           the same in prose
@@ -59,7 +60,7 @@ __all__ = [
     "build_dataset", "load_default", "default_folder", "folder_fingerprint", "read_ground_truth", "k_core",
 ]
 
-GENERATOR_VERSION = 1  # bump when the output changes for an unchanged config (keys the cache)
+GENERATOR_VERSION = 2  # bump when the output changes for an unchanged config (keys the cache)
 GROUND_TRUTH_ATTRIBUTES = ("top_category", "subcategory", "brand", "brand_family", "colour", "price_band")
 
 # ---- vocabulary -----------------------------------------------------------------------------
@@ -496,6 +497,9 @@ def _write_folder(cfg: SyntheticConfig, cat: GeneratedCatalog, folder: Path, pro
         gt_lines.append("\t".join([rid] + [cat.label(a, k) for a in GROUND_TRUTH_ATTRIBUTES]))
     (folder / "catalog.item").write_text("\n".join(item_lines) + "\n", encoding="utf-8")
     (folder / "ground_truth.tsv").write_text("\n".join(gt_lines) + "\n", encoding="utf-8")
+    # the code order of each attribute's names (so loaders number labels as the generator does)
+    (folder / "ground_truth_labels.json").write_text(
+        json.dumps({a: list(cat.labels[a]) for a in GROUND_TRUTH_ATTRIBUTES}, indent=1) + "\n", encoding="utf-8")
     families = list(BRAND_FAMILIES.values())
     for k in tqdm(range(len(cat.raw_ids)), desc="rendering images", disable=not progress):
         rng = np.random.default_rng([cfg.seed, 7, int(cat.generator_index[k])])  # per item: independent of filtering

@@ -100,7 +100,7 @@ def test_k_core_filter_is_a_fixed_point():
 # ---- files ------------------------------------------------------------------------------------
 def test_folder_layout_and_catalog_format(default):
     folder, ds = default
-    assert {p.name for p in folder.iterdir()} == {"user_sequence.txt", "catalog.item", "ground_truth.tsv", "images", "README.md", "config.json"}
+    assert {p.name for p in folder.iterdir()} == {"user_sequence.txt", "catalog.item", "ground_truth.tsv", "ground_truth_labels.json", "images", "README.md", "config.json"}
     lines = (folder / "catalog.item").read_text(encoding="utf-8").splitlines()
     assert lines[0] == "item_id:token\ttitle:token\tcategories:token_seq\tprice:float\tbrand:token\tdescription:token\timage:token"
     assert len(lines) == ds.num_items + 1
