@@ -1,0 +1,293 @@
+"""Stage 3b: the Q-Bert4Rec sequence model — a bidirectional (BERT4Rec-style) encoder over semantic IDs.
+
+Q-Bert4Rec (arXiv 2512.02474) feeds the semantic IDs of Stage 2 into a BERT-style encoder,
+pretrains it with multi-mask objectives and fine-tunes it. The paper does not state how the
+tokens enter the encoder, the head, the loss or the scoring, so **everything below is this kit's
+choice** (each a field of :class:`QBertConfig` or a documented function argument):
+
+* **Input**: one position per item. Its embedding is the *sum over levels* of per-level token
+  embeddings, ``e(i) = sum_l E_l[c_l(i)]`` (one table per level, each with its own ``PAD`` = row 0
+  and ``MASK`` = row 1; token ``c`` sits in row ``c + 2``), plus a learned position embedding,
+  then LayerNorm + dropout (as BERT4Rec). Summing keeps BERT4Rec's sequence length and cost;
+  flattening the levels into ``T * L`` tokens is the alternative the paper may have used.
+  ``add_item_id_embedding=True`` also adds a learned per-item embedding (an ablation: it does not
+  transfer across catalogs and cannot help cold-start items).
+* **Positions** are counted from the *right*: the last history position always gets position
+  ``max_len - 1`` whatever the padded width, which matches left padding and the appended ``[MASK]``.
+* **Encoder**: ``torch.nn.TransformerEncoder`` (pre-LN, GELU, ``batch_first``, key-padding mask;
+  attention is PyTorch's fused scaled-dot-product attention). BERT4Rec's Beauty defaults:
+  hidden 64, 2 layers, 2 heads, max length 50.
+* **Head**: at each masked position one softmax per level, ``p_l(c | h) = softmax(W_l g_l(h))``
+  where ``g_l`` is a Linear–GELU–LayerNorm transform (BERT's MLM head) and ``W_l`` is tied to the
+  level's embedding table by default (``tie_head``). **Loss** = ``sum_l w_l * CE_l`` averaged over
+  masked positions (``level_weights``, default all 1).
+* **Scoring** (full ranking, no beam search): append ``[MASK]`` after the history (dropping the
+  oldest item if the window is full), take the per-level log-softmax at that position and score
+  every item exactly as ``s(i) = sum_l log p_l(c_l(i))`` with one gather over the ``[N, L]`` ID
+  table. The final disambiguation level of the IDs keeps items with equal prefixes apart.
+* **Masking** is an attribute (``model.masking``, a :class:`~qbert4rec_lib.masking.MaskConfig`), so
+  the same model pretrains with the equal mixture and fine-tunes with the tail emphasis.
+* **Cross-domain transfer** (:func:`transfer_weights`): both catalogs are tokenised by ONE RQ-VAE
+  trained on the union of their items, so the token vocabularies are shared. Token tables,
+  position embeddings, encoder and head transfer; the item-ID embedding (if enabled) and the
+  item→token table (each catalog's own) do not.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .masking import FINETUNE_MASKS, PRETRAIN_MASKS, MaskConfig, apply_mixture
+from .seqbase import LossOutput, SequentialRecommender
+
+__all__ = [
+    "QBertConfig",
+    "QBert4Rec",
+    "TransferReport",
+    "pretrain",
+    "finetune",
+    "transfer_weights",
+    "PAD_TOKEN",
+    "MASK_TOKEN",
+]
+
+PAD_TOKEN = 0  # row 0 of every level's embedding table
+MASK_TOKEN = 1  # row 1 of every level's embedding table
+_SPECIALS = 2  # semantic token c of a level lives in row c + 2
+
+
+@dataclass(frozen=True)
+class QBertConfig:
+    """Architecture of the Q-Bert4Rec encoder (paper silent; BERT4Rec's Beauty defaults)."""
+
+    hidden: int = 64  # model width d
+    layers: int = 2  # transformer encoder layers
+    heads: int = 2  # attention heads
+    ffn_mult: int = 4  # feed-forward width = ffn_mult * hidden
+    dropout: float = 0.2  # dropout on embeddings, attention and feed-forward
+    max_len: int = 50  # longest sequence the encoder sees (older items are cut off)
+    add_item_id_embedding: bool = False  # ablation: also add a learned per-item embedding to the input
+    tie_head: bool = True  # per-level output weights tied to the level's input embedding table
+    level_weights: tuple[float, ...] = ()  # loss weight per level; () = 1 for every level
+    init_std: float = 0.02  # normal init of embeddings and linear layers (BERT)
+
+
+class LevelLogits(NamedTuple):
+    logits: list[torch.Tensor]  # per level: [M, V_l] over the level's real tokens
+    hidden: torch.Tensor  # [M, d] encoder output at the queried positions
+
+
+class QBert4Rec(SequentialRecommender):
+    """BERT4Rec over semantic IDs.
+
+    ``ids``: int64 ``[N, L]`` semantic-ID table, row ``k`` = item id ``k + 1``, column ``l`` = the
+    token at level ``l`` (the last column is normally the disambiguation token).
+    ``vocab_sizes``: tokens per level (default ``ids.max(0) + 1``); pass the shared RQ-VAE's sizes
+    so that models of different catalogs have identically shaped token tables.
+    """
+
+    name = "Q-Bert4Rec"
+
+    def __init__(self, ids: np.ndarray, vocab_sizes: Sequence[int] | None = None, config: QBertConfig | None = None,
+                 masking: MaskConfig | None = None):
+        super().__init__()
+        ids = np.asarray(ids)
+        if ids.ndim != 2 or len(ids) == 0:
+            raise ValueError(f"semantic-ID table must be [N, L] with N >= 1, got shape {ids.shape}")
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"semantic-ID table must hold integers, got {ids.dtype}")
+        if ids.min() < 0:
+            raise ValueError(f"semantic-ID table has a negative token at row {int(np.argwhere(ids < 0)[0, 0])}")
+        cfg = config or QBertConfig()
+        sizes = tuple(int(v) for v in (vocab_sizes if vocab_sizes is not None else ids.max(axis=0) + 1))
+        if len(sizes) != ids.shape[1]:
+            raise ValueError(f"vocab_sizes has {len(sizes)} levels but the ID table has {ids.shape[1]} columns")
+        too_big = np.argwhere(ids >= np.asarray(sizes)[None, :])
+        if len(too_big):
+            r, l = too_big[0]
+            raise ValueError(f"item id {r + 1}: level-{l} token {ids[r, l]} >= vocab size {sizes[l]}")
+        if cfg.level_weights and len(cfg.level_weights) != len(sizes):
+            raise ValueError(f"level_weights has {len(cfg.level_weights)} entries for {len(sizes)} levels")
+        if cfg.hidden % cfg.heads:
+            raise ValueError(f"hidden {cfg.hidden} is not divisible by heads {cfg.heads}")
+
+        self.config = cfg
+        self.masking = masking or PRETRAIN_MASKS
+        self.num_items = int(ids.shape[0])
+        self.num_levels = len(sizes)
+        self.vocab_sizes = sizes
+        # item id -> embedding row per level; item 0 (padding) -> PAD in every level
+        item_tokens = np.full((self.num_items + 1, self.num_levels), PAD_TOKEN, dtype=np.int64)
+        item_tokens[1:] = ids.astype(np.int64) + _SPECIALS
+        self.register_buffer("item_tokens", torch.from_numpy(item_tokens))  # [N + 1, L]
+        self.register_buffer("level_weight", torch.tensor(cfg.level_weights or (1.0,) * self.num_levels))  # [L]
+
+        d = cfg.hidden
+        self.token_embeddings = nn.ModuleList(
+            nn.Embedding(v + _SPECIALS, d, padding_idx=PAD_TOKEN) for v in sizes)  # one table per level
+        self.position_embedding = nn.Embedding(cfg.max_len, d)
+        self.item_embedding = (nn.Embedding(self.num_items + 2, d, padding_idx=0)  # row N + 1 = [MASK]
+                               if cfg.add_item_id_embedding else None)
+        self.input_norm = nn.LayerNorm(d)
+        self.input_dropout = nn.Dropout(cfg.dropout)
+        layer = nn.TransformerEncoderLayer(d, cfg.heads, dim_feedforward=cfg.ffn_mult * d, dropout=cfg.dropout,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, cfg.layers, norm=nn.LayerNorm(d), enable_nested_tensor=False)
+        self.head_transforms = nn.ModuleList(
+            nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d)) for _ in sizes)
+        self.head_bias = nn.ParameterList(nn.Parameter(torch.zeros(v)) for v in sizes)
+        self.head_weights = (None if cfg.tie_head
+                             else nn.ParameterList(nn.Parameter(torch.empty(v, d)) for v in sizes))
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        std = self.config.init_std
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=std)
+                if isinstance(module, nn.Linear) and module.bias is not None:
+                    nn.init.zeros_(module.bias)
+                if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                    with torch.no_grad():
+                        module.weight[module.padding_idx].zero_()
+        if self.head_weights is not None:
+            for w in self.head_weights:
+                nn.init.normal_(w, std=std)
+
+    # ---- encoder ----------------------------------------------------------------------------
+    def _fit_window(self, sequences: torch.Tensor) -> torch.Tensor:
+        if sequences.dim() != 2:
+            raise ValueError(f"expected a [B, T] batch of item ids, got shape {tuple(sequences.shape)}")
+        if len(sequences) and (sequences.min() < 0 or sequences.max() > self.num_items):
+            raise ValueError(f"item ids must lie in 0..{self.num_items} (0 = padding); got "
+                             f"{int(sequences.min())}..{int(sequences.max())}")
+        return sequences[:, -self.config.max_len:]  # keep the most recent max_len items
+
+    def encode(self, sequences: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+        """Hidden states ``[B, T, d]`` for left-padded ``sequences [B, T]`` with ``masked`` positions hidden."""
+        B, T = sequences.shape
+        tokens = self.item_tokens[sequences]  # [B, T, L]
+        tokens = tokens.masked_fill(masked.unsqueeze(-1), MASK_TOKEN)
+        x = sum(table(tokens[..., level]) for level, table in enumerate(self.token_embeddings))  # [B, T, d]
+        positions = torch.arange(self.config.max_len - T, self.config.max_len, device=sequences.device)  # [T]
+        x = x + self.position_embedding(positions).unsqueeze(0)  # [B, T, d]
+        if self.item_embedding is not None:
+            item_rows = sequences.masked_fill(masked, self.num_items + 1)  # [B, T]
+            x = x + self.item_embedding(item_rows)
+        x = self.input_dropout(self.input_norm(x))  # [B, T, d]
+        is_padding = (sequences == 0) & ~masked  # [B, T]
+        is_padding[:, -1] = False  # an all-padding row would give NaN attention; let it attend to its last slot
+        return self.encoder(x, src_key_padding_mask=is_padding)  # [B, T, d]
+
+    def level_logits(self, hidden: torch.Tensor) -> list[torch.Tensor]:
+        """Per-level logits ``[M, V_l]`` over each level's real tokens for hidden states ``[M, d]``."""
+        out = []
+        for level in range(self.num_levels):
+            g = self.head_transforms[level](hidden)  # [M, d]
+            weight = (self.token_embeddings[level].weight[_SPECIALS:] if self.head_weights is None
+                      else self.head_weights[level])  # [V_l, d]
+            out.append(g @ weight.T + self.head_bias[level])  # [M, V_l]
+        return out
+
+    # ---- the SequentialRecommender contract --------------------------------------------------
+    def loss(self, sequences: torch.Tensor, generator: torch.Generator | None = None) -> LossOutput:
+        """Mask with ``self.masking``, predict every level's token at the masked positions, sum the CEs."""
+        sequences = self._fit_window(sequences)
+        masked = apply_mixture(sequences, self.masking, generator).mask  # [B, T]
+        hidden = self.encode(sequences, masked)[masked]  # [M, d]
+        targets = self.item_tokens[sequences[masked]] - _SPECIALS  # [M, L] token ids per level
+        total = hidden.new_zeros(())
+        parts: dict[str, float] = {}
+        for level, logits in enumerate(self.level_logits(hidden)):
+            ce = F.cross_entropy(logits, targets[:, level])
+            total = total + self.level_weight[level] * ce
+            parts[f"ce_level{level}"] = float(ce.detach())
+        parts["loss"] = float(total.detach())
+        real = int((sequences > 0).sum())
+        parts["masked_fraction"] = float(masked.sum()) / max(1, real)
+        return LossOutput(loss=total, parts=parts)
+
+    @torch.no_grad()
+    def next_item_log_probs(self, histories: torch.Tensor) -> list[torch.Tensor]:
+        """Per-level log-probabilities ``[B, V_l]`` at a ``[MASK]`` appended after each history."""
+        histories = self._fit_window(histories)
+        B = histories.shape[0]
+        padded = torch.cat([histories, histories.new_zeros(B, 1)], dim=1)[:, -self.config.max_len:]  # [B, T']
+        masked = torch.zeros_like(padded, dtype=torch.bool)
+        masked[:, -1] = True  # the appended [MASK] = the next item
+        hidden = self.encode(padded, masked)[:, -1]  # [B, d]
+        return [F.log_softmax(logits, dim=-1) for logits in self.level_logits(hidden)]
+
+    @torch.no_grad()
+    def score_all(self, histories: torch.Tensor) -> torch.Tensor:
+        """``[B, N + 1]`` scores ``sum_l log p_l(c_l(i))`` for every item (column 0 = -inf)."""
+        log_probs = self.next_item_log_probs(histories)  # L x [B, V_l]
+        flat = torch.cat(log_probs, dim=1)  # [B, sum_l V_l]
+        offsets = torch.tensor(np.cumsum((0,) + self.vocab_sizes[:-1]), device=flat.device)  # [L]
+        flat_index = (self.item_tokens[1:] - _SPECIALS) + offsets  # [N, L] column of each item's token in `flat`
+        scores = flat[:, flat_index].sum(dim=-1)  # [B, N]  one gather over the whole ID table
+        return torch.cat([scores.new_full((scores.shape[0], 1), float("-inf")), scores], dim=1)  # [B, N + 1]
+
+    def extra_repr(self) -> str:
+        return f"items={self.num_items}, levels={self.num_levels}, vocab_sizes={self.vocab_sizes}"
+
+
+# ---- training wrappers ------------------------------------------------------------------------
+def pretrain(model: QBert4Rec, split, train_cfg, mask_cfg: MaskConfig = PRETRAIN_MASKS, **fit_kwargs: Any):
+    """Pretrain with the multi-mask mixture (``mask_cfg``) through :func:`qbert4rec_lib.train.fit`.
+
+    Early stopping / best-weight restore follow ``train.fit`` (validation NDCG@10 of ``split``).
+    Returns fit's ``FitResult``; ``model.masking`` is left set to ``mask_cfg``.
+    """
+    from .train import fit
+
+    model.masking = mask_cfg
+    return fit(model, split, train_cfg, **fit_kwargs)
+
+
+def finetune(model: QBert4Rec, split, train_cfg, mask_cfg: MaskConfig = FINETUNE_MASKS, **fit_kwargs: Any):
+    """Fine-tune with next-item emphasis (default :data:`~qbert4rec_lib.masking.FINETUNE_MASKS`)."""
+    from .train import fit
+
+    model.masking = mask_cfg
+    return fit(model, split, train_cfg, **fit_kwargs)
+
+
+@dataclass
+class TransferReport:
+    copied: list[str] = field(default_factory=list)  # parameter names copied from the source
+    kept: list[str] = field(default_factory=list)  # target parameters/buffers left as they were (catalog-specific)
+
+
+_CATALOG_SPECIFIC = ("item_embedding.", "item_tokens")
+
+
+def transfer_weights(source: QBert4Rec, target: QBert4Rec) -> TransferReport:
+    """Copy everything catalog-independent from ``source`` into ``target`` (cross-domain transfer).
+
+    Requires a shared vocabulary (same ``vocab_sizes``, i.e. one RQ-VAE over the union of both
+    catalogs' items) and the same architecture. Token tables, positions, encoder and head are
+    copied; the item-ID embedding and the item→token table are the target's own.
+    """
+    if source.vocab_sizes != target.vocab_sizes:
+        raise ValueError(f"cannot transfer: vocabularies differ ({source.vocab_sizes} vs {target.vocab_sizes}); "
+                         "tokenise both catalogs with one RQ-VAE trained on the union of their items")
+    src = source.state_dict()
+    report = TransferReport()
+    new_state = {}
+    for name, value in target.state_dict().items():
+        if name.startswith(_CATALOG_SPECIFIC) or name not in src:
+            report.kept.append(name)
+            continue
+        if src[name].shape != value.shape:
+            raise ValueError(f"cannot transfer {name!r}: shape {tuple(src[name].shape)} in the source vs "
+                             f"{tuple(value.shape)} in the target (architectures differ)")
+        new_state[name] = src[name].clone()
+        report.copied.append(name)
+    target.load_state_dict(new_state, strict=False)
+    return report

@@ -1,0 +1,237 @@
+"""The generic trainer every sequential model in the kit uses (stage 3, "pretraining / fine-tuning").
+
+:func:`fit` trains any :class:`~qbert4rec_lib.seqbase.SequentialRecommender` on the training part
+of a leave-one-out split (``split.train``: each user's items except the last two), evaluates on
+the validation targets every ``eval_every`` epochs with the kit's full-ranking evaluator, stops
+early when the monitored metric (validation NDCG@10) has not improved for ``patience``
+evaluations, and **restores the best weights** before returning. :func:`run_multi_seed` repeats
+that for several seeds and scores each best model on the test targets.
+
+Choices, each a :class:`TrainConfig` field:
+
+* Optimiser: AdamW (``weight_decay=0`` makes it Adam, the SASRec / BERT4Rec papers' choice),
+  constant learning rate, optional gradient-norm clipping.
+* Batches: sequences are shuffled every epoch with a seeded generator. With ``length_buckets``
+  (default on) the shuffled order is cut into pools of ``bucket_pool`` batches, each pool sorted by
+  length before batching, and the batch order shuffled again: batches then hold sequences of
+  similar length and carry little padding (Beauty: mean length 8.9, window 50). Each batch is
+  left-padded to its own longest sequence (``trim_padding``); models must therefore accept any
+  ``T <= max_len`` (the kit's models use right-aligned positions).
+* Every training sequence is kept, however short; a model decides what it learns from it (SASRec
+  learns nothing from a one-item sequence, BERT4Rec can still mask it). All users are evaluated.
+* Determinism: the model's :meth:`loss` receives a ``torch.Generator`` seeded from
+  ``TrainConfig.seed`` (for its masks), and dropout draws from the global torch RNG, which
+  :func:`fit` seeds inside ``torch.random.fork_rng`` (the caller's RNG state is left untouched).
+  Same seed and same initial weights give the same loss curve on CPU.
+* Models without trainable parameters (Popularity) are evaluated once and returned.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, replace
+from typing import Callable, NamedTuple, Sequence
+
+import numpy as np
+import torch
+
+from .config import seed_everything
+from .evaluate import EvalConfig, EvalResult, evaluate_split
+from .seqbase import SequentialRecommender, pad_left
+
+__all__ = ["TrainConfig", "FitResult", "SeedRun", "fit", "run_multi_seed", "make_batches"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 60  # (int) maximum number of passes over the training sequences
+    batch_size: int = 256  # (int) sequences per optimiser step (SASRec / BERT4Rec papers: 128 / 256)
+    lr: float = 2e-3  # (float) AdamW learning rate, constant
+    weight_decay: float = 0.0  # (float) AdamW decoupled weight decay (0 = Adam)
+    grad_clip: float = 5.0  # (float) max global gradient norm (0 = no clipping)
+    patience: int = 5  # (int) evaluations without improvement before stopping (0 = never stop early)
+    eval_every: int = 1  # (int) validate every this many epochs (and after the last one)
+    monitor: str = "NDCG@10"  # (str) validation metric for early stopping and the best epoch
+    max_len: int = 50  # (int) longest training sequence (the last max_len items are kept)
+    seed: int = 0  # (int) seeds shuffling, masks (the loss generator) and dropout
+    shuffle: bool = True  # (bool) reshuffle the training sequences every epoch
+    length_buckets: bool = True  # (bool) group sequences of similar length into batches (less padding)
+    bucket_pool: int = 50  # (int) batches per pool sorted by length when length_buckets
+    trim_padding: bool = True  # (bool) pad each batch to its own longest sequence, not to max_len
+    time_limit_s: float = 0.0  # (float) stop after the epoch that crosses this much wall time (0 = none)
+    device: str = "cpu"  # (str) torch device for training and evaluation
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_every", "max_len", "bucket_pool"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` did: the learning curve and the best validation point."""
+
+    history: list[dict]  # one entry per epoch: epoch, train_loss, parts, valid (metrics or None), seconds
+    best_epoch: int  # epoch whose weights were restored (0 = untrained model)
+    best_valid: dict[str, float]  # validation metrics at best_epoch
+    seconds: float  # total wall time (training + validation)
+    train_sequences_per_second: float  # training throughput, validation time excluded
+    stop_reason: str = "epochs"  # "epochs" (ran them all), "patience" (early stop) or "time_limit"
+
+
+class SeedRun(NamedTuple):
+    seed: int
+    fit: FitResult
+    test: EvalResult
+
+
+def make_batches(lengths: np.ndarray, cfg: TrainConfig, rng: np.random.Generator) -> list[np.ndarray]:
+    """Index arrays, one per batch, for one epoch (shuffled / length-bucketed per ``cfg``)."""
+    order = rng.permutation(len(lengths)) if cfg.shuffle else np.arange(len(lengths))
+    if cfg.length_buckets:
+        pool = cfg.batch_size * cfg.bucket_pool
+        pools = [order[i : i + pool] for i in range(0, len(order), pool)]
+        order = np.concatenate([p[np.argsort(lengths[p], kind="stable")] for p in pools])
+    batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    if cfg.length_buckets and cfg.shuffle:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def _has_trainable(model: torch.nn.Module) -> bool:
+    return any(p.requires_grad for p in model.parameters())
+
+
+def fit(
+    model: SequentialRecommender,
+    split,
+    cfg: TrainConfig = TrainConfig(),
+    *,
+    eval_cfg: EvalConfig = EvalConfig(),
+    progress: bool = True,
+    log: Callable[[dict], None] | None = None,
+) -> FitResult:
+    """Train ``model`` on ``split.train``, early-stop on validation ``cfg.monitor``, restore the best weights.
+
+    ``log`` (e.g. ``print``) receives every epoch's history entry as it is produced.
+    """
+    start = time.perf_counter()
+    model.to(cfg.device)
+    if not _has_trainable(model):
+        valid = evaluate_split(model, split, "valid", eval_cfg)
+        entry = {"epoch": 0, "train_loss": None, "parts": {}, "valid": valid.metrics, "seconds": valid.seconds}
+        if log:
+            log(entry)
+        return FitResult([entry], 0, valid.metrics, time.perf_counter() - start, math.nan, "untrainable")
+
+    sequences = [np.asarray(s[-cfg.max_len :], dtype=np.int64) for s in split.train]
+    lengths = np.array([len(s) for s in sequences])
+    if lengths.max(initial=0) == 0:
+        raise ValueError("fit: every training sequence is empty; nothing to train on")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng(cfg.seed)
+    history: list[dict] = []
+    best_score, best_epoch, best_valid, best_state = -math.inf, 0, {}, None
+    evals_since_best, train_seconds, sequences_seen, stop_reason = 0, 0.0, 0, "epochs"
+
+    epochs = range(1, cfg.epochs + 1)
+    if progress:
+        from tqdm.auto import tqdm
+
+        epochs = tqdm(epochs, desc=f"fit {getattr(model, 'name', type(model).__name__)}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        loss_generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
+        for epoch in epochs:
+            epoch_start = time.perf_counter()
+            model.train()
+            total, parts_sum, count = 0.0, {}, 0
+            for index in make_batches(lengths, cfg, rng):
+                width = int(lengths[index].max()) if cfg.trim_padding else cfg.max_len
+                batch = pad_left([sequences[i] for i in index], max(width, 1)).to(cfg.device)  # [B, T]
+                out = model.loss(batch, loss_generator)
+                optimizer.zero_grad(set_to_none=True)
+                if out.loss.requires_grad:
+                    out.loss.backward()
+                    if cfg.grad_clip > 0:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    optimizer.step()
+                loss_value = float(out.loss.detach())
+                if not math.isfinite(loss_value):
+                    raise FloatingPointError(f"fit: loss became {loss_value} at epoch {epoch}")
+                total += loss_value * len(index)
+                for k, v in out.parts.items():
+                    parts_sum[k] = parts_sum.get(k, 0.0) + float(v) * len(index)
+                count += len(index)
+            seconds = time.perf_counter() - epoch_start
+            train_seconds += seconds
+            sequences_seen += count
+            entry = {
+                "epoch": epoch,
+                "train_loss": total / count,
+                "parts": {k: v / count for k, v in parts_sum.items()},
+                "valid": None,
+                "seconds": seconds,
+            }
+            out_of_time = bool(cfg.time_limit_s) and time.perf_counter() - start >= cfg.time_limit_s
+            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs or out_of_time:
+                valid = evaluate_split(model, split, "valid", eval_cfg)
+                entry["valid"], entry["valid_seconds"] = valid.metrics, valid.seconds
+                if cfg.monitor not in valid.metrics:
+                    raise KeyError(f"TrainConfig.monitor {cfg.monitor!r} is not a metric; known: {sorted(valid.metrics)}")
+                score = valid.metrics[cfg.monitor]
+                if score > best_score:
+                    best_score, best_epoch, best_valid = score, epoch, valid.metrics
+                    best_state = copy.deepcopy(model.state_dict())
+                    evals_since_best = 0
+                else:
+                    evals_since_best += 1
+            history.append(entry)
+            if log:
+                log(entry)
+            if progress:
+                postfix = {"loss": f"{entry['train_loss']:.3f}"}
+                if entry["valid"]:
+                    postfix[cfg.monitor] = f"{entry['valid'][cfg.monitor]:.4f}"
+                epochs.set_postfix(postfix)
+            if cfg.patience and evals_since_best >= cfg.patience:
+                stop_reason = "patience"
+                break
+            if out_of_time:
+                stop_reason = "time_limit"
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return FitResult(
+        history=history,
+        best_epoch=best_epoch,
+        best_valid=best_valid,
+        seconds=time.perf_counter() - start,
+        train_sequences_per_second=sequences_seen / max(train_seconds, 1e-9),
+        stop_reason=stop_reason,
+    )
+
+
+def run_multi_seed(
+    make_model: Callable[[int], SequentialRecommender],
+    split,
+    train_cfg: TrainConfig = TrainConfig(),
+    seeds: Sequence[int] = (0, 1, 2),
+    eval_cfg: EvalConfig = EvalConfig(),
+    *,
+    progress: bool = True,
+    log: Callable[[dict], None] | None = None,
+) -> list[SeedRun]:
+    """For each seed: seed everything, build ``make_model(seed)``, :func:`fit`, evaluate on test."""
+    runs = []
+    for seed in seeds:
+        seed_everything(seed)
+        model = make_model(seed)
+        result = fit(model, split, replace(train_cfg, seed=seed), eval_cfg=eval_cfg, progress=progress, log=log)
+        test = evaluate_split(model, split, "test", eval_cfg)
+        runs.append(SeedRun(seed, result, test))
+    return runs

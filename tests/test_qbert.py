@@ -1,0 +1,219 @@
+"""Q-Bert4Rec: learns an informative-ID task, exact gather scoring, padding / [MASK] handling, transfer."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from qbert4rec_lib.masking import FINETUNE_MASKS, MaskConfig
+from qbert4rec_lib.qbert import MASK_TOKEN, PAD_TOKEN, QBert4Rec, QBertConfig, transfer_weights
+from qbert4rec_lib.seqbase import pad_left
+
+GROUPS, PER_GROUP = 6, 10
+SMALL = QBertConfig(hidden=32, layers=2, heads=2, dropout=0.1, max_len=12)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest (and reproducibly) on one thread, especially on a shared machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def group_ids(per_group: int = PER_GROUP, groups: int = GROUPS) -> np.ndarray:
+    """Semantic IDs where level 0 = the item's group, level 1 = its index in the group, level 2 = 0."""
+    n = groups * per_group
+    return np.stack([np.arange(n) // per_group, np.arange(n) % per_group, np.zeros(n, dtype=np.int64)], axis=1)
+
+
+def group_walks(users: int, seed: int, per_group: int = PER_GROUP, groups: int = GROUPS, max_len: int = 12):
+    """Users walk group g -> g+1 (mod G), picking a random item of the group each step.
+
+    The next item's group is fully predictable from the history; the item inside it is not, so
+    the best possible HR@5 is 5 / per_group.
+    """
+    rng = np.random.default_rng(seed)
+    seqs = []
+    for _ in range(users):
+        g, n = int(rng.integers(groups)), int(rng.integers(4, max_len + 2))
+        s = []
+        for _ in range(n):
+            s.append(g * per_group + int(rng.integers(per_group)) + 1)
+            g = (g + 1) % groups
+        seqs.append(np.array(s, dtype=np.int64))
+    histories = [s[:-1] for s in seqs]
+    targets = np.array([s[-1] for s in seqs], dtype=np.int64)
+    return histories, targets
+
+
+def train_steps(model, histories, steps: int, seed: int = 0, batch: int = 64, lr: float = 3e-3):
+    """A tiny local training loop (the library's train.fit does this with early stopping)."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    x = pad_left(histories, model.config.max_len)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        rows = torch.randint(0, len(x), (batch,), generator=gen)
+        out = model.loss(x[rows], gen)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(out.parts["loss"])
+    model.eval()
+    return losses
+
+
+def hit_rate(scores: torch.Tensor, targets: np.ndarray, k: int) -> float:
+    top = scores.topk(k, dim=1).indices
+    return float((top == torch.as_tensor(targets).unsqueeze(1)).any(dim=1).float().mean())
+
+
+def new_model(ids=None, config=SMALL, seed=0, **kw):
+    torch.manual_seed(seed)
+    return QBert4Rec(group_ids() if ids is None else ids, config=config, **kw)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """One model trained on the group-walk task (shared by several tests)."""
+    with torch.random.fork_rng():
+        torch.set_num_threads(1)
+        histories, targets = group_walks(400, seed=0)
+        model = new_model()
+        losses = train_steps(model, histories, steps=150)
+    return model, histories, targets, losses
+
+
+def test_learns_informative_semantic_ids(trained):
+    model, histories, targets, losses = trained
+    assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 1.0
+    hr5 = hit_rate(model.score_all(pad_left(histories, 12)), targets, 5)
+    # popularity baseline: the 5 most frequent training items
+    counts = np.bincount(np.concatenate(histories), minlength=GROUPS * PER_GROUP + 1)
+    counts[0] = -1
+    pop_top5 = np.argsort(-counts)[:5]
+    pop_hr5 = float(np.isin(targets, pop_top5).mean())
+    assert hr5 > 0.35, hr5  # the ceiling is 5 / PER_GROUP = 0.5
+    assert hr5 > 3 * pop_hr5, (hr5, pop_hr5)
+    # held-out users too (not in training)
+    h2, t2 = group_walks(200, seed=1)
+    assert hit_rate(model.score_all(pad_left(h2, 12)), t2, 5) > 0.35
+
+
+def test_score_all_is_the_per_level_sum_of_log_probs(trained):
+    model = trained[0]
+    histories = pad_left(trained[1][:5], 12)
+    scores = model.score_all(histories)
+    assert scores.shape == (5, model.num_items + 1)
+    assert torch.isinf(scores[:, 0]).all() and (scores[:, 0] < 0).all()
+    log_probs = model.next_item_log_probs(histories)  # L x [B, V_l]
+    ids = group_ids()
+    for item in (1, 7, 23, 60):
+        explicit = sum(log_probs[level][:, ids[item - 1, level]] for level in range(ids.shape[1]))
+        assert torch.allclose(scores[:, item], explicit, atol=1e-5)
+    # scores are log-probabilities of a distribution over token tuples: sum over all items <= 1
+    assert (torch.logsumexp(scores[:, 1:], dim=1) <= 1e-5).all()
+
+
+def test_padding_width_and_window(trained):
+    model = trained[0]
+    histories = trained[1][:8]
+    narrow = model.score_all(pad_left(histories, 12))
+    wide = model.score_all(pad_left(histories, 12)[:, -max(len(h) for h in histories):])  # minimal width
+    assert torch.allclose(narrow, wide, atol=1e-5)  # positions are counted from the right
+    long = [np.concatenate([np.full(20, 3), h]) for h in histories]  # longer than max_len
+    cut = [h[-(model.config.max_len - 1):] for h in long]  # the window keeps max_len - 1 items + [MASK]
+    assert torch.allclose(model.score_all(pad_left(long, 40)), model.score_all(pad_left(cut, 12)), atol=1e-5)
+    empty = model.score_all(torch.zeros(2, 12, dtype=torch.int64))  # no history: still finite scores
+    assert torch.isfinite(empty[:, 1:]).all()
+
+
+@pytest.mark.parametrize("with_item_ids", [False, True])
+def test_masked_positions_hide_the_item_on_every_level(with_item_ids):
+    cfg = QBertConfig(hidden=32, max_len=12, add_item_id_embedding=with_item_ids)
+    model = new_model(config=cfg).eval()
+    assert (model.item_tokens[0] == PAD_TOKEN).all()
+    for table in model.token_embeddings:  # PAD row is zero; MASK row is a learned vector
+        assert torch.count_nonzero(table.weight[PAD_TOKEN]) == 0 and torch.count_nonzero(table.weight[MASK_TOKEN]) > 0
+    a = torch.tensor([[0, 0, 5, 17, 33, 41]])
+    b = torch.tensor([[0, 0, 5, 58, 33, 41]])  # differs only at the masked position
+    masked = torch.tensor([[False, False, False, True, False, False]])
+    with torch.no_grad():
+        ha, hb = model.encode(a, masked), model.encode(b, masked)
+        assert torch.allclose(ha[:, 2:], hb[:, 2:], atol=1e-6)
+        hc = model.encode(b, torch.zeros_like(masked))  # unmasked: the item is visible
+    assert not torch.allclose(ha[:, 2:], hc[:, 2:], atol=1e-4)
+
+
+def test_level_weights_and_loss_parts():
+    model = new_model(config=QBertConfig(hidden=32, max_len=12, level_weights=(1.0, 0.0, 0.0)))
+    x = pad_left(group_walks(16, seed=2)[0], 12)
+    out = model.loss(x, torch.Generator().manual_seed(0))
+    assert out.loss.item() == pytest.approx(out.parts["ce_level0"], rel=1e-5)
+    assert set(out.parts) >= {"ce_level0", "ce_level1", "ce_level2", "loss", "masked_fraction"}
+    assert 0 < out.parts["masked_fraction"] <= 1
+
+
+def test_deterministic_given_seed_and_generator():
+    histories = group_walks(64, seed=3)[0]
+    m1, m2 = new_model(seed=5), new_model(seed=5)
+    assert all(torch.equal(p, q) for p, q in zip(m1.parameters(), m2.parameters()))
+    l1 = train_steps(m1, histories, steps=5, seed=1)
+    l2 = train_steps(m2, histories, steps=5, seed=1)
+    assert l1 == l2
+    x = pad_left(histories[:4], 12)
+    assert torch.equal(m1.score_all(x), m2.score_all(x))
+
+
+def test_masking_is_swappable():
+    model = new_model()
+    x = pad_left(group_walks(32, seed=4)[0], 12)
+    model.masking = FINETUNE_MASKS
+    out = model.loss(x, torch.Generator().manual_seed(0))
+    assert out.parts["masked_fraction"] > 0
+    model.masking = MaskConfig(cloze_weight=0, span_weight=0, tail_weight=1, multi_region_weight=0, max_tail=1)
+    one = model.loss(x, torch.Generator().manual_seed(0))  # exactly the last item of every row
+    assert one.parts["masked_fraction"] == pytest.approx(len(x) / int((x > 0).sum()))
+
+
+def test_transfer_across_catalogs_with_a_shared_vocabulary(trained):
+    source = trained[0]
+    # catalog B: other items (8 per group, different ids) tokenised in the same vocabulary
+    ids_b = group_ids(per_group=8)
+    target = QBert4Rec(ids_b, vocab_sizes=source.vocab_sizes, config=SMALL).eval()
+    h_b, t_b = group_walks(300, seed=7, per_group=8)
+    before = hit_rate(target.score_all(pad_left(h_b, 12)), t_b, 5)
+    report = transfer_weights(source, target)
+    assert "encoder.layers.0.self_attn.in_proj_weight" in report.copied
+    assert "token_embeddings.0.weight" in report.copied and "position_embedding.weight" in report.copied
+    assert "item_tokens" in report.kept
+    assert torch.equal(target.item_tokens[1:] - 2, torch.as_tensor(ids_b))  # the target keeps its own items
+    after = hit_rate(target.score_all(pad_left(h_b, 12)), t_b, 5)
+    assert after > 0.45 and after > before + 0.25, (before, after)  # zero-shot: the token-level rule transfers
+
+
+def test_transfer_rules():
+    a = new_model(config=QBertConfig(hidden=32, max_len=12, add_item_id_embedding=True))
+    b = QBert4Rec(group_ids(per_group=8), vocab_sizes=a.vocab_sizes,
+                  config=QBertConfig(hidden=32, max_len=12, add_item_id_embedding=True))
+    report = transfer_weights(a, b)
+    assert "item_embedding.weight" in report.kept  # item ids do not transfer
+    with pytest.raises(ValueError, match="vocabularies differ"):
+        transfer_weights(a, QBert4Rec(group_ids(per_group=8), config=SMALL))  # own (smaller) vocabulary
+    with pytest.raises(ValueError, match="shape"):
+        transfer_weights(new_model(config=SMALL), new_model(config=QBertConfig(hidden=16, max_len=12)))
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(ValueError, match=r"\[N, L\]"):
+        QBert4Rec(np.zeros(5, dtype=np.int64))
+    with pytest.raises(ValueError, match="vocab size"):
+        QBert4Rec(group_ids(), vocab_sizes=(6, 5, 1))
+    with pytest.raises(ValueError, match="level_weights"):
+        QBert4Rec(group_ids(), config=QBertConfig(level_weights=(1.0,)))
+    with pytest.raises(ValueError, match="item ids must lie"):
+        new_model().score_all(torch.tensor([[0, 61]]))
