@@ -4,7 +4,18 @@ Commands (each prints a short human summary, or JSON with ``--json``):
 
     stats DATA              counts, modalities, load report of a data folder (or "default")
     generate OUT            write the embedded default catalog (files + images) to a folder
+    features DATA           text / image / structural item features (cached)
+    fuse DATA               stage 1: cross-modal semantic injection (fused item embeddings, exit depths)
+    quantize DATA           stage 2: RQ-VAE semantic IDs and codebook health
+    pretrain DATA           stage 3: multi-mask pretraining + fine-tuning of Q-Bert4Rec (cached checkpoint)
+    finetune DATA           fine-tuning only (no pretraining)
+    evaluate DATA           test metrics + protocol of a model (trains it first if not cached)
+    experiment DATA         the results table: Q-Bert4Rec vs baselines over several seeds
+    ablations DATA          Q-Bert4Rec with one switch flipped per row
     reproduce --set smoke   run every notebook through papermill under a parameter set
+
+Stage commands take ``--config smoke|full`` (see ``pipeline.preset``) and ``--set section.field=value``
+overrides, e.g. ``--set fusion.epochs=5 --set rqvae.levels=4``.
 
 ``DATA`` is ``default`` (the embedded generated catalog) or a data folder (format auto-detected).
 """
@@ -42,6 +53,130 @@ def cmd_stats(args) -> int:
         print(f"modalities: {mods}")
         print(f"load report: {stats['load_report']['summary']}")
     return 0
+
+
+def _experiment_config(args):
+    from dataclasses import replace
+
+    from .config import override
+    from .pipeline import preset
+
+    cfg = preset(args.config)
+    for item in args.set or []:
+        if "=" not in item:
+            raise ValueError(f"--set expects section.field=value, got {item!r}")
+        key, value = item.split("=", 1)
+        if "." in key:
+            section, fieldname = key.split(".", 1)
+            if not hasattr(cfg, section):
+                raise KeyError(f"unknown config section {section!r}")
+            cfg = replace(cfg, **{section: override(getattr(cfg, section), **{fieldname: value})})
+        else:
+            cfg = override(cfg, **{key: value})
+    if getattr(args, "text_model", None):
+        cfg = replace(cfg, features=replace(cfg.features, text_model=args.text_model))
+    if getattr(args, "image_model", None):
+        cfg = replace(cfg, features=replace(cfg.features, image_model=args.image_model))
+    if getattr(args, "image_weights", None):
+        cfg = replace(cfg, features=replace(cfg.features, image_pretrained=args.image_weights))
+    return cfg
+
+
+def _emit(args, payload: dict, human: str) -> int:
+    print(json.dumps(payload, indent=2, default=str) if args.json else human)
+    return 0
+
+
+def cmd_features(args) -> int:
+    from .features import build_features
+
+    ds, cfg = _open(args.data), _experiment_config(args)
+    fs = build_features(ds, cfg.features, progress=not args.json)
+    summary = fs.summary()
+    human = "\n".join([f"{n}: {v['shape']} ({v['present']:,} items have it; {v['source']}; cache {v['cache']})"
+                       for n, v in summary["modalities"].items()] + [f"{n}: absent ({why})" for n, why in fs.absent.items()])
+    return _emit(args, summary, human)
+
+
+def cmd_fuse(args) -> int:
+    from .features import build_features
+    from .fusion import run_fusion
+
+    ds, cfg = _open(args.data), _experiment_config(args)
+    fs = build_features(ds, cfg.features, progress=not args.json)
+    res = run_fusion(ds, fs, cfg.fusion, progress=not args.json)
+    return _emit(args, res.summary(), json.dumps(res.summary(), indent=2))
+
+
+def cmd_quantize(args) -> int:
+    from .pipeline import semantic_ids
+
+    ds, cfg = _open(args.data), _experiment_config(args)
+    ids = semantic_ids(ds, cfg, progress=not args.json)
+    return _emit(args, ids.quantize.summary(), json.dumps(ids.quantize.summary(), indent=2))
+
+
+def _model_payload(run) -> dict:
+    return {"model": run.name, "seed": run.seed, "test": run.test.metrics, "valid": run.valid.metrics,
+            "protocol": run.test.protocol, "from_cache": run.from_cache,
+            "best_epochs": {k: (v.best_epoch if hasattr(v, "best_epoch") else v["best_epoch"]) for k, v in run.fits.items()}}
+
+
+def cmd_pretrain(args) -> int:
+    from .pipeline import train_model
+
+    ds, cfg = _open(args.data), _experiment_config(args)
+    run = train_model("Q-Bert4Rec", ds, cfg, seed=args.seed, progress=not args.json)
+    return _emit(args, _model_payload(run), f"Q-Bert4Rec (pretrain + fine-tune) test: {run.test}")
+
+
+def cmd_finetune(args) -> int:
+    """Fine-tuning only (the "no pretraining" variant). Cross-domain transfer lives in notebook 05."""
+    from dataclasses import replace
+
+    from .pipeline import train_model
+
+    ds, cfg = _open(args.data), _experiment_config(args)
+    run = train_model("Q-Bert4Rec", ds, replace(cfg, do_pretrain=False), seed=args.seed, progress=not args.json)
+    return _emit(args, _model_payload(run), f"Q-Bert4Rec (fine-tune only) test: {run.test}")
+
+
+def cmd_evaluate(args) -> int:
+    from .pipeline import train_model
+
+    ds, cfg = _open(args.data), _experiment_config(args)
+    run = train_model(args.model, ds, cfg, seed=args.seed, progress=not args.json)
+    return _emit(args, _model_payload(run), f"{run.name} test: {run.test}")
+
+
+def cmd_experiment(args) -> int:
+    from .cache import atomic_write_json, atomic_write_text
+    from .pipeline import run_experiment
+
+    ds, cfg = _open(args.data), _experiment_config(args)
+    res = run_experiment(ds, cfg, models=args.models, seeds=args.seeds, progress=False,
+                         log=None if args.json else print)
+    if args.out:
+        from pathlib import Path
+
+        atomic_write_json(Path(args.out).with_suffix(".json"), {"dataset": ds.name, "config": args.config,
+                                                                "runs": res.as_dict(), "seconds": res.seconds})
+        atomic_write_text(Path(args.out).with_suffix(".md"), res.table_md)
+    return _emit(args, {"dataset": ds.name, "runs": res.as_dict(), "table_md": res.table_md, "seconds": res.seconds},
+                 res.table_md + f"\n({res.seconds:.0f} s)")
+
+
+def cmd_ablations(args) -> int:
+    from .cache import atomic_write_text
+    from .pipeline import ABLATIONS, ablation_table, run_ablations
+
+    ds, cfg = _open(args.data), _experiment_config(args)
+    runs = run_ablations(ds, cfg, args.names or tuple(ABLATIONS), seed=args.seed, progress=False,
+                         log=None if args.json else print)
+    table = ablation_table(runs)
+    if args.out:
+        atomic_write_text(args.out, table)
+    return _emit(args, {n: r.test.metrics for n, r in runs.items()}, table)
 
 
 def cmd_generate(args) -> int:
@@ -86,6 +221,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_generate)
+
+    def stage(name, help_, func, model=False, seeds=False):
+        p = sub.add_parser(name, help=help_)
+        _add_data(p)
+        p.add_argument("--config", default="smoke", choices=["smoke", "full"], help="preset (default: smoke)")
+        p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override a config field")
+        p.add_argument("--seed", type=int, default=0)
+        p.set_defaults(func=func)
+        return p
+
+    p = stage("features", "text / image / structural item features", cmd_features)
+    p.add_argument("--text-model", help="HF model name or local folder (default: bundled all-MiniLM-L6-v2)")
+    p.add_argument("--image-model", help='"fit" (CLIP fitted on the catalog) or an open_clip architecture, e.g. ViT-B-32')
+    p.add_argument("--image-weights", help="open_clip pretrained tag (online) or a local .bin/.safetensors file")
+    stage("fuse", "stage 1: fused item embeddings", cmd_fuse)
+    stage("quantize", "stage 2: RQ-VAE semantic IDs", cmd_quantize)
+    stage("pretrain", "stage 3: multi-mask pretraining + fine-tuning", cmd_pretrain)
+    stage("finetune", "stage 3: fine-tuning only (no pretraining)", cmd_finetune)
+    p = stage("evaluate", "test metrics and protocol of a model", cmd_evaluate)
+    p.add_argument("--model", default="Q-Bert4Rec", choices=["Q-Bert4Rec", "SASRec-CE", "BERT4Rec-ID", "Popularity"])
+    p = stage("experiment", "results table over seeds", cmd_experiment)
+    p.add_argument("--models", nargs="*", default=["Q-Bert4Rec", "SASRec-CE", "BERT4Rec-ID", "Popularity"])
+    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    p.add_argument("--out", default=None, help="write <out>.json and <out>.md")
+    p = stage("ablations", "Q-Bert4Rec ablations (one seed)", cmd_ablations)
+    p.add_argument("--names", nargs="*", default=None)
+    p.add_argument("--out", default=None, help="write the markdown table here")
 
     p = sub.add_parser("reproduce", help="run all notebooks through papermill under a parameter set")
     p.add_argument("--set", default="smoke", help="parameter set name (notebooks/params/<name>.yaml) or a YAML path")

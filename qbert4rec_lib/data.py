@@ -205,6 +205,7 @@ class Dataset:
             "items": self.num_items,
             "interactions": self.num_interactions,
             "modalities": self.modalities.as_dict(),
+            "modalities_absent": [m for m in ("text", "image") if not getattr(self.modalities, m)],
             "sequence_length": {
                 "min": int(lengths.min()) if len(lengths) else 0,
                 "max": int(lengths.max()) if len(lengths) else 0,
