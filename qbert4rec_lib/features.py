@@ -24,9 +24,13 @@ public. What this module does, and every choice that is ours (each one a ``Featu
   (``image_model="ViT-B-32", image_pretrained="laion2b_s34b_b79k"`` when online, or a local
   ``.bin`` / ``.safetensors`` file). No pip package ships CLIP weights, so the offline default
   ``image_model="fit"`` *fits* a small ``open_clip.CLIP`` with ``open_clip.ClipLoss`` on this
-  catalog's own (image, title) pairs (:func:`fit_catalog_clip`) and uses its image tower; the
-  metadata says "fitted on this catalog" with the config and losses. Random weights are never
-  used silently: an architecture without weights raises.
+  catalog's own (image, text) pairs (:func:`fit_catalog_clip`) and uses its image tower; the
+  metadata says "fitted on this catalog" with the config and losses. The caption of an image
+  is the item's template text (``image_fit_caption="template"``), not the bare title: it names
+  brand and category consistently, where titles use synonyms. On the embedded default (12
+  epochs) both captions teach colour (neighbour purity 0.99); the template also teaches the
+  brand family's pattern faster (0.62 vs 0.56; the untrained tower gives 0.42). Random weights
+  are never used silently: an architecture without weights raises.
 * **Structural** (:func:`structural_features`): the paper does not define "structural
   features"; we take collaborative structure from the **training split only**: item-item
   co-occurrence within ``structural_window`` positions of each training sequence -> positive
@@ -46,6 +50,7 @@ import hashlib
 import html
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
@@ -57,7 +62,7 @@ from .cache import atomic_save_npy, stage_dir
 __all__ = [
     "FeatureConfig", "ModalityFeatures", "FeatureSet", "build_features",
     "item_text", "item_texts", "TEXT_FIELDS", "TextEncoder", "resolve_text_model",
-    "ImageEncoder", "FittedClip", "fit_catalog_clip", "image_paths",
+    "ImageEncoder", "FittedClip", "fit_catalog_clip", "catalog_clip", "image_paths",
     "StructuralResult", "structural_features",
     "pooled", "nearest_items", "neighbour_purity", "neighbour_overlap",
 ]
@@ -86,13 +91,14 @@ class FeatureConfig:
     image_fit_layers: int = 2  # transformer layers of both towers of the fitted CLIP
     image_fit_dim: int = 64  # joint embedding size = image feature dim of the fitted CLIP
     image_fit_lr: float = 2e-3  # AdamW learning rate of the fit
-    image_fit_batch: int = 128  # (image, caption) pairs per contrastive batch (in-batch negatives)
-    image_fit_caption: str = "title"  # caption paired with each image: "title" (template if empty) | "template"
+    image_fit_batch: int = 64  # (image, caption) pairs per contrastive batch (in-batch negatives)
+    image_fit_caption: str = "template"  # text paired with each image: "template" (item_text) | "title"
     structural_dim: int = 64  # SVD dimension (clamped below the number of co-occurring items)
     structural_window: int = 3  # co-occurrence window: pairs up to this many positions apart in a sequence
     structural_cds: float = 0.75  # context-distribution smoothing exponent of PPMI (1.0 = plain PPMI)
     batch_size: int = 64  # encoder batch size (text and image)
     device: str = "cpu"  # "cpu" | "cuda" | "auto"
+    torch_threads: int = 0  # torch CPU threads while building (0: leave torch's setting; restored afterwards)
     seed: int = 0  # seeds the CLIP fit and the SVD
 
 
@@ -200,6 +206,8 @@ class TextEncoder:
         from transformers import AutoModel, AutoTokenizer
 
         self.name, self.max_tokens, self.device = model, max_tokens, _device(device)
+        if dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"text dtype must be float32, bfloat16 or float16, got {dtype!r}")
         path = resolve_text_model(model)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
@@ -273,24 +281,23 @@ class TextEncoder:
 def image_paths(dataset, *, cache_root: Path | str | None = None, progress: bool = True) -> list[str | None]:
     """A local file per item (``None`` = no image). URLs are downloaded into the cache first."""
     entries = list(dataset.items.images)
-    if any(e.startswith(("http://", "https://")) for e in entries):
+    is_url = [e.lower().startswith(("http://", "https://")) for e in entries]
+    downloaded: dict[str, Path] = {}
+    if any(is_url):
         from .cache import cache_root as default_root
         from .images import download_images
 
         folder = Path(cache_root or default_root()) / "images" / dataset.fingerprint()
-        summary = download_images(dataset, folder, progress=progress)
-        local = {rid: str(p) for rid, p in summary.paths.items()}
-        return [local.get(rid) if e.startswith(("http://", "https://")) else e
-                for rid, e in zip(dataset.items.raw_ids, entries)]
+        downloaded = download_images(dataset, folder, progress=progress).paths
     base = Path(dataset.source) if dataset.source else None
     if base is not None and base.is_file():
         base = base.parent
     out: list[str | None] = []
-    for e in entries:
-        p = Path(e) if e else None
-        if p is not None and not p.is_absolute() and base is not None and not p.exists():
-            p = base / p
-        out.append(str(p) if p is not None and p.is_file() else None)
+    for rid, entry, url in zip(dataset.items.raw_ids, entries, is_url):
+        path = downloaded.get(rid) if url else (Path(entry) if entry else None)
+        if path is not None and not path.is_absolute() and base is not None and not path.exists():
+            path = base / path  # relative to the data folder
+        out.append(str(path) if path is not None and path.is_file() else None)
     return out
 
 
@@ -371,7 +378,7 @@ def fit_catalog_clip(paths: Sequence[str], captions: Sequence[str], cfg: Feature
     device = _device(cfg.device)
     with torch.random.fork_rng(devices=[]):  # seeded without touching the caller's global RNG
         torch.manual_seed(cfg.seed)
-        model = open_clip.CLIP(embed_dim=cfg.image_fit_dim, vision_cfg=config["vision"], text_cfg=config["text"]).to(device)
+        model = catalog_clip(config).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.image_fit_lr, weight_decay=0.01)
         loss_fn, generator = open_clip.ClipLoss(), torch.Generator().manual_seed(cfg.seed)
         model.train()
@@ -396,6 +403,21 @@ def fit_catalog_clip(paths: Sequence[str], captions: Sequence[str], cfg: Feature
             bar.set_postfix(loss=f"{epoch_losses[-1]:.3f}")
     config["params"] = int(sum(p.numel() for p in model.parameters()))
     return FittedClip(model.eval(), preprocess, epoch_losses, config)
+
+
+def catalog_clip(config: dict, seed: int | None = None):
+    """An ``open_clip.CLIP`` with a fit's architecture (``meta["fit"]``), freshly initialised.
+
+    With ``seed`` it has exactly the fit's starting weights: the untrained baseline that shows
+    what the fit learned (random image features already separate colours, for instance).
+    """
+    import open_clip
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return open_clip.CLIP(embed_dim=config["embed_dim"], vision_cfg=config["vision"], text_cfg=config["text"])
 
 
 def _captions(dataset, mode: str) -> list[str]:
@@ -450,9 +472,9 @@ def structural_features(train_sequences: Sequence[np.ndarray], num_items: int, *
     coo = counts.tocoo()
     pmi = np.log(coo.data * context.sum() / (row_sum[coo.row] * context[coo.col]))
     keep = pmi > 0
-    ppmi = sp.csr_matrix((pmi[keep], (coo.row[keep], coo.col[keep])), shape=counts.shape)  # [N, N]
+    ppmi = sp.csr_matrix((pmi[keep].astype(np.float32), (coo.row[keep], coo.col[keep])), shape=counts.shape)  # [N, N]
     k = int(min(dim, present.sum() - 1))
-    svd = TruncatedSVD(n_components=k, algorithm="randomized", n_iter=7, random_state=seed)
+    svd = TruncatedSVD(n_components=k, algorithm="randomized", n_iter=4, random_state=seed)  # float32: 4x faster, same neighbours
     u_s = svd.fit_transform(ppmi)  # [N, k] = U * S
     emb = u_s / np.sqrt(np.maximum(svd.singular_values_, 1e-12))  # U * sqrt(S)
     norms = np.linalg.norm(emb, axis=1, keepdims=True)
@@ -466,7 +488,23 @@ def structural_features(train_sequences: Sequence[np.ndarray], num_items: int, *
 # Build + cache
 # ---------------------------------------------------------------------------------------------
 def _key_fields(cfg: FeatureConfig, prefix: str, *extra: str) -> dict:
-    return {k: v for k, v in asdict(cfg).items() if k.startswith(prefix) and k != "text_chunk_size" or k in extra}
+    """The config fields named ``prefix*`` (plus ``extra``) that determine a modality's output."""
+    not_output = {"text_chunk_size"}  # how the work is chunked does not change the vectors
+    return {k: v for k, v in asdict(cfg).items() if (k.startswith(prefix) and k not in not_output) or k in extra}
+
+
+@contextmanager
+def _torch_threads(n: int):
+    """Use ``n`` torch CPU threads inside the block (0: unchanged); the previous setting is restored."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _sequences_hash(seqs: Sequence[np.ndarray]) -> str:
@@ -569,6 +607,11 @@ def build_features(dataset, cfg: FeatureConfig = FeatureConfig(), *, split=None,
         raise ValueError(f"FeatureConfig.modalities: unknown {sorted(unknown)}; use text, image, structural")
     if cfg.text_fields not in ("joint", "fields"):
         raise ValueError(f"FeatureConfig.text_fields must be 'joint' or 'fields', got {cfg.text_fields!r}")
+    with _torch_threads(cfg.torch_threads):
+        return _build(dataset, cfg, split, cache_root, progress)
+
+
+def _build(dataset, cfg: FeatureConfig, split, cache_root, progress: bool) -> FeatureSet:
     fp, n = dataset.fingerprint(), dataset.num_items
     mods: dict[str, ModalityFeatures] = {}
     absent = {m: "not requested (FeatureConfig.modalities)" for m in ("text", "image", "structural")
@@ -586,7 +629,8 @@ def build_features(dataset, cfg: FeatureConfig = FeatureConfig(), *, split=None,
         elif not any(p is not None for p in paths):
             absent["image"] = "no item image could be found or downloaded"
         else:
-            key = _key_fields(cfg, "image_", "seed") if cfg.image_model == "fit" else _key_fields(cfg, "image_model", "image_pretrained")
+            key = (_key_fields(cfg, "image_", "seed") if cfg.image_model == "fit"
+                   else {"image_model": cfg.image_model, "image_pretrained": cfg.image_pretrained})
             key["images"] = hashlib.sha256("\n".join(p or "" for p in paths).encode()).hexdigest()[:16]
             mods["image"] = _cached("image", key, fp, n, cache_root, _image(dataset, cfg, paths, progress))
     if "structural" in cfg.modalities:

@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -63,6 +64,7 @@ __all__ = [
     "train_fusion",
     "run_fusion",
     "features_key",
+    "torch_threads",
 ]
 
 
@@ -76,13 +78,15 @@ class FusionConfig:
     dropout: float = 0.0  # dropout inside attention and feed-forward layers
     gate: str = "dynamic"  # "dynamic" = per-item gated depth; "off" = every item runs all blocks (ablation)
     exit_threshold: float = 0.5  # inference: an item exits after block l when g^(l) < exit_threshold
-    depth_penalty: float = 0.02  # loss weight of the mean expected depth (pushes items to exit early)
+    depth_penalty: float = 0.05  # loss weight of the depth penalty: depth_penalty * max(0, mean expected depth - depth_budget)
+    depth_budget: float = 2.0  # mean expected depth allowed for free (0 = plain linear penalty on the depth)
     gate_init_bias: float = 2.0  # initial gate bias: sigmoid(2) = 0.88, so items start deep and learn to stop
-    contrastive_temperature: float = 0.07  # temperature of every InfoNCE term
+    contrastive_temperature: float = 0.2  # temperature of every InfoNCE term
+    modality_dropout: float = 0.3  # training: chance to hide each present modality from the attention (views stay targets)
     modality_pair_weight: float = 0.5  # weight of the modality<->modality InfoNCE terms (0 = fused<->view only)
     modalities: tuple = ()  # modalities to fuse; () = every modality the FeatureSet has
     id_init_std: float = 0.02  # std of the random initialisation of the ID vectors q_i
-    epochs: int = 30  # passes over all items
+    epochs: int = 20  # passes over all items
     batch_size: int = 256  # items per step (also the number of in-batch negatives + 1)
     lr: float = 1e-3  # AdamW learning rate
     weight_decay: float = 1e-4  # AdamW weight decay
@@ -106,6 +110,7 @@ class FusionResult:
     modality_weights: np.ndarray  # float32 [N, M], attention on each modality token (layers and heads averaged)
     id_attention: np.ndarray  # float32 [N], attention on the item's own ID token (1 - sum of modality weights)
     modality_present: np.ndarray  # bool [N, M], which modalities each item has
+    gate_values: np.ndarray  # float32 [N, max_depth - 1], inference gates g^(l) (NaN after the exit; empty if gate="off")
     modality_names: tuple[str, ...]
     history: list[dict]  # per epoch: loss, contrastive, per-view losses, mean expected depth
     config: FusionConfig
@@ -138,6 +143,7 @@ class FusionOutput(NamedTuple):
     exit_depth: torch.Tensor  # [B] int64, hard exit depth (max_depth when gate="off")
     modality_weights: torch.Tensor  # [B, M] attention on each modality token, averaged over executed layers
     id_attention: torch.Tensor  # [B] attention on the ID token, averaged over executed layers
+    gate_values: torch.Tensor  # [B, max_depth - 1] g^(l) after each block (NaN where the item had exited)
 
 
 class BlockOutput(NamedTuple):
@@ -211,18 +217,24 @@ class FusionModel(nn.Module):
         return torch.stack(tokens, dim=1)  # [B, M, d]
 
     def forward(self, rows: torch.Tensor, features: dict[str, torch.Tensor], present: torch.Tensor,
-                hard_exit: bool | None = None) -> FusionOutput:
-        """``rows`` [B] item rows; ``features[m]`` [B, J, d_m]; ``present`` [B, M] bool."""
+                hard_exit: bool | None = None, attend: torch.Tensor | None = None) -> FusionOutput:
+        """``rows`` [B] item rows; ``features[m]`` [B, J, d_m]; ``present`` [B, M] bool.
+
+        ``attend`` [B, M] (default ``present``) says which modality tokens the query may attend to
+        (modality dropout hides some during training).
+        """
+        attend = present if attend is None else attend & present
         hard_exit = (not self.training) if hard_exit is None else hard_exit
         batch, num_mod = rows.shape[0], len(self.modality_names)
         aligned = self.align(rows, features)  # [B, M, d]
         id_token = self.id_queries(rows).unsqueeze(1)  # [B, 1, d]
         context = torch.cat([id_token, aligned], dim=1) + self.token_type.weight  # [B, 1 + M, d]
-        padding_mask = torch.cat([torch.zeros_like(present[:, :1]), ~present], dim=1)  # [B, 1 + M], True = hidden
+        padding_mask = torch.cat([torch.zeros_like(attend[:, :1]), ~attend], dim=1)  # [B, 1 + M], True = hidden
 
         hidden = self.id_queries(rows)  # h^(0) = q_i, [B, d]
         attention_sum = torch.zeros(batch, num_mod + 1, device=rows.device)  # [B, 1 + M]
         dynamic = self.cfg.gate == "dynamic"
+        gate_values = torch.full((batch, len(self.gates)), float("nan"), device=rows.device)  # [B, L - 1]
         if hard_exit:
             active = torch.ones(batch, dtype=torch.bool, device=rows.device)  # items still running
             exit_depth = torch.zeros(batch, dtype=torch.long, device=rows.device)
@@ -236,6 +248,7 @@ class FusionModel(nn.Module):
                 exit_depth[idx] = depth
                 if dynamic and depth < len(self.blocks):
                     gate = torch.sigmoid(self.gates[depth - 1](out.hidden)).squeeze(-1)  # [b]
+                    gate_values[idx, depth - 1] = gate
                     active[idx[gate < self.cfg.exit_threshold]] = False
             expected_depth = exit_depth.float()
             attention = attention_sum / exit_depth.clamp(min=1).unsqueeze(1)  # [B, 1 + M]
@@ -249,14 +262,17 @@ class FusionModel(nn.Module):
                 attention_sum = attention_sum + step * out.attention
                 expected_depth = expected_depth + continue_prob
                 if dynamic and depth < len(self.blocks):
-                    continue_prob = continue_prob * torch.sigmoid(self.gates[depth - 1](hidden)).squeeze(-1)
+                    gate = torch.sigmoid(self.gates[depth - 1](hidden)).squeeze(-1)  # [B]
+                    gate_values[:, depth - 1] = gate.detach()
+                    continue_prob = continue_prob * gate
             exit_depth = torch.full((batch,), len(self.blocks), dtype=torch.long, device=rows.device)
             attention = attention_sum / expected_depth.unsqueeze(1)  # [B, 1 + M]
 
         fused = self.final_norm(hidden)  # [B, d]
         projected = F.normalize(self.head(fused), dim=-1)  # [B, d]
         views = F.normalize(aligned, dim=-1)  # [B, M, d]
-        return FusionOutput(fused, projected, views, expected_depth, exit_depth, attention[:, 1:], attention[:, 0])
+        return FusionOutput(fused, projected, views, expected_depth, exit_depth, attention[:, 1:], attention[:, 0],
+                            gate_values)
 
 
 def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -295,11 +311,29 @@ def multi_view_loss(out: FusionOutput, present: torch.Tensor, names: tuple[str, 
         contrastive = contrastive + cfg.modality_pair_weight * torch.stack(pair_terms).mean()
     loss = contrastive
     if cfg.gate == "dynamic" and cfg.depth_penalty > 0:
-        loss = loss + cfg.depth_penalty * out.expected_depth.mean()
+        loss = loss + cfg.depth_penalty * torch.relu(out.expected_depth.mean() - cfg.depth_budget)
     return LossParts(loss, contrastive.detach(), terms)
 
 
 # ---- training ------------------------------------------------------------------------------
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Use ``n`` torch CPU threads inside the block (0 = leave as is); the previous setting is restored.
+
+    Stages 1 and 2 are small models whose steps are dominated by per-operation overhead: on a
+    2-core machine one thread was several times faster than two (and far steadier when other
+    processes share the cores), so the training functions default to ``threads=1``.
+    """
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
 
 
 @dataclass
@@ -345,9 +379,17 @@ def _batch(inputs: _Inputs, rows: torch.Tensor, device: str):
     return rows.to(device), feats, inputs.present[rows].to(device)
 
 
-def train_fusion(features, cfg: FusionConfig = FusionConfig(), *, progress: bool = True,
-                 device: str = "cpu") -> FusionResult:
-    """Train stage 1 on a FeatureSet and return every item's fused embedding (no caching)."""
+def train_fusion(features, cfg: FusionConfig = FusionConfig(), *, progress: bool = True, device: str = "cpu",
+                 threads: int = 1) -> FusionResult:
+    """Train stage 1 on a FeatureSet and return every item's fused embedding (no caching).
+
+    ``device`` is ``"cpu"`` or ``"cuda"``; ``threads`` torch CPU threads during training (0 = unchanged).
+    """
+    with torch_threads(threads):
+        return _train_fusion(features, cfg, progress=progress, device=device)
+
+
+def _train_fusion(features, cfg: FusionConfig, *, progress: bool, device: str) -> FusionResult:
     from tqdm.auto import tqdm
 
     inputs = _select_inputs(features, cfg)
@@ -370,7 +412,11 @@ def train_fusion(features, cfg: FusionConfig = FusionConfig(), *, progress: bool
             if len(rows) < 2:
                 continue
             rows, feats, present = _batch(inputs, rows, device)
-            out = model(rows, feats, present, hard_exit=False)
+            attend = None
+            if cfg.modality_dropout > 0:
+                keep = torch.rand(present.shape, generator=generator) >= cfg.modality_dropout  # [B, M]
+                attend = present & keep.to(device)
+            out = model(rows, feats, present, hard_exit=False, attend=attend)
             parts = multi_view_loss(out, present, inputs.names, cfg)
             optimizer.zero_grad(set_to_none=True)
             parts.loss.backward()
@@ -389,6 +435,7 @@ def train_fusion(features, cfg: FusionConfig = FusionConfig(), *, progress: bool
     return FusionResult(
         embeddings=encoded["fused"], exit_depth=encoded["exit_depth"], modality_weights=encoded["modality_weights"],
         id_attention=encoded["id_attention"], modality_present=inputs.present.numpy().copy(),
+        gate_values=encoded["gate_values"] if cfg.gate == "dynamic" else encoded["gate_values"][:, :0],
         modality_names=inputs.names, history=history, config=cfg, seconds=seconds,
     )
 
@@ -398,7 +445,7 @@ def encode_items(model: FusionModel, inputs: _Inputs, *, batch_size: int = 1024,
     """Inference pass with hard early exit over all items (row order = item id order)."""
     model.eval()
     num_items = inputs.present.shape[0]
-    chunks: dict[str, list] = {"fused": [], "exit_depth": [], "modality_weights": [], "id_attention": []}
+    chunks: dict[str, list] = {"fused": [], "exit_depth": [], "modality_weights": [], "id_attention": [], "gate_values": []}
     for first in range(0, num_items, batch_size):
         rows = torch.arange(first, min(first + batch_size, num_items))
         out = model(*_batch(inputs, rows, device), hard_exit=True)
@@ -409,6 +456,7 @@ def encode_items(model: FusionModel, inputs: _Inputs, *, batch_size: int = 1024,
         "exit_depth": torch.cat(chunks["exit_depth"]).numpy().astype(np.int64),
         "modality_weights": torch.cat(chunks["modality_weights"]).numpy().astype(np.float32),
         "id_attention": torch.cat(chunks["id_attention"]).numpy().astype(np.float32),
+        "gate_values": torch.cat(chunks["gate_values"]).numpy().astype(np.float32),
     }
 
 
@@ -427,7 +475,7 @@ def features_key(features) -> dict:
 
 
 def run_fusion(dataset, features, cfg: FusionConfig = FusionConfig(), *, cache_root=None, progress: bool = True,
-               device: str = "cpu") -> FusionResult:
+               device: str = "cpu", threads: int = 1) -> FusionResult:
     """:func:`train_fusion` through the cache: keyed by dataset fingerprint, feature content and config."""
     num_items = dataset.num_items
     for name, mod in features.modalities.items():
@@ -439,13 +487,14 @@ def run_fusion(dataset, features, cfg: FusionConfig = FusionConfig(), *, cache_r
         return FusionResult(
             embeddings=store.load_npy("embeddings"), exit_depth=store.load_npy("exit_depth"),
             modality_weights=store.load_npy("modality_weights"), id_attention=store.load_npy("id_attention"),
-            modality_present=store.load_npy("modality_present"), modality_names=tuple(meta["modality_names"]),
+            modality_present=store.load_npy("modality_present"), gate_values=store.load_npy("gate_values"),
+            modality_names=tuple(meta["modality_names"]),
             history=meta["history"], config=from_dict(FusionConfig, meta["config"]), seconds=meta["seconds"],
             from_cache=True, key=store.key,
         )
-    result = train_fusion(features, cfg, progress=progress, device=device)
+    result = train_fusion(features, cfg, progress=progress, device=device, threads=threads)
     arrays = {name: getattr(result, name) for name in
-              ("embeddings", "exit_depth", "modality_weights", "id_attention", "modality_present")}
+              ("embeddings", "exit_depth", "modality_weights", "id_attention", "modality_present", "gate_values")}
     store.write(arrays, {"config": to_dict(cfg), "modality_names": list(result.modality_names),
                          "history": result.history, "seconds": result.seconds, "dataset": dataset.fingerprint(),
                          "features": features_key(features), "summary": result.summary()})

@@ -48,6 +48,7 @@ from torch import nn
 
 from .cache import atomic_save_npy, atomic_write_json, stage_dir
 from .config import from_dict, to_dict
+from .fusion import torch_threads
 
 __all__ = [
     "RQVAEConfig",
@@ -365,12 +366,14 @@ def _encode_all(model: RQVAE, data: torch.Tensor, batch_size: int = 4096) -> tup
 @torch.no_grad()
 def _kmeans_init(model: RQVAE, data: torch.Tensor, cfg: RQVAEConfig) -> None:
     from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
 
     codebooks = model.quantizer.codebooks
     residual = model.encoder(data).cpu().numpy().astype(np.float64)  # [N, d]
     for level in range(cfg.levels):
         km = KMeans(n_clusters=codebooks.shape[1], n_init=1, max_iter=cfg.kmeans_iters, random_state=cfg.seed + level)
-        assignment = km.fit_predict(residual)
+        with threadpool_limits(limits=torch.get_num_threads()):  # same thread budget as torch
+            assignment = km.fit_predict(residual)
         codebooks[level] = torch.as_tensor(km.cluster_centers_, dtype=codebooks.dtype)
         residual = residual - km.cluster_centers_[assignment]
 
@@ -393,8 +396,16 @@ def _reseed_dead_codes(model: RQVAE, codes: np.ndarray, residuals: np.ndarray, r
 
 
 def train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig = RQVAEConfig(), *, progress: bool = True,
-                device: str = "cpu") -> QuantizeResult:
-    """Train the RQ-VAE on ``[N, D]`` item vectors and return codes, unique semantic IDs and health (no caching)."""
+                device: str = "cpu", threads: int = 1) -> QuantizeResult:
+    """Train the RQ-VAE on ``[N, D]`` item vectors and return codes, unique semantic IDs and health (no caching).
+
+    ``device`` is ``"cpu"`` or ``"cuda"``; ``threads`` torch CPU threads during training (0 = unchanged).
+    """
+    with torch_threads(threads):
+        return _train_rqvae(embeddings, cfg, progress=progress, device=device)
+
+
+def _train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig, *, progress: bool, device: str) -> QuantizeResult:
     from tqdm.auto import tqdm
 
     x = np.asarray(embeddings, dtype=np.float32)
@@ -463,7 +474,7 @@ def train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig = RQVAEConfig(), *, pro
 
 
 def run_quantize(dataset, source, cfg: RQVAEConfig = RQVAEConfig(), *, cache_root=None, source_key: str | None = None,
-                 progress: bool = True, device: str = "cpu") -> QuantizeResult:
+                 progress: bool = True, device: str = "cpu", threads: int = 1) -> QuantizeResult:
     """:func:`train_rqvae` through the cache. ``source`` is a FusionResult or an ``[N, D]`` array.
 
     The key is the dataset fingerprint, ``source_key`` (default: the FusionResult's cache key, else
@@ -482,7 +493,7 @@ def run_quantize(dataset, source, cfg: RQVAEConfig = RQVAEConfig(), *, cache_roo
                               store.load_npy("codebooks"), meta["health"], meta["history"],
                               from_dict(RQVAEConfig, meta["config"]), meta["codebook_size"], meta["seconds"],
                               from_cache=True, key=store.key)
-    result = train_rqvae(embeddings, cfg, progress=progress, device=device)
+    result = train_rqvae(embeddings, cfg, progress=progress, device=device, threads=threads)
     store.write({"codes": result.codes, "semantic_ids": result.semantic_ids, "codebooks": result.codebooks},
                 {"config": to_dict(cfg), "health": result.health, "history": result.history,
                  "vocab_sizes": list(result.table.vocab_sizes), "codebook_size": result.codebook_size,

@@ -1,6 +1,7 @@
 """Benchmark the feature stage on this machine (not a test: it prints figures).
 
-    .venv/bin/python scripts/bench_features.py [--beauty ../shared/data/amazon-beauty] [--text-items N] [--json]
+    .venv/bin/python scripts/bench_features.py [--beauty ../shared/data/amazon-beauty] [--text-items N]
+                                               [--threads T] [--json]
 
 Measures, each from a cold cache (a temporary cache root):
   * text: load time of the encoder, then throughput (items/s) and total time to encode the
@@ -70,11 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--beauty", default=str(REPO.parent / "shared" / "data" / "amazon-beauty"))
     parser.add_argument("--text-items", type=int, default=0, help="encode only the first N Beauty items (0 = all)")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     out: dict = {"load_average_start": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count()}
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out["torch_threads"] = torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="bench_features_") as tmp:
         os.environ["QBERT4REC_CACHE"] = tmp  # cold caches, nothing left behind

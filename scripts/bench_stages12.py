@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "amazon-beauty"))
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for training (library default 1; 0 = torch's default)")
     parser.add_argument("--fusion-epochs", type=int, default=None, help="override FusionConfig.epochs")
     parser.add_argument("--rq-epochs", type=int, default=None, help="override RQVAEConfig.epochs")
     parser.add_argument("--device", default="cpu", help="cpu | cuda")
@@ -42,9 +42,7 @@ def main() -> int:
     from qbert4rec_lib.fusion import FusionConfig, train_fusion
     from qbert4rec_lib.quantize import RQVAEConfig, category_purity, random_purity_baseline, train_rqvae
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), device {args.device}")
+    print(f"torch {torch.__version__}, training threads {args.threads or torch.get_num_threads()}, device {args.device}")
 
     t0 = time.perf_counter()
     ds = open_dataset(args.data)
@@ -61,7 +59,7 @@ def main() -> int:
     if args.rq_epochs is not None:
         rq_cfg = dataclasses.replace(rq_cfg, epochs=args.rq_epochs)
 
-    fusion = train_fusion(features, fusion_cfg, progress=False, device=args.device)
+    fusion = train_fusion(features, fusion_cfg, progress=False, device=args.device, threads=args.threads)
     print(f"fusion: {fusion.seconds:.1f} s for {fusion_cfg.epochs} epochs, mean exit depth {fusion.exit_depth.mean():.2f}, "
           f"exit depths {np.bincount(fusion.exit_depth, minlength=fusion_cfg.max_depth + 1)[1:].tolist()}")
 
@@ -71,7 +69,7 @@ def main() -> int:
     sources = {"fused (stage 1)": fusion.embeddings, "raw text (no fusion)": pooled(features.modalities["text"])}
     results = {}
     for name, emb in sources.items():
-        res = train_rqvae(emb, rq_cfg, progress=False, device=args.device)
+        res = train_rqvae(emb, rq_cfg, progress=False, device=args.device, threads=args.threads)
         results[name] = res
         lv1 = res.health["levels"][0]
         rows.append({
@@ -112,7 +110,7 @@ def main() -> int:
     print(f"level-1 purity over random: {fused_row['purity_l1_top'] / fused_row['random_l1_top']:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps({"fusion_seconds": fusion.seconds, "fusion": fusion.summary(),
-                                               "rows": rows, "threads": torch.get_num_threads()}, indent=2))
+                                               "rows": rows, "threads": args.threads}, indent=2))
     return 0
 
 

@@ -262,9 +262,18 @@ def test_default_catalog_all_modalities(default_features):
     np.fill_diagonal(same, False)
     diff = colour[:, None] != colour[None, :]
     assert sims[same].mean() > sims[diff].mean() + 0.2
-    assert F.neighbour_purity(fs.modalities["image"], colour, k=10) > 0.5  # chance is ~0.1
-    losses = fs.modalities["image"].meta["fit_epoch_losses"]
-    assert losses[-1] < losses[0]
+    assert F.neighbour_purity(fs.modalities["image"], colour, k=10) > 0.95  # chance is ~0.1
+    meta = fs.modalities["image"].meta
+    assert meta["fit_epoch_losses"][-1] < meta["fit_epoch_losses"][0] - 1.0
+    # the fit learned something: the brand family's pattern is clearer than in the untrained tower
+    import open_clip
+
+    untrained = F.ImageEncoder(F.catalog_clip(meta["fit"], seed=meta["fit"]["seed"]),
+                               open_clip.image_transform(meta["fit"]["vision"]["image_size"], is_train=False))
+    paths = F.image_paths(ds)
+    before = F.ModalityFeatures("image", untrained.encode(paths, progress=False)[:, None], np.ones(n, bool), {})
+    family = ds.ground_truth["brand_family"]
+    assert F.neighbour_purity(fs.modalities["image"], family) > F.neighbour_purity(before, family) + 0.1
     # text knows the category, structure knows what is bought together
     tops = ds.ground_truth["top_category"]
     assert F.neighbour_purity(fs.modalities["text"], tops, k=10) > 0.6

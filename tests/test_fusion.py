@@ -183,7 +183,7 @@ def test_missing_items_drop_out_of_their_contrastive_terms():
     present = torch.ones(b, 2, dtype=torch.bool)
     present[:4, 1] = False  # the first four items have no image
     out = SimpleNamespace(projected=F.normalize(torch.randn(b, d), dim=-1), views=F.normalize(torch.randn(b, 2, d), dim=-1),
-                          expected_depth=torch.full((b,), 2.0))
+                          expected_depth=torch.full((b,), 3.0))
     cfg = FusionConfig()
     before = multi_view_loss(out, present, names, cfg)
     changed = SimpleNamespace(**vars(out))
@@ -191,7 +191,12 @@ def test_missing_items_drop_out_of_their_contrastive_terms():
     changed.views[:4, 1] = F.normalize(torch.randn(4, d), dim=-1)  # garbage in the missing image slots
     after = multi_view_loss(changed, present, names, cfg)
     assert before.terms == after.terms and set(before.terms) == {"fused~text", "fused~image", "text~image"}
-    assert float(before.loss) == pytest.approx(float(before.contrastive) + cfg.depth_penalty * 2.0, rel=1e-6)
+    # depth penalty: a hinge above the free depth budget (budget 0 = plain linear penalty)
+    assert float(before.loss) == pytest.approx(float(before.contrastive) + cfg.depth_penalty * (3.0 - cfg.depth_budget), rel=1e-6)
+    linear = multi_view_loss(out, present, names, dataclasses.replace(cfg, depth_budget=0.0))
+    assert float(linear.loss) == pytest.approx(float(linear.contrastive) + cfg.depth_penalty * 3.0, rel=1e-6)
+    under_budget = multi_view_loss(out, present, names, dataclasses.replace(cfg, depth_budget=3.5))
+    assert float(under_budget.loss) == pytest.approx(float(under_budget.contrastive), rel=1e-6)
 
 
 def test_info_nce_is_low_for_matching_rows_and_symmetric():

@@ -135,3 +135,21 @@ def test_safe_stem_never_escapes():
         assert "/" not in stem and "\\" not in stem and not stem.startswith(".") and stem
     assert safe_stem("ok_ID-1.2") == "ok_ID-1.2"
     assert safe_stem("a/b") != safe_stem("a_b")
+
+
+def test_feature_stage_downloads_url_images_into_the_cache(server, tmp_path):
+    """A dataset whose metadata holds URLs: the image stage fetches them into the cache, 404s become absent."""
+    import numpy as np
+
+    from qbert4rec_lib.data import Dataset, ItemTable, Modalities
+    from qbert4rec_lib.features import image_paths
+
+    urls = [f"{server}/a.png", f"{server}/nothing.png", "", f"{server}/b"]
+    items = ItemTable(raw_ids=["A", "B", "C", "D"], titles=["a", "b", "c", "d"], categories=[()] * 4, brands=[""] * 4,
+                      prices=np.full(4, np.nan), descriptions=[""] * 4, images=urls)
+    ds = Dataset("urls", items, ["u"], [np.array([1, 2, 3, 4])], Modalities(text=True, image=True, image_source="urls"))
+    paths = image_paths(ds, cache_root=tmp_path, progress=False)
+    assert paths[1] is None and paths[2] is None
+    assert paths[0].endswith("A.png") and paths[3].endswith("D.jpg")
+    assert str(tmp_path / "images" / ds.fingerprint()) in paths[0]
+    assert image_paths(ds, cache_root=tmp_path, progress=False) == paths  # second call: files reused

@@ -150,12 +150,40 @@ def test_masked_positions_hide_the_item_on_every_level(with_item_ids):
 
 
 def test_level_weights_and_loss_parts():
-    model = new_model(config=QBertConfig(hidden=32, max_len=12, level_weights=(1.0, 0.0, 0.0)))
+    cfg = QBertConfig(hidden=32, max_len=12, level_weights=(1.0, 0.0, 0.0), level_loss_weight=1.0, item_loss_weight=0.0)
+    model = new_model(config=cfg)
     x = pad_left(group_walks(16, seed=2)[0], 12)
     out = model.loss(x, torch.Generator().manual_seed(0))
     assert out.loss.item() == pytest.approx(out.parts["ce_level0"], rel=1e-5)
     assert set(out.parts) >= {"ce_level0", "ce_level1", "ce_level2", "loss", "masked_fraction"}
+    assert "ce_item" not in out.parts
     assert 0 < out.parts["masked_fraction"] <= 1
+    both = new_model(config=QBertConfig(hidden=32, max_len=12, level_loss_weight=1.0, item_loss_weight=0.5))
+    out = both.loss(x, torch.Generator().manual_seed(0))
+    levels = sum(out.parts[f"ce_level{l}"] for l in range(3))
+    assert out.loss.item() == pytest.approx(levels + 0.5 * out.parts["ce_item"], rel=1e-5)
+
+
+@pytest.mark.parametrize("item_bias", [False, True])
+def test_item_loss_is_the_cross_entropy_of_the_ranking_scores(trained, item_bias):
+    """Masking only the last item, the item loss equals CE of score_all on the history before it."""
+    model = trained[0]
+    if item_bias:
+        model = new_model(config=QBertConfig(hidden=32, max_len=12, dropout=0.1, item_bias=True))
+        with torch.no_grad():
+            model.item_score_bias.normal_(0, 1.0)
+        model.eval()
+    sequences = [np.append(h, t) for h, t in zip(trained[1][:16], trained[2][:16])]
+    x = pad_left(sequences, 12)
+    old = model.masking
+    model.masking = MaskConfig(cloze_weight=0, span_weight=0, tail_weight=1, multi_region_weight=0, max_tail=1)
+    with torch.no_grad():
+        out = model.loss(x, torch.Generator().manual_seed(0))  # eval mode: no dropout
+    model.masking = old
+    scores = model.score_all(pad_left([s[:-1] for s in sequences], 11))[:, 1:]  # [B, N]
+    targets = torch.as_tensor([s[-1] - 1 for s in sequences])
+    expected = torch.nn.functional.cross_entropy(scores, targets).item()
+    assert out.parts["ce_item"] == pytest.approx(expected, rel=1e-4)
 
 
 def test_deterministic_given_seed_and_generator():
@@ -197,11 +225,11 @@ def test_transfer_across_catalogs_with_a_shared_vocabulary(trained):
 
 
 def test_transfer_rules():
-    a = new_model(config=QBertConfig(hidden=32, max_len=12, add_item_id_embedding=True))
-    b = QBert4Rec(group_ids(per_group=8), vocab_sizes=a.vocab_sizes,
-                  config=QBertConfig(hidden=32, max_len=12, add_item_id_embedding=True))
+    with_ids = QBertConfig(hidden=32, max_len=12, add_item_id_embedding=True, item_bias=True)
+    a = new_model(config=with_ids)
+    b = QBert4Rec(group_ids(per_group=8), vocab_sizes=a.vocab_sizes, config=with_ids)
     report = transfer_weights(a, b)
-    assert "item_embedding.weight" in report.kept  # item ids do not transfer
+    assert "item_embedding.weight" in report.kept and "item_score_bias" in report.kept  # item ids do not transfer
     with pytest.raises(ValueError, match="vocabularies differ"):
         transfer_weights(a, QBert4Rec(group_ids(per_group=8), config=SMALL))  # own (smaller) vocabulary
     with pytest.raises(ValueError, match="shape"):
@@ -215,5 +243,7 @@ def test_bad_inputs_are_named():
         QBert4Rec(group_ids(), vocab_sizes=(6, 5, 1))
     with pytest.raises(ValueError, match="level_weights"):
         QBert4Rec(group_ids(), config=QBertConfig(level_weights=(1.0,)))
+    with pytest.raises(ValueError, match="loss weights"):
+        QBert4Rec(group_ids(), config=QBertConfig(level_loss_weight=0.0, item_loss_weight=0.0))
     with pytest.raises(ValueError, match="item ids must lie"):
         new_model().score_all(torch.tensor([[0, 61]]))
