@@ -228,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", default="smoke", choices=["smoke", "full"], help="preset (default: smoke)")
         p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override a config field")
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
         p.set_defaults(func=func)
         return p
 
@@ -262,6 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "threads", 0):
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError, KeyError) as exc:

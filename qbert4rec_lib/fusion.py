@@ -23,16 +23,28 @@ the keys and values. The output is one fused vector ``h_i`` per item, the input 
    depth is reported. ``gate="off"`` runs all ``max_depth`` blocks (the fixed-depth ablation).
 4. **Multi-view contrastive loss.** A symmetric InfoNCE with in-batch negatives between the
    projected fused vector and each present modality view, plus (weighted) InfoNCE terms between
-   pairs of modalities. Items lacking a modality drop out of that term. The depth penalty
-   ``depth_penalty * mean expected depth`` is added.
+   pairs of modalities. Items lacking a modality drop out of that term. **Modality dropout**
+   hides each present modality from the attention with probability ``modality_dropout`` during
+   training while its view stays a target, so the fused vector must infer a hidden modality from
+   the others. The depth penalty is ``depth_penalty * max(0, mean expected depth - depth_budget)``.
 
 The paper's text gives only the equations above (from third-party summaries). Everything else is
 a :class:`FusionConfig` field, with the default named there: the width, tau, the number of
 blocks, the heads, the gate form (soft gated residual in training, hard exit at inference), the
-exit threshold, the depth penalty, the initial gate bias, the contrastive temperature, the weight
-of the modality-pair terms, the ID token in the context, the optimiser and schedule. Which
-modalities exist is decided by the data: a dataset without images has no image modality, and
-``modalities=("text",)`` selects a subset for ablations.
+exit threshold, the depth penalty and budget, the initial gate bias, the contrastive temperature,
+the weight of the modality-pair terms, modality dropout, the ID token in the context, the
+optimiser and schedule. Which modalities exist is decided by the data: a dataset without images
+has no image modality, and ``modalities=("text",)`` selects a subset for ablations.
+
+Two defaults come from measurements on Amazon Beauty (text + structural) and the embedded default:
+
+* ``depth_budget = 2``: with a plain linear penalty (``depth_budget = 0``) the gates of *all*
+  items fall together until every item exits after block 1, because one cross-attention block
+  already lets the query copy its modality tokens. A budget keeps the mean expected depth near 2
+  and leaves it to the item-specific benefit of depth which items go deeper (with modality
+  dropout the gate after block 1 then varies per item and per category).
+* ``contrastive_temperature = 0.2``: 0.07 identified items sharply but clustered them less by
+  category (10-NN top-category purity of the fused vectors on Beauty 0.67 vs 0.74 with 0.2).
 
 :func:`train_fusion` trains on a :class:`~qbert4rec_lib.features.FeatureSet`. :func:`run_fusion`
 does the same through the content-addressed cache (a second call is a cache hit).
@@ -93,6 +105,7 @@ class FusionConfig:
     seed: int = 0  # seeds initialisation and batch order
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "modalities", tuple(self.modalities))  # a list from JSON / the CLI becomes a tuple
         if self.gate not in ("dynamic", "off"):
             raise ValueError(f"FusionConfig.gate must be 'dynamic' or 'off', got {self.gate!r}")
         if self.width % self.heads:

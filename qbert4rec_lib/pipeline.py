@@ -154,7 +154,7 @@ class ModelRun:
 
 def _fit_json(f: FitResult) -> dict:
     return {"history": f.history, "best_epoch": f.best_epoch, "best_valid": f.best_valid, "seconds": f.seconds,
-            "train_sequences_per_second": f.train_sequences_per_second, "stopped_early": f.stopped_early}
+            "train_sequences_per_second": f.train_sequences_per_second, "stop_reason": f.stop_reason}
 
 
 def _build(name: str, dataset, split, cfg: ExperimentConfig, ids: SemanticIDs | None):

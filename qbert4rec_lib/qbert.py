@@ -48,6 +48,7 @@ choice** (each a field of :class:`QBertConfig` or a documented function argument
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Sequence
 
@@ -252,12 +253,32 @@ class QBert4Rec(SequentialRecommender):
         hidden = self.encode(padded, masked)[:, -1]  # [B, d]
         return [F.log_softmax(logits, dim=-1) for logits in self.level_logits(hidden)]
 
+    def item_token_matrix(self) -> torch.Tensor:
+        """Sparse CSR ``[N, sum_l V_l]`` with a 1 at each item's token of every level (the ID table as a matrix).
+
+        ``flat @ matrix.T`` sums each item's per-level values: the gather behind :meth:`score_all`.
+        A sparse product is ~5x faster than advanced indexing on CPU (and its backward far faster
+        than index_put's accumulation). Rebuilt when ``item_tokens`` changes (device or contents).
+        """
+        key = (self.item_tokens.device, self.item_tokens._version, self.item_tokens.data_ptr())
+        cached = getattr(self, "_token_matrix_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        N, L = self.num_items, self.num_levels
+        offsets = torch.tensor(np.cumsum((0,) + self.vocab_sizes[:-1]), device=self.item_tokens.device)  # [L]
+        columns = (self.item_tokens[1:] - _SPECIALS + offsets).reshape(-1)  # [N * L] sorted within each row
+        rows = torch.arange(0, N * L + 1, L, device=columns.device)  # [N + 1] CSR row pointers
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+            matrix = torch.sparse_csr_tensor(rows, columns, torch.ones(N * L, device=columns.device),
+                                             size=(N, sum(self.vocab_sizes)))
+        self._token_matrix_cache = (key, matrix)
+        return matrix
+
     def _item_logits(self, per_level: list[torch.Tensor]) -> torch.Tensor:
-        """``[M, N]``: each item's sum of its tokens' per-level values (+ item bias), by one gather."""
+        """``[M, N]``: each item's sum of its tokens' per-level values (+ item bias), by one sparse gather."""
         flat = torch.cat(per_level, dim=1)  # [M, sum_l V_l]
-        offsets = torch.tensor(np.cumsum((0,) + self.vocab_sizes[:-1]), device=flat.device)  # [L]
-        flat_index = (self.item_tokens[1:] - _SPECIALS) + offsets  # [N, L] column of each item's token in `flat`
-        scores = flat[:, flat_index].sum(dim=-1)  # [M, N]  one gather over the whole ID table
+        scores = torch.sparse.mm(self.item_token_matrix().to(flat.dtype), flat.T).T  # [M, N]
         if self.item_score_bias is not None:
             scores = scores + self.item_score_bias
         return scores

@@ -33,6 +33,8 @@ def main() -> int:
     parser.add_argument("--rq-epochs", type=int, default=None, help="override RQVAEConfig.epochs")
     parser.add_argument("--device", default="cpu", help="cpu | cuda")
     parser.add_argument("--json", default="", help="also write the figures to this JSON file")
+    parser.add_argument("--thread-check", action="store_true",
+                        help="only time 2 fusion epochs and 5 RQ-VAE epochs with 1 and with 2 torch threads")
     args = parser.parse_args()
 
     import torch
@@ -58,6 +60,16 @@ def main() -> int:
     rq_cfg = RQVAEConfig()
     if args.rq_epochs is not None:
         rq_cfg = dataclasses.replace(rq_cfg, epochs=args.rq_epochs)
+
+    if args.thread_check:
+        medians = {}
+        for n in (1, 2):
+            short = train_fusion(features, dataclasses.replace(fusion_cfg, epochs=2), progress=False, threads=n)
+            rq = train_rqvae(short.embeddings, dataclasses.replace(rq_cfg, epochs=5), progress=False, threads=n)
+            medians[n] = (np.median([h["seconds"] for h in short.history]), np.median([h["seconds"] for h in rq.history]))
+            print(f"{n} thread(s): fusion {medians[n][0]:.2f} s/epoch, RQ-VAE {medians[n][1]:.3f} s/epoch")
+        print(f"2 threads / 1 thread: fusion {medians[2][0] / medians[1][0]:.2f}x, RQ-VAE {medians[2][1] / medians[1][1]:.2f}x")
+        return 0
 
     fusion = train_fusion(features, fusion_cfg, progress=False, device=args.device, threads=args.threads)
     print(f"fusion: {fusion.seconds:.1f} s for {fusion_cfg.epochs} epochs, mean exit depth {fusion.exit_depth.mean():.2f}, "

@@ -17,6 +17,9 @@ and prints the learning curve (validation NDCG@10 per epoch) and the final test 
 
 Q-Bert4Rec is timed with *random* semantic IDs (4 levels: 3 x 256 + a disambiguation level): its
 speed does not depend on which IDs it gets. Other engineers share the CPU: run it once, quietly.
+On a shared 2-core machine, torch's default 2 threads are several times *slower* than
+``--threads 1`` (the OpenMP threads wait on each other whenever one is descheduled); the
+thread count is printed with the results.
 """
 from __future__ import annotations
 

@@ -240,3 +240,19 @@ def test_run_fusion_caches_by_content(tmp_path):
     assert other.key != first.key and not other.from_cache
     with pytest.raises(ValueError, match="80 rows"):
         run_fusion(fake_dataset(81), fs, cfg, cache_root=tmp_path, progress=False)
+
+
+def test_modality_dropout_hides_tokens_from_attention_only():
+    fs, _ = clustered_features(n=40, missing=0.0)
+    names = tuple(fs.modalities)
+    torch.manual_seed(0)
+    model = FusionModel(40, {m: fs.modalities[m].vectors.shape[-1] for m in names}, SMALL).eval()
+    feats, present = _inputs(fs, names)
+    attend = present.clone()
+    attend[:10, 1] = False  # hide the image token of the first ten items
+    out = model(torch.arange(40), feats, present, hard_exit=True, attend=attend)
+    assert (out.modality_weights[:10, 1] == 0).all() and (out.modality_weights[10:, 1] > 0).all()
+    full = model(torch.arange(40), feats, present, hard_exit=True)
+    torch.testing.assert_close(out.views, full.views)  # the image view is still there as a target
+    torch.testing.assert_close(out.fused[10:], full.fused[10:])
+    assert not torch.allclose(out.fused[:10], full.fused[:10])

@@ -132,7 +132,7 @@ def test_download_resumes(server, tmp_path):
 def test_safe_stem_never_escapes():
     for key in ["../x", "/etc/passwd", "a/b\\c", "..", "", "ok_ID-1.2", "é"]:
         stem = safe_stem(key)
-        assert "/" not in stem and "\\" not in stem and not stem.startswith(".") and stem
+        assert "/" not in stem and "\\" not in stem and ".." not in stem and not stem.startswith(".") and stem
     assert safe_stem("ok_ID-1.2") == "ok_ID-1.2"
     assert safe_stem("a/b") != safe_stem("a_b")
 
