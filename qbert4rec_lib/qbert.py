@@ -29,14 +29,17 @@ choice** (each a field of :class:`QBertConfig` or a documented function argument
   probability on the ~prod_l V_l token tuples that are no item (524k tuples for 1,296 items on
   the generated catalog) and treats the levels as independent; the item form does neither.
   **Default: the item form only** (``level_loss_weight=0``; the per-level CEs are still logged).
-  Measured on the generated catalog (30 epochs, mixture masks, one seed): validation NDCG@10
-  0.035 with the per-level loss (below Popularity's 0.051), 0.059 with the item loss, 0.054
-  with both. ``item_bias=True`` adds a learned per-item bias to the item logits (0.069; an
-  ablation: it is an ID feature that neither transfers nor helps cold-start items).
+  Measured on the generated catalog (pipeline smoke semantic IDs 64/64/64/4, 30 epochs of mixture
+  pretraining, lr 2e-3, seed 0; best validation NDCG@10): per-level loss 0.051 (= Popularity's
+  0.051), both losses 0.064, item loss 0.070. ``item_bias=True`` adds a learned per-item bias to
+  the item logits: 0.087 (SASRec-CE: 0.096), but it is an ID feature: it neither transfers across
+  catalogs nor helps cold-start items (their bias is pushed down by the softmax), hence off by
+  default. ``add_item_id_embedding=True`` gave 0.065; ``tie_head=False`` 0.070; lr 5e-3 0.066.
 * **Scoring** (full ranking, no beam search): append ``[MASK]`` after the history (dropping the
   oldest item if the window is full), take the per-level log-softmax at that position and score
-  every item exactly as ``s(i) = sum_l log p_l(c_l(i))`` (``+ b_i`` with ``item_bias``) with one
-  gather over the ``[N, L]`` ID table. Per user this differs from ``sum_l logit_l(c_l(i))`` by a
+  every item exactly as ``s(i) = sum_l log p_l(c_l(i))`` (``+ b_i`` with ``item_bias``) for all N
+  items at once: one sparse product of the concatenated per-level log-probabilities with the
+  ID table written as a 0/1 ``[N, sum_l V_l]`` matrix (:meth:`QBert4Rec.item_token_matrix`). Per user this differs from ``sum_l logit_l(c_l(i))`` by a
   constant, so the item loss trains exactly the ranking that is evaluated. The final
   disambiguation level of the IDs keeps items with equal prefixes apart.
 * **Masking** is an attribute (``model.masking``, a :class:`~qbert4rec_lib.masking.MaskConfig`), so
@@ -50,7 +53,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -88,16 +91,11 @@ class QBertConfig:
     max_len: int = 50  # longest sequence the encoder sees (older items are cut off)
     add_item_id_embedding: bool = False  # ablation: also add a learned per-item embedding to the input
     tie_head: bool = True  # per-level output weights tied to the level's input embedding table
-    level_weights: tuple[float, ...] = ()  # loss weight per level; () = 1 for every level
+    level_weights: tuple[float, ...] = ()  # weight of each level's CE in the level loss; () = 1 each
     level_loss_weight: float = 0.0  # weight of sum_l CE_l (each level's softmax trained on its own)
     item_loss_weight: float = 1.0  # weight of CE over the catalog's items, item logit = sum_l level logit
-    item_bias: bool = False  # ablation: add a learned per-item score bias (not transferable; 0 for unseen items)
+    item_bias: bool = False  # ablation: a learned per-item score bias (an ID feature: not transferable)
     init_std: float = 0.02  # normal init of embeddings and linear layers (BERT)
-
-
-class LevelLogits(NamedTuple):
-    logits: list[torch.Tensor]  # per level: [M, V_l] over the level's real tokens
-    hidden: torch.Tensor  # [M, d] encoder output at the queried positions
 
 
 class QBert4Rec(SequentialRecommender):
@@ -265,11 +263,13 @@ class QBert4Rec(SequentialRecommender):
         if cached is not None and cached[0] == key:
             return cached[1]
         N, L = self.num_items, self.num_levels
-        offsets = torch.tensor(np.cumsum((0,) + self.vocab_sizes[:-1]), device=self.item_tokens.device)  # [L]
-        columns = (self.item_tokens[1:] - _SPECIALS + offsets).reshape(-1)  # [N * L] sorted within each row
-        rows = torch.arange(0, N * L + 1, L, device=columns.device)  # [N + 1] CSR row pointers
-        with warnings.catch_warnings():
+        # a normal tensor even when first built under torch.inference_mode (evaluation), so that
+        # training can reuse it afterwards
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+            offsets = torch.tensor(np.cumsum((0,) + self.vocab_sizes[:-1]), device=self.item_tokens.device)  # [L]
+            columns = (self.item_tokens[1:].clone() - _SPECIALS + offsets).reshape(-1)  # [N * L] sorted per row
+            rows = torch.arange(0, N * L + 1, L, device=columns.device)  # [N + 1] CSR row pointers
             matrix = torch.sparse_csr_tensor(rows, columns, torch.ones(N * L, device=columns.device),
                                              size=(N, sum(self.vocab_sizes)))
         self._token_matrix_cache = (key, matrix)

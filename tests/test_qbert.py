@@ -247,3 +247,44 @@ def test_bad_inputs_are_named():
         QBert4Rec(group_ids(), config=QBertConfig(level_loss_weight=0.0, item_loss_weight=0.0))
     with pytest.raises(ValueError, match="item ids must lie"):
         new_model().score_all(torch.tensor([[0, 61]]))
+
+
+def test_token_matrix_follows_item_tokens():
+    a = new_model(seed=1).eval()
+    ids_b = group_ids()[::-1].copy()  # same vocabulary, items permuted
+    b = QBert4Rec(ids_b, vocab_sizes=a.vocab_sizes, config=SMALL).eval()
+    x = pad_left(group_walks(8, seed=8)[0], 12)
+    b.score_all(x)  # builds b's cached token matrix
+    b.load_state_dict(a.state_dict())  # now b holds a's weights AND a's item table
+    assert torch.allclose(b.score_all(x), a.score_all(x), atol=1e-6)
+    dense = b.item_token_matrix().to_dense()
+    assert torch.equal(dense.sum(1), torch.full((b.num_items,), 3.0))  # one token per level per item
+
+
+def test_pretrain_and_finetune_wrap_fit_and_set_the_masks():
+    from qbert4rec_lib.data import LeaveOneOutSplit
+    from qbert4rec_lib.masking import PRETRAIN_MASKS
+    from qbert4rec_lib.qbert import finetune, pretrain
+    from qbert4rec_lib.train import TrainConfig
+
+    histories, targets = group_walks(120, seed=9)
+    split = LeaveOneOutSplit(train=[h[:-1] for h in histories], valid_history=[h[:-1] for h in histories],
+                             valid_target=np.array([h[-1] for h in histories]), test_history=histories,
+                             test_target=targets, num_items=GROUPS * PER_GROUP, max_len=12)
+    model = new_model()
+    cfg = TrainConfig(epochs=2, batch_size=32, patience=0, max_len=12)
+    first = pretrain(model, split, cfg, progress=False)
+    assert model.masking == PRETRAIN_MASKS and len(first.history) == 2
+    second = finetune(model, split, cfg, progress=False)
+    assert model.masking == FINETUNE_MASKS and second.best_valid["NDCG@10"] >= 0
+
+
+def test_scoring_under_inference_mode_then_training():
+    """The evaluator scores under torch.inference_mode; training must still work afterwards."""
+    model = new_model().eval()
+    x = pad_left(group_walks(8, seed=10)[0], 12)
+    with torch.inference_mode():
+        model.score_all(x)
+    model.train()
+    model.loss(x, torch.Generator().manual_seed(0)).loss.backward()
+    assert model.token_embeddings[0].weight.grad is not None
