@@ -50,7 +50,6 @@ import hashlib
 import html
 import re
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
@@ -58,6 +57,7 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 
 from .cache import atomic_save_npy, stage_dir
+from .config import torch_threads
 
 __all__ = [
     "FeatureConfig", "ModalityFeatures", "FeatureSet", "build_features",
@@ -493,18 +493,6 @@ def _key_fields(cfg: FeatureConfig, prefix: str, *extra: str) -> dict:
     return {k: v for k, v in asdict(cfg).items() if (k.startswith(prefix) and k not in not_output) or k in extra}
 
 
-@contextmanager
-def _torch_threads(n: int):
-    """Use ``n`` torch CPU threads inside the block (0: unchanged); the previous setting is restored."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _sequences_hash(seqs: Sequence[np.ndarray]) -> str:
@@ -607,7 +595,7 @@ def build_features(dataset, cfg: FeatureConfig = FeatureConfig(), *, split=None,
         raise ValueError(f"FeatureConfig.modalities: unknown {sorted(unknown)}; use text, image, structural")
     if cfg.text_fields not in ("joint", "fields"):
         raise ValueError(f"FeatureConfig.text_fields must be 'joint' or 'fields', got {cfg.text_fields!r}")
-    with _torch_threads(cfg.torch_threads):
+    with torch_threads(cfg.torch_threads):
         return _build(dataset, cfg, split, cache_root, progress)
 
 

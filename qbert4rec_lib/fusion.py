@@ -54,7 +54,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -64,7 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import stage_dir
-from .config import from_dict, to_dict
+from .config import from_dict, to_dict, torch_threads
 
 __all__ = [
     "FusionConfig",
@@ -331,21 +330,6 @@ def multi_view_loss(out: FusionOutput, present: torch.Tensor, names: tuple[str, 
 # ---- training ------------------------------------------------------------------------------
 
 
-@contextmanager
-def torch_threads(n: int):
-    """Use ``n`` torch CPU threads inside the block (0 = leave as is); the previous setting is restored.
-
-    Stages 1 and 2 are small models whose steps are dominated by per-operation overhead: on a
-    2-core machine one thread was several times faster than two (and far steadier when other
-    processes share the cores), so the training functions default to ``threads=1``.
-    """
-    before = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 

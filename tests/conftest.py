@@ -28,6 +28,17 @@ def _isolated_cache(tmp_path_factory):
         os.environ["QBERT4REC_CACHE"] = old
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tests train tiny models: one thread is faster and steadier on a shared 2-core machine; restored after."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session")
 def beauty_path() -> Path:
     if not (BEAUTY / "user_sequence.txt").is_file():

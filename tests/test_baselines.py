@@ -22,15 +22,6 @@ NUM_ITEMS = 20
 MAX_LEN = 10
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models train faster on one thread, and the machine's cores are shared."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def make_split(sequences: list[np.ndarray], num_items: int = NUM_ITEMS, max_len: int = MAX_LEN) -> LeaveOneOutSplit:
     def cut(a):
         return a[-max_len:]

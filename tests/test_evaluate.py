@@ -22,15 +22,6 @@ from qbert4rec_lib.evaluate import (
 from qbert4rec_lib.seqbase import SequentialRecommender, pad_left
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors run faster on one thread, and the machine's cores are shared."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 # Three users, six items (ids 1..6); column 0 is padding and gets a huge score it must not use.
 SCORES = np.array(
     [

@@ -36,15 +36,6 @@ except ImportError:  # pragma: no cover - until features.py lands
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models run fastest (and steadiest on a shared 2-core box) on one thread; restored afterwards."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 SMALL = FusionConfig(width=32, heads=2, max_depth=3, epochs=3, batch_size=64)
 
 

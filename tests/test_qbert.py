@@ -13,15 +13,6 @@ GROUPS, PER_GROUP = 6, 10
 SMALL = QBertConfig(hidden=32, layers=2, heads=2, dropout=0.1, max_len=12)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest (and reproducibly) on one thread, especially on a shared machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def group_ids(per_group: int = PER_GROUP, groups: int = GROUPS) -> np.ndarray:
     """Semantic IDs where level 0 = the item's group, level 1 = its index in the group, level 2 = 0."""
     n = groups * per_group

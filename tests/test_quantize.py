@@ -26,15 +26,6 @@ from qbert4rec_lib.quantize import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models run fastest (and steadiest on a shared 2-core box) on one thread; restored afterwards."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def clustered(n=800, k=8, d=48, seed=0, scale=None):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, k, n)
