@@ -7,4 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-exec .venv/bin/python -m qbert4rec_lib reproduce "${@:---set smoke}"
+[ $# -gt 0 ] || set -- --set smoke
+exec .venv/bin/python -m qbert4rec_lib reproduce "$@"
