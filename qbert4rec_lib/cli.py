@@ -14,7 +14,7 @@ Commands (each prints a short human summary, or JSON with ``--json``):
     ablations DATA          Q-Bert4Rec with one switch flipped per row
     reproduce --set smoke   run every notebook through papermill under a parameter set
 
-Stage commands take ``--config smoke|full`` (see ``pipeline.preset``) and ``--set section.field=value``
+Stage commands take ``--config smoke|beauty|full`` (see ``pipeline.preset``) and ``--set section.field=value``
 overrides, e.g. ``--set fusion.epochs=5 --set rqvae.levels=4``.
 
 ``DATA`` is ``default`` (the embedded generated catalog) or a data folder (format auto-detected).
@@ -29,8 +29,9 @@ import time
 __all__ = ["main", "build_parser"]
 
 
-def _add_data(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", nargs="?", default="default", help='"default" (embedded catalog) or a data folder')
+def _add_data(p: argparse.ArgumentParser, data: bool = True) -> None:
+    if data:
+        p.add_argument("data", nargs="?", default="default", help='"default" (embedded catalog) or a data folder')
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
@@ -55,13 +56,13 @@ def cmd_stats(args) -> int:
     return 0
 
 
-def _experiment_config(args):
+def _experiment_config(args, base=None):
     from dataclasses import replace
 
     from .config import override
     from .pipeline import preset
 
-    cfg = preset(args.config)
+    cfg = base if base is not None else preset(args.config)
     for item in args.set or []:
         if "=" not in item:
             raise ValueError(f"--set expects section.field=value, got {item!r}")
@@ -131,7 +132,7 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    """Fine-tuning only (the "no pretraining" variant). Cross-domain transfer lives in notebook 05."""
+    """Fine-tuning only (the "no pretraining" variant). Cross-domain transfer: the `cross-domain` command, notebook 05."""
     from dataclasses import replace
 
     from .pipeline import train_model
@@ -179,6 +180,25 @@ def cmd_ablations(args) -> int:
     return _emit(args, {n: r.test.metrics for n, r in runs.items()}, table)
 
 
+def cmd_cross_domain(args) -> int:
+    from .crossdomain import default_pair, run_cross_domain
+
+    source, target = default_pair()
+    if args.source:
+        source = _open(args.source)
+    if args.target:
+        target = _open(args.target)
+    from .pipeline import smoke_config
+
+    cfg = _experiment_config(args, base=smoke_config(args.epochs_scale) if args.config == "smoke" else None)
+    res = run_cross_domain(source, target, cfg, seed=args.seed, progress=not args.json, log=None if args.json else print)
+    payload = {"source": source.name, "target": target.name, "shared_vocab_sizes": list(res.shared_vocab_sizes),
+               "token_overlap": res.token_overlap, "source_test": res.source_test.metrics,
+               "target_test": {k: v.metrics for k, v in res.test.items()},
+               "protocol": next(iter(res.test.values())).protocol}
+    return _emit(args, payload, res.table_md())
+
+
 def cmd_generate(args) -> int:
     from .synthetic import SyntheticConfig, generate_catalog
 
@@ -192,8 +212,10 @@ def cmd_reproduce(args) -> int:
     from .reproduce import NotebookFailed, run_set, update_readme
 
     overrides = {}
-    if args.data:
-        overrides["dataset"] = args.data
+    if args.data:  # notebooks run with cwd=notebooks/: make a folder given from here absolute
+        from pathlib import Path
+
+        overrides["dataset"] = str(Path(args.data).resolve()) if Path(args.data).exists() else args.data
     try:
         report = run_set(args.set, out_dir=args.out, figures_dir=args.figures, only=args.only, overrides=overrides)
     except NotebookFailed as exc:
@@ -222,10 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_generate)
 
-    def stage(name, help_, func, model=False, seeds=False):
+    def stage(name, help_, func, data=True):
         p = sub.add_parser(name, help=help_)
-        _add_data(p)
-        p.add_argument("--config", default="smoke", choices=["smoke", "full"], help="preset (default: smoke)")
+        _add_data(p, data)
+        p.add_argument("--config", default="smoke", choices=["smoke", "beauty", "full"],
+                       help="preset (default: smoke; see pipeline.preset)")
         p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override a config field")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
@@ -249,6 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("ablations", "Q-Bert4Rec ablations (one seed)", cmd_ablations)
     p.add_argument("--names", nargs="*", default=None)
     p.add_argument("--out", default=None, help="write the markdown table here")
+
+    p = stage("cross-domain", "pretrain on a source catalog, fine-tune on a target (shared semantic IDs)",
+              cmd_cross_domain, data=False)
+    p.add_argument("--source", default=None, help="source data folder (default: generated catalog, seed 11)")
+    p.add_argument("--target", default=None, help="target data folder (default: generated catalog, seed 12, 4 top categories)")
+    p.add_argument("--epochs-scale", type=float, default=1.0, help="with --config smoke: fraction of its epochs")
 
     p = sub.add_parser("reproduce", help="run all notebooks through papermill under a parameter set")
     p.add_argument("--set", default="smoke", help="parameter set name (notebooks/params/<name>.yaml) or a YAML path")

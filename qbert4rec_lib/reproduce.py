@@ -13,7 +13,8 @@ Notebooks run in order (``00_*.ipynb``, ``01_*.ipynb``, ...) with ``cwd = notebo
 copies go to ``<out>/notebooks/``, figures to ``<figures>``, and each notebook's recorded numbers
 (:class:`qbert4rec_lib.notebook.Recorder`) to ``<out>/results/``. The runner gathers them into
 ``<results file>.json`` + ``.md``. A failing notebook stops the run, naming the notebook and the
-cell; its executed copy is kept for inspection.
+cell; its executed copy is kept for inspection. A partial rerun (``only=[...]``) into the same output
+folder replaces those notebooks' results and timings and keeps the others'.
 """
 from __future__ import annotations
 
@@ -150,8 +151,14 @@ def run_set(param_set: str = "smoke", *, out_dir: str | Path | None = None, figu
         report.seconds[nb.stem] = round(time.perf_counter() - t0, 1)
         log(f"[reproduce] {nb.name} done in {report.seconds[nb.stem]:.1f} s")
     report.total_seconds = round(time.perf_counter() - t_all, 1)
-    report.results = gather_results(res_dir, name, report.seconds, cfg)
     dest = Path(results_file) if results_file else REPO / "figures" / "results" / name
+    seconds = dict(report.seconds)
+    if only and dest.with_suffix(".json").is_file():  # a partial rerun keeps the other notebooks' timings
+        previous = json.loads(dest.with_suffix(".json").read_text(encoding="utf-8"))
+        if previous.get("param_set") == name:
+            seconds = {**previous.get("notebook_seconds", {}), **seconds}
+            seconds = {k: seconds[k] for k in sorted(seconds)}
+    report.results = gather_results(res_dir, name, seconds, cfg)
     write_results(report.results, dest)
     log(f"[reproduce] all notebooks done in {report.total_seconds:.0f} s; results in {dest}.json / .md")
     return report
