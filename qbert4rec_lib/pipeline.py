@@ -18,7 +18,9 @@ The ablations are one config switch each (:data:`ABLATIONS`):
 * ``fixed_depth``: stage 1 with the gate off (every item runs all blocks);
 * ``random_ids``: the fused semantic IDs shuffled across items (same shape and vocabulary, no semantics);
 * ``mask_<strategy>``: pretraining with one mask strategy instead of the mixture;
-* ``no_pretrain``: fine-tuning only, from random initialisation.
+* ``no_pretrain``: fine-tuning only, from random initialisation;
+* ``item_id_embedding`` / ``item_bias`` (variants, not removals): add an item-ID input embedding / a learned
+  per-item score bias — ID features that help a single catalog but neither transfer nor reach cold items.
 """
 from __future__ import annotations
 
@@ -291,6 +293,8 @@ ABLATIONS: dict[str, str] = {
     "random_ids": "random semantic IDs (the fused IDs shuffled across items)",
     **{f"mask_{s}": f"pretraining with the {s} mask only" for s in STRATEGIES},
     "no_pretrain": "no pretraining: fine-tuning from random initialisation",
+    "item_id_embedding": "variant: also add a learned item-ID embedding to the input (not transferable)",
+    "item_bias": "variant: a learned per-item score bias (an ID feature: not transferable, no cold start)",
 }
 
 
@@ -310,6 +314,10 @@ def ablation_config(name: str, cfg: ExperimentConfig) -> ExperimentConfig:
         return replace(cfg, pretrain_masks=only(name[5:], cfg.pretrain_masks))
     if name == "no_pretrain":
         return replace(cfg, do_pretrain=False)
+    if name == "item_id_embedding":
+        return replace(cfg, qbert=replace(cfg.qbert, add_item_id_embedding=True))
+    if name == "item_bias":
+        return replace(cfg, qbert=replace(cfg.qbert, item_bias=True))
     raise ValueError(f"unknown ablation {name!r}; known: {sorted(ABLATIONS)}")
 
 
