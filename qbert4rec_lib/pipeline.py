@@ -93,8 +93,8 @@ def smoke_config(epochs_scale: float = 1.0) -> ExperimentConfig:
     return ExperimentConfig(
         fusion=FusionConfig(epochs=e(20)),
         rqvae=RQVAEConfig(epochs=e(60)),
-        pretrain=TrainConfig(epochs=e(30), patience=4, eval_every=2),
-        finetune=TrainConfig(epochs=e(20), lr=1e-3, patience=4, eval_every=2),
+        pretrain=TrainConfig(epochs=e(20), patience=4, eval_every=2),  # validation NDCG@10 ~0.067 at 20, ~0.070 at 28
+        finetune=TrainConfig(epochs=e(10), lr=1e-3, patience=3, eval_every=2),  # its best epoch is usually 2-4 here
         baseline_train=TrainConfig(epochs=e(40), patience=4, eval_every=2),
     )
 

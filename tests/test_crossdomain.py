@@ -61,7 +61,7 @@ def test_shared_vocabulary_and_transfer(pair, tiny_cfg):
     assert len({tuple(r) for r in t.table.ids}) == tgt.num_items  # still unique within the target
 
     result = run_cross_domain(src, tgt, tiny_cfg, seed=0, progress=False, log=None)
-    assert set(result.test) == {"zero-shot", "scratch", "transfer", "in-domain"}
+    assert set(result.test) == {"popularity", "zero-shot", "scratch", "transfer", "in-domain"}
     assert result.copied_weights > 0
     assert 0.0 <= result.token_overlap <= 1.0
     for res in result.test.values():
