@@ -91,7 +91,8 @@ def notebook_parameters(nb_path: Path) -> dict:
 
 
 def machine_info() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+            "kernel_threads": os.environ.get("OMP_NUM_THREADS", "torch default")}
     try:
         import torch
 
@@ -112,9 +113,28 @@ def machine_info() -> dict:
 
 def run_set(param_set: str = "smoke", *, out_dir: str | Path | None = None, figures_dir: str | Path | None = None,
             only: list[str] | None = None, overrides: dict | None = None, results_file: str | Path | None = None,
-            log=print) -> RunReport:
-    """Execute the notebooks under ``param_set``; returns timings and the gathered results."""
+            threads: int = 1, log=print) -> RunReport:
+    """Execute the notebooks under ``param_set``; returns timings and the gathered results.
+
+    ``threads`` sets the kernels' CPU threads (``OMP_NUM_THREADS``; 0 = torch's default, all cores). The default
+    is 1: the kit's models are small, and on a 2-core machine that is doing anything else torch's OpenMP threads
+    spin-wait on each other (a smoke notebook was seen taking over 10x its time with 2 threads beside two other
+    jobs); with one thread a busy machine costs at most its share.
+    """
     import papermill as pm
+
+    if threads:
+        saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+        os.environ.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+        try:
+            return run_set(param_set, out_dir=out_dir, figures_dir=figures_dir, only=only, overrides=overrides,
+                           results_file=results_file, threads=0, log=log)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     cfg = load_param_set(param_set)
     name = cfg["name"]
@@ -196,7 +216,8 @@ def results_markdown(results: dict) -> str:
         f"Parameter set `{results['param_set']}` — {results.get('description', '')}".rstrip(" —"),
         "",
         f"Machine: {m.get('cpu_model', '?')}, {m.get('cpus')} CPU cores, torch {m.get('torch')}, "
-        f"CUDA used: {m.get('cuda')}; generated {results['generated']}; all notebooks in {results['total_seconds']:.0f} s.",
+        f"{m.get('kernel_threads', '?')} thread(s) per notebook, CUDA used: {m.get('cuda')}; "
+        f"generated {results['generated']}; all notebooks in {results['total_seconds']:.0f} s.",
         "",
     ]
     tables = results["notebooks"].get("06_evaluation", {}).get("results_table_md")
