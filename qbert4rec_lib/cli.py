@@ -181,14 +181,14 @@ def cmd_ablations(args) -> int:
 
 
 def cmd_cross_domain(args) -> int:
-    from .crossdomain import default_pair, run_cross_domain
+    from .crossdomain import run_cross_domain
 
-    source, target = default_pair()
-    if args.source:
-        source = _open(args.source)
-    if args.target:
-        target = _open(args.target)
+    from .crossdomain import DEFAULT_SOURCE, DEFAULT_TARGET
     from .pipeline import smoke_config
+    from .synthetic import load_default
+
+    source = _open(args.source) if args.source else load_default(**DEFAULT_SOURCE)
+    target = _open(args.target) if args.target else load_default(**DEFAULT_TARGET)
 
     cfg = _experiment_config(args, base=smoke_config(args.epochs_scale) if args.config == "smoke" else None)
     res = run_cross_domain(source, target, cfg, seed=args.seed, progress=not args.json, log=None if args.json else print)

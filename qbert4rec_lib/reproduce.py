@@ -118,8 +118,8 @@ def run_set(param_set: str = "smoke", *, out_dir: str | Path | None = None, figu
 
     ``threads`` sets the kernels' CPU threads (``OMP_NUM_THREADS``; 0 = torch's default, all cores). The default
     is 1: the kit's models are small, and on a 2-core machine that is doing anything else torch's OpenMP threads
-    spin-wait on each other (a smoke notebook was seen taking over 10x its time with 2 threads beside two other
-    jobs); with one thread a busy machine costs at most its share.
+    spin-wait on each other (beside two other jobs, notebook 05's Q-Bert4Rec run was still unfinished after
+    ~14 min with 2 threads; with 1 thread it took 97 s); with one thread a busy machine costs at most its share.
     """
     import papermill as pm
 
