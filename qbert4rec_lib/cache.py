@@ -10,6 +10,11 @@ when complete, so an interrupted run never leaves a half-written artifact that a
 would trust. Long stages that want to resume use :meth:`StageDir.partial` (a scratch folder
 kept across interruptions) and :func:`atomic_save_npy` for each finished chunk.
 
+Concurrent processes (e.g. ``reproduce --jobs 2`` running two notebooks at once) share the cache safely:
+a stage builds its artifact inside :meth:`StageDir.lock`, an exclusive ``flock`` on ``<key>.lock``; a
+second process that needs the same key waits there and then loads the finished artifact instead of
+computing it again. The OS releases the lock when a process dies, so a crash never leaves it held.
+
 The cache root is ``$QBERT4REC_CACHE`` or ``~/.cache/qbert4rec``.
 """
 from __future__ import annotations
@@ -19,11 +24,13 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -143,6 +150,34 @@ class StageDir:
 
     def meta(self) -> dict:
         return json.loads(self.meta_path.read_text(encoding="utf-8"))
+
+    @contextmanager
+    def lock(self, wait_message: bool = True) -> Iterator[None]:
+        """Hold the exclusive build lock of this key (``<root>/<stage>/<key>.lock``) for the ``with`` block.
+
+        Use it around "load if it exists, else compute and write": only one process builds a key at a time,
+        and the others find the finished artifact when they get the lock. Without ``fcntl`` (Windows) it is a
+        no-op: the atomic rename still prevents half-written artifacts, only duplicate work is possible.
+        """
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            yield
+            return
+        path = self.root / self.stage / f"{self.key}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if wait_message:
+                    print(f"[cache] {self.stage}/{self.key} is being built by another process; waiting for it",
+                          file=sys.stderr, flush=True)
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def partial(self) -> Path:
         """A scratch folder for resumable work on this key (kept across interruptions)."""

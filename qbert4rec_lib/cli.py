@@ -218,7 +218,7 @@ def cmd_reproduce(args) -> int:
         overrides["dataset"] = str(Path(args.data).resolve()) if Path(args.data).exists() else args.data
     try:
         report = run_set(args.set, out_dir=args.out, figures_dir=args.figures, only=args.only, overrides=overrides,
-                         threads=args.threads)
+                         threads=args.threads, jobs=args.jobs or None)
     except NotebookFailed as exc:
         print(f"[reproduce] FAILED: {exc}", file=sys.stderr)
         return 1
@@ -288,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", default=None, help="folder for figures (default: figures/ or figures/<set>/)")
     p.add_argument("--update-readme", action="store_true", help="write the results into README.md's results block")
     p.add_argument("--threads", type=int, default=1, help="CPU threads of each notebook kernel (default 1; 0 = all)")
+    p.add_argument("--jobs", type=int, default=0,
+                   help="notebooks run at once (default 0 = one per --threads cores, at most 3; 1 = one after another)")
     p.set_defaults(func=cmd_reproduce)
     return parser
 

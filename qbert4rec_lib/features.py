@@ -505,23 +505,24 @@ def _sequences_hash(seqs: Sequence[np.ndarray]) -> str:
 def _cached(name: str, key: dict, fingerprint: str, num_items: int, root, compute) -> ModalityFeatures:
     """Load ``name`` from its stage folder, or run ``compute(stage) -> (vectors, present, meta)`` and store it."""
     stage = stage_dir(f"features-{name}", fingerprint, key, root=root)
-    if stage.exists():
-        item_ids = stage.load_npy("item_ids")
-        if not np.array_equal(item_ids, np.arange(1, num_items + 1)):
-            raise ValueError(f"cached {name} features at {stage.path} do not cover item ids 1..{num_items}")
-        meta = stage.meta() | {"cache": "hit", "cache_dir": str(stage.path)}
-        return ModalityFeatures(name, stage.load_npy("vectors"), stage.load_npy("present").astype(bool), meta)
-    start = time.perf_counter()
-    vectors, present, meta = compute(stage)
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if vectors.ndim == 2:
-        vectors = vectors[:, None, :]  # [N, 1, d]
-    vectors[~present] = 0.0
-    meta = {"dataset_fingerprint": fingerprint, "modality": name, "config": key, "shape": list(vectors.shape),
-            "items_present": int(present.sum()), "time_s": round(time.perf_counter() - start, 2)} | meta
-    stage.write({"vectors": vectors, "present": present.astype(bool),
-                 "item_ids": np.arange(1, num_items + 1, dtype=np.int64)}, meta)
-    return ModalityFeatures(name, vectors, present.astype(bool), stage.meta() | {"cache": "miss", "cache_dir": str(stage.path)})
+    with stage.lock():
+        if stage.exists():
+            item_ids = stage.load_npy("item_ids")
+            if not np.array_equal(item_ids, np.arange(1, num_items + 1)):
+                raise ValueError(f"cached {name} features at {stage.path} do not cover item ids 1..{num_items}")
+            meta = stage.meta() | {"cache": "hit", "cache_dir": str(stage.path)}
+            return ModalityFeatures(name, stage.load_npy("vectors"), stage.load_npy("present").astype(bool), meta)
+        start = time.perf_counter()
+        vectors, present, meta = compute(stage)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim == 2:
+            vectors = vectors[:, None, :]  # [N, 1, d]
+        vectors[~present] = 0.0
+        meta = {"dataset_fingerprint": fingerprint, "modality": name, "config": key, "shape": list(vectors.shape),
+                "items_present": int(present.sum()), "time_s": round(time.perf_counter() - start, 2)} | meta
+        stage.write({"vectors": vectors, "present": present.astype(bool),
+                     "item_ids": np.arange(1, num_items + 1, dtype=np.int64)}, meta)
+        return ModalityFeatures(name, vectors, present.astype(bool), stage.meta() | {"cache": "miss", "cache_dir": str(stage.path)})
 
 
 def _text(dataset, cfg: FeatureConfig, progress: bool):

@@ -479,20 +479,21 @@ def run_fusion(dataset, features, cfg: FusionConfig = FusionConfig(), *, cache_r
         if len(mod.vectors) != num_items:
             raise ValueError(f"modality {name!r} has {len(mod.vectors)} rows but dataset {dataset.name!r} has {num_items} items")
     store = stage_dir("fusion", dataset.fingerprint(), features_key(features), cfg, root=cache_root)
-    if store.exists():
-        meta = store.meta()
-        return FusionResult(
-            embeddings=store.load_npy("embeddings"), exit_depth=store.load_npy("exit_depth"),
-            modality_weights=store.load_npy("modality_weights"), id_attention=store.load_npy("id_attention"),
-            modality_present=store.load_npy("modality_present"), gate_values=store.load_npy("gate_values"),
-            modality_names=tuple(meta["modality_names"]),
-            history=meta["history"], config=from_dict(FusionConfig, meta["config"]), seconds=meta["seconds"],
-            from_cache=True, key=store.key,
-        )
-    result = train_fusion(features, cfg, progress=progress, device=device, threads=threads)
-    arrays = {name: getattr(result, name) for name in
-              ("embeddings", "exit_depth", "modality_weights", "id_attention", "modality_present", "gate_values")}
-    store.write(arrays, {"config": to_dict(cfg), "modality_names": list(result.modality_names),
-                         "history": result.history, "seconds": result.seconds, "dataset": dataset.fingerprint(),
-                         "features": features_key(features), "summary": result.summary()})
-    return dataclasses.replace(result, key=store.key)
+    with store.lock():
+        if store.exists():
+            meta = store.meta()
+            return FusionResult(
+                embeddings=store.load_npy("embeddings"), exit_depth=store.load_npy("exit_depth"),
+                modality_weights=store.load_npy("modality_weights"), id_attention=store.load_npy("id_attention"),
+                modality_present=store.load_npy("modality_present"), gate_values=store.load_npy("gate_values"),
+                modality_names=tuple(meta["modality_names"]),
+                history=meta["history"], config=from_dict(FusionConfig, meta["config"]), seconds=meta["seconds"],
+                from_cache=True, key=store.key,
+            )
+        result = train_fusion(features, cfg, progress=progress, device=device, threads=threads)
+        arrays = {name: getattr(result, name) for name in
+                  ("embeddings", "exit_depth", "modality_weights", "id_attention", "modality_present", "gate_values")}
+        store.write(arrays, {"config": to_dict(cfg), "modality_names": list(result.modality_names),
+                             "history": result.history, "seconds": result.seconds, "dataset": dataset.fingerprint(),
+                             "features": features_key(features), "summary": result.summary()})
+        return dataclasses.replace(result, key=store.key)

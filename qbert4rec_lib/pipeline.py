@@ -202,40 +202,41 @@ def train_model(name: str, dataset, cfg: ExperimentConfig = ExperimentConfig(), 
     split_key = stable_hash([hashlib_ids(np.concatenate(split.train or [np.zeros(0, np.int64)]))],
                             split.valid_target.tolist(), split.test_target.tolist())
     store = stage_dir("seqmodel", dataset.fingerprint(), split_key, name, relevant, seed, root=cache_root)
-    seed_everything(seed)
-    model = _build(name, dataset, split, cfg, ids)
-    t0 = time.perf_counter()
-    if store.exists():
-        meta = store.meta()
-        if (store.path / "model.safetensors").exists():
-            model.load_state_dict(load_file(str(store.path / "model.safetensors")))
-        fits, from_cache = meta["fits"], True
-    else:
-        fits = {}
-        if name == "Q-Bert4Rec":
-            if init_from is not None:
-                from .qbert import transfer_weights
-
-                transfer_weights(init_from, model)
-            if cfg.do_pretrain:
-                model.masking = cfg.pretrain_masks
-                fits["pretrain"] = fit(model, split, replace(cfg.pretrain, seed=seed, max_len=cfg.max_len),
-                                       eval_cfg=cfg.eval, progress=progress, log=log)
-            model.masking = cfg.finetune_masks
-            fits["finetune"] = fit(model, split, replace(cfg.finetune, seed=seed, max_len=cfg.max_len),
-                                   eval_cfg=cfg.eval, progress=progress, log=log)
+    with store.lock():  # a concurrent process training the same model: wait for it, then load its weights
+        seed_everything(seed)
+        model = _build(name, dataset, split, cfg, ids)
+        t0 = time.perf_counter()
+        if store.exists():
+            meta = store.meta()
+            if (store.path / "model.safetensors").exists():
+                model.load_state_dict(load_file(str(store.path / "model.safetensors")))
+            fits, from_cache = meta["fits"], True
         else:
-            fits["train"] = fit(model, split, replace(cfg.baseline_train, seed=seed, max_len=cfg.max_len),
-                                eval_cfg=cfg.eval, progress=progress, log=log)
-        from_cache = False
-    valid = evaluate_split(model, split, "valid", cfg.eval)
-    test = evaluate_split(model, split, "test", cfg.eval)
-    if not from_cache:
-        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        store.write({}, {"model": name, "seed": seed, "config": relevant, "dataset": dataset.name,
-                         "fits": {k: _fit_json(f) for k, f in fits.items()},
-                         "valid": valid.metrics, "test": test.metrics, "protocol": test.protocol},
-                    binary={"model.safetensors": lambda p: save_file(weights, p)})
+            fits = {}
+            if name == "Q-Bert4Rec":
+                if init_from is not None:
+                    from .qbert import transfer_weights
+
+                    transfer_weights(init_from, model)
+                if cfg.do_pretrain:
+                    model.masking = cfg.pretrain_masks
+                    fits["pretrain"] = fit(model, split, replace(cfg.pretrain, seed=seed, max_len=cfg.max_len),
+                                           eval_cfg=cfg.eval, progress=progress, log=log)
+                model.masking = cfg.finetune_masks
+                fits["finetune"] = fit(model, split, replace(cfg.finetune, seed=seed, max_len=cfg.max_len),
+                                       eval_cfg=cfg.eval, progress=progress, log=log)
+            else:
+                fits["train"] = fit(model, split, replace(cfg.baseline_train, seed=seed, max_len=cfg.max_len),
+                                    eval_cfg=cfg.eval, progress=progress, log=log)
+            from_cache = False
+        valid = evaluate_split(model, split, "valid", cfg.eval)
+        test = evaluate_split(model, split, "test", cfg.eval)
+        if not from_cache:
+            weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+            store.write({}, {"model": name, "seed": seed, "config": relevant, "dataset": dataset.name,
+                             "fits": {k: _fit_json(f) for k, f in fits.items()},
+                             "valid": valid.metrics, "test": test.metrics, "protocol": test.protocol},
+                        binary={"model.safetensors": lambda p: save_file(weights, p)})
     return ModelRun(name, seed, model, fits, test, valid, from_cache, time.perf_counter() - t0)
 
 

@@ -486,16 +486,17 @@ def run_quantize(dataset, source, cfg: RQVAEConfig = RQVAEConfig(), *, cache_roo
     if source_key is None:
         source_key = getattr(source, "key", "") or hashlib.sha256(np.ascontiguousarray(embeddings).tobytes()).hexdigest()[:16]
     store = stage_dir("quantize", dataset.fingerprint(), source_key, cfg, root=cache_root)
-    if store.exists():
-        meta = store.meta()
-        ids = store.load_npy("semantic_ids")
-        return QuantizeResult(store.load_npy("codes"), ids, SemanticIDTable(ids, tuple(meta["vocab_sizes"])),
-                              store.load_npy("codebooks"), meta["health"], meta["history"],
-                              from_dict(RQVAEConfig, meta["config"]), meta["codebook_size"], meta["seconds"],
-                              from_cache=True, key=store.key)
-    result = train_rqvae(embeddings, cfg, progress=progress, device=device, threads=threads)
-    store.write({"codes": result.codes, "semantic_ids": result.semantic_ids, "codebooks": result.codebooks},
-                {"config": to_dict(cfg), "health": result.health, "history": result.history,
-                 "vocab_sizes": list(result.table.vocab_sizes), "codebook_size": result.codebook_size,
-                 "seconds": result.seconds, "dataset": dataset.fingerprint(), "source_key": source_key})
-    return dataclasses.replace(result, key=store.key)
+    with store.lock():
+        if store.exists():
+            meta = store.meta()
+            ids = store.load_npy("semantic_ids")
+            return QuantizeResult(store.load_npy("codes"), ids, SemanticIDTable(ids, tuple(meta["vocab_sizes"])),
+                                  store.load_npy("codebooks"), meta["health"], meta["history"],
+                                  from_dict(RQVAEConfig, meta["config"]), meta["codebook_size"], meta["seconds"],
+                                  from_cache=True, key=store.key)
+        result = train_rqvae(embeddings, cfg, progress=progress, device=device, threads=threads)
+        store.write({"codes": result.codes, "semantic_ids": result.semantic_ids, "codebooks": result.codebooks},
+                    {"config": to_dict(cfg), "health": result.health, "history": result.history,
+                     "vocab_sizes": list(result.table.vocab_sizes), "codebook_size": result.codebook_size,
+                     "seconds": result.seconds, "dataset": dataset.fingerprint(), "source_key": source_key})
+        return dataclasses.replace(result, key=store.key)

@@ -9,7 +9,10 @@ A parameter set is one YAML file in ``notebooks/params/<name>.yaml``::
     notebooks:         # per-notebook overrides (keys must exist in that notebook's parameters cell)
       03_fusion: {epochs: 30}
 
-Notebooks run in order (``00_*.ipynb``, ``01_*.ipynb``, ...) with ``cwd = notebooks/``. Executed
+Notebooks start in numbered order (``00_*.ipynb``, ``01_*.ipynb``, ...) with ``cwd = notebooks/``, each in
+its own worker process; on a 2-core machine two run at once (``jobs``), sharing the stage cache, where a
+notebook that needs an artifact another is still building waits for it (so the numbers do not depend on
+``jobs``; ``jobs=1`` runs them strictly one after another). Executed
 copies go to ``<out>/notebooks/``, figures to ``<figures>``, and each notebook's recorded numbers
 (:class:`qbert4rec_lib.notebook.Recorder`) to ``<out>/results/``. The runner gathers them into
 ``<results file>.json`` + ``.md``. A failing notebook stops the run, naming the notebook and the
@@ -90,9 +93,10 @@ def notebook_parameters(nb_path: Path) -> dict:
     return {k: v["default"] for k, v in pm.inspect_notebook(str(nb_path)).items()}
 
 
-def machine_info() -> dict:
+def machine_info(threads: int | None = None) -> dict:
+    kernel_threads = threads if threads else os.environ.get("OMP_NUM_THREADS", "torch default")
     info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-            "kernel_threads": os.environ.get("OMP_NUM_THREADS", "torch default")}
+            "kernel_threads": kernel_threads}
     try:
         import torch
 
@@ -111,41 +115,44 @@ def machine_info() -> dict:
     return info
 
 
+def default_jobs(threads: int = 1) -> int:
+    """How many notebooks run at once by default: one per ``threads`` CPU cores, at most 3.
+
+    Three is the widest the notebooks ever fan out usefully (05, 06 and 07 all start from the semantic IDs);
+    on this kit's 2-core reference machine it is 2. ``threads=0`` (torch's default: every core) means 1.
+    """
+    if not threads:
+        return 1
+    return max(1, min(3, (os.cpu_count() or 1) // threads))
+
+
 def run_set(param_set: str = "smoke", *, out_dir: str | Path | None = None, figures_dir: str | Path | None = None,
             only: list[str] | None = None, overrides: dict | None = None, results_file: str | Path | None = None,
-            threads: int = 1, log=print) -> RunReport:
+            threads: int = 1, jobs: int | None = None, log=print) -> RunReport:
     """Execute the notebooks under ``param_set``; returns timings and the gathered results.
 
     ``threads`` sets the kernels' CPU threads (``OMP_NUM_THREADS``; 0 = torch's default, all cores). The default
     is 1: the kit's models are small, and on a 2-core machine that is doing anything else torch's OpenMP threads
     spin-wait on each other (beside two other jobs, notebook 05's Q-Bert4Rec run was still unfinished after
     ~14 min with 2 threads; with 1 thread it took 97 s); with one thread a busy machine costs at most its share.
+
+    ``jobs`` notebooks run at once (default :func:`default_jobs`), each in its own process, started in numbered
+    order as workers free up. They share the stage cache: a notebook that needs an artifact another one is still
+    building waits for it (:meth:`qbert4rec_lib.cache.StageDir.lock`) and then loads it, so the results are the
+    same as a one-at-a-time run (``jobs=1``). Each worker's output goes to ``<out>/logs/<notebook>.log``.
     """
-    import papermill as pm
-
-    if threads:
-        saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-        os.environ.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
-        try:
-            return run_set(param_set, out_dir=out_dir, figures_dir=figures_dir, only=only, overrides=overrides,
-                           results_file=results_file, threads=0, log=log)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-
     cfg = load_param_set(param_set)
     name = cfg["name"]
+    jobs = default_jobs(threads) if jobs is None else max(1, int(jobs))
     out = Path(out_dir) if out_dir else REPO / "outputs" / name
     figs = Path(figures_dir) if figures_dir else REPO / "figures" / ("" if name == "smoke" else name)
-    (out / "notebooks").mkdir(parents=True, exist_ok=True)
+    for sub in ("notebooks", "results", "logs"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
     res_dir = out / "results"
-    res_dir.mkdir(parents=True, exist_ok=True)
     figs.mkdir(parents=True, exist_ok=True)
     report = RunReport(name, out, figs)
-    t_all = time.perf_counter()
+
+    tasks = []  # (notebook, parameters) in numbered order; parameters are checked before anything runs
     for nb in list_notebooks(only):
         declared = notebook_parameters(nb)
         params = {k: v for k, v in cfg["common"].items() if k in declared}
@@ -157,34 +164,129 @@ def run_set(param_set: str = "smoke", *, out_dir: str | Path | None = None, figu
         params.update(per_nb)
         params.update({k: v for k, v in (overrides or {}).items() if k in declared})
         params.update({"figures_dir": str(figs.resolve()), "results_dir": str(res_dir.resolve())})
-        params = {k: v for k, v in params.items() if k in declared}
-        target = out / "notebooks" / nb.name
-        log(f"[reproduce] {nb.name} ({name}) ...")
-        t0 = time.perf_counter()
-        try:
-            pm.execute_notebook(str(nb), str(target), parameters=params, cwd=str(NOTEBOOKS), kernel_name="python3",
-                                progress_bar=False, log_output=False, request_save_on_cell_execute=True)
-        except pm.PapermillExecutionError as exc:
-            raise NotebookFailed(
-                f"notebook {nb.name} failed in cell {exc.exec_count} (cell index {exc.cell_index}): "
-                f"{exc.ename}: {exc.evalue}\n  executed copy kept at {target}") from None
-        report.seconds[nb.stem] = round(time.perf_counter() - t0, 1)
-        log(f"[reproduce] {nb.name} done in {report.seconds[nb.stem]:.1f} s")
+        tasks.append((nb, {k: v for k, v in params.items() if k in declared}))
+
+    env = dict(os.environ)
+    if threads:
+        env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+    t_all = time.perf_counter()
+    _execute_all(tasks, out, env, jobs, report, name, log)
     report.total_seconds = round(time.perf_counter() - t_all, 1)
+
     dest = Path(results_file) if results_file else REPO / "figures" / "results" / name
     seconds = dict(report.seconds)
+    wall = report.total_seconds
     if only and dest.with_suffix(".json").is_file():  # a partial rerun keeps the other notebooks' timings
         previous = json.loads(dest.with_suffix(".json").read_text(encoding="utf-8"))
         if previous.get("param_set") == name:
             seconds = {**previous.get("notebook_seconds", {}), **seconds}
             seconds = {k: seconds[k] for k in sorted(seconds)}
-    report.results = gather_results(res_dir, name, seconds, cfg)
+            wall = None  # the wall time of a partial rerun says nothing about a whole run
+    report.results = gather_results(res_dir, name, seconds, cfg, wall_seconds=wall, jobs=jobs,
+                                    threads=threads)
     write_results(report.results, dest)
-    log(f"[reproduce] all notebooks done in {report.total_seconds:.0f} s; results in {dest}.json / .md")
+    log(f"[reproduce] all notebooks done in {report.total_seconds:.0f} s ({jobs} at a time); "
+        f"results in {dest}.json / .md")
     return report
 
 
-def gather_results(res_dir: Path, set_name: str, seconds: dict, cfg: dict) -> dict:
+def _execute_all(tasks, out: Path, env: dict, jobs: int, report: RunReport, set_name: str, log) -> None:
+    """Run ``tasks`` in worker processes, at most ``jobs`` at once, in order; stop everything on a failure."""
+    pending, running = list(tasks), {}  # running: notebook stem -> (Popen, start time, target, status, log)
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                nb, params = pending.pop(0)
+                target = out / "notebooks" / nb.name
+                status = out / "logs" / f"{nb.stem}.status.json"
+                status.unlink(missing_ok=True)
+                spec = {"notebook": str(nb), "target": str(target), "parameters": params, "cwd": str(NOTEBOOKS),
+                        "status": str(status)}
+                logfile = out / "logs" / f"{nb.stem}.log"
+                with open(logfile, "w", encoding="utf-8") as fh:
+                    proc = subprocess.Popen([sys.executable, "-m", "qbert4rec_lib.reproduce", "--execute",
+                                             json.dumps(spec)], env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+                running[nb.stem] = (proc, time.perf_counter(), target, status, logfile)
+                log(f"[reproduce] {nb.name} ({set_name}) started")
+            time.sleep(0.2)
+            for stem, (proc, t0, target, status, logfile) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[stem]
+                if proc.returncode != 0:
+                    raise NotebookFailed(_failure_message(stem, target, status, logfile, proc.returncode))
+                report.seconds[stem] = round(time.perf_counter() - t0, 1)
+                log(f"[reproduce] {stem}.ipynb done in {report.seconds[stem]:.1f} s")
+    except BaseException as exc:  # a failure or Ctrl-C: stop the other notebooks, keep their partial copies
+        for stem, (proc, _, target, _, _) in running.items():
+            _stop(proc)
+            if isinstance(exc, NotebookFailed):
+                log(f"[reproduce] stopped {stem}.ipynb (partial copy at {target})")
+        raise
+
+
+def _failure_message(stem: str, target: Path, status: Path, logfile: Path, returncode: int) -> str:
+    try:
+        info = json.loads(status.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        info = None
+    if info and info.get("cell_index") is not None:
+        return (f"notebook {stem}.ipynb failed in cell {info['exec_count']} (cell index {info['cell_index']}): "
+                f"{info['ename']}: {info['evalue']}\n  executed copy kept at {target}")
+    try:
+        tail = "".join(logfile.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-15:])
+    except OSError:
+        tail = ""
+    what = info.get("error", "") if info else f"its worker process exited with code {returncode}"
+    return (f"notebook {stem}.ipynb failed: {what}\n  executed copy (if any) at {target}; log {logfile}"
+            + (f"\n  last lines of the log:\n{tail}" if tail else ""))
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Interrupt a worker (it shuts its kernel down), then kill its process group if it lingers."""
+    import signal
+
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=20)
+    except (subprocess.TimeoutExpired, ProcessLookupError, PermissionError):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait()
+
+
+def _execute_one(spec: dict) -> int:
+    """Worker: execute one notebook with papermill; on failure write what failed to ``spec['status']``."""
+    import logging
+
+    import papermill as pm
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # cell outputs go to the worker's log file
+    status = Path(spec["status"])
+    try:
+        pm.execute_notebook(spec["notebook"], spec["target"], parameters=spec["parameters"], cwd=spec["cwd"],
+                            kernel_name="python3", progress_bar=False, log_output=True,
+                            request_save_on_cell_execute=True)
+    except pm.PapermillExecutionError as exc:
+        atomic_write_json(status, {"cell_index": exc.cell_index, "exec_count": exc.exec_count, "ename": exc.ename,
+                                   "evalue": str(exc.evalue)})
+        return 3
+    except KeyboardInterrupt:
+        atomic_write_json(status, {"error": "interrupted"})
+        return 130
+    except Exception as exc:  # kernel died, bad notebook file, ...
+        atomic_write_json(status, {"error": f"{type(exc).__name__}: {exc}"})
+        return 4
+    return 0
+
+
+def gather_results(res_dir: Path, set_name: str, seconds: dict, cfg: dict, *, wall_seconds: float | None = None,
+                   jobs: int = 1, threads: int = 1) -> dict:
     notebooks = {}
     for p in sorted(Path(res_dir).glob("*.json")):
         data = json.loads(p.read_text(encoding="utf-8"))
@@ -193,9 +295,12 @@ def gather_results(res_dir: Path, set_name: str, seconds: dict, cfg: dict) -> di
         "param_set": set_name,
         "description": cfg.get("description", ""),
         "parameters": {"common": cfg["common"], "notebooks": cfg["notebooks"]},
-        "machine": machine_info(),
-        "notebook_seconds": seconds,
+        "machine": machine_info(threads),
+        "notebook_seconds": seconds,  # each notebook's own wall time (with --jobs > 1 they overlap)
         "total_seconds": round(sum(seconds.values()), 1),
+        "wall_seconds": wall_seconds,  # the whole run, start to end (None after a partial rerun)
+        "jobs": jobs,
+        "threads_per_notebook": threads or "torch default",
         "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "notebooks": notebooks,
     }
@@ -217,7 +322,7 @@ def results_markdown(results: dict) -> str:
         "",
         f"Machine: {m.get('cpu_model', '?')}, {m.get('cpus')} CPU cores, torch {m.get('torch')}, "
         f"{m.get('kernel_threads', '?')} thread(s) per notebook, CUDA used: {m.get('cuda')}; "
-        f"generated {results['generated']}; all notebooks in {results['total_seconds']:.0f} s.",
+        f"generated {results['generated']}; " + _timing_sentence(results),
         "",
     ]
     tables = results["notebooks"].get("06_evaluation", {}).get("results_table_md")
@@ -231,6 +336,14 @@ def results_markdown(results: dict) -> str:
             lines.append(f"| {k} | {_fmt(v)} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _timing_sentence(results: dict) -> str:
+    wall, jobs = results.get("wall_seconds"), results.get("jobs", 1)
+    if wall is None or jobs == 1:
+        return f"all notebooks in {results['total_seconds']:.0f} s."
+    return (f"all notebooks in {wall:.0f} s of wall time, {jobs} at a time (their own times, below, add up to "
+            f"{results['total_seconds']:.0f} s and include waiting for a shared artifact).")
 
 
 def write_results(results: dict, dest: Path) -> None:
@@ -251,5 +364,7 @@ def update_readme(results_md: Path, readme: Path = REPO / "README.md", marker: s
     return True
 
 
-if __name__ == "__main__":  # pragma: no cover
+if __name__ == "__main__":  # pragma: no cover - the worker process of run_set
+    if len(sys.argv) == 3 and sys.argv[1] == "--execute":
+        sys.exit(_execute_one(json.loads(sys.argv[2])))
     sys.exit("use: python -m qbert4rec_lib reproduce --set smoke")

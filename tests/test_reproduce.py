@@ -1,0 +1,93 @@
+"""The batch runner: notebooks in worker processes, a failure named and the other workers stopped; the cache lock."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from qbert4rec_lib import reproduce
+from qbert4rec_lib.cache import stage_dir
+
+
+def _notebook(path, body: str) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('figures_dir = "."\nresults_dir = ""\nvalue = 1')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+
+
+RECORD = ("from qbert4rec_lib.notebook import Recorder\n"
+          "rec = Recorder('{stem}', results_dir or None)\nrec.record('value', value)\n")
+
+
+@pytest.fixture
+def toy_notebooks(tmp_path, monkeypatch):
+    """A private notebooks/ folder with its own parameter set, in place of the kit's."""
+    nbs = tmp_path / "notebooks"
+    (nbs / "params").mkdir(parents=True)
+    (nbs / "params" / "toy.yaml").write_text("description: toy\ncommon: {value: 7}\nnotebooks: {}\n")
+    monkeypatch.setattr(reproduce, "NOTEBOOKS", nbs)
+    monkeypatch.setattr(reproduce, "PARAMS", nbs / "params")
+    return nbs
+
+
+def test_run_set_runs_notebooks_in_workers_and_gathers_their_records(toy_notebooks, tmp_path):
+    for stem in ("00_a", "01_b", "02_c"):
+        _notebook(toy_notebooks / f"{stem}.ipynb", RECORD.format(stem=stem))
+    report = reproduce.run_set("toy", out_dir=tmp_path / "out", figures_dir=tmp_path / "figs",
+                               results_file=tmp_path / "res" / "toy", jobs=2, log=lambda *_: None)
+    assert sorted(report.seconds) == ["00_a", "01_b", "02_c"]
+    results = json.loads((tmp_path / "res" / "toy.json").read_text())
+    assert {nb: v["value"] for nb, v in results["notebooks"].items()} == {"00_a": 7, "01_b": 7, "02_c": 7}
+    assert results["jobs"] == 2 and results["wall_seconds"] > 0
+    assert "2 at a time" in (tmp_path / "res" / "toy.md").read_text()
+    assert (tmp_path / "out" / "notebooks" / "01_b.ipynb").is_file()
+
+
+def test_a_failing_notebook_is_named_with_its_cell_and_the_other_worker_is_stopped(toy_notebooks, tmp_path):
+    _notebook(toy_notebooks / "00_slow.ipynb", "import time\ntime.sleep(600)")
+    _notebook(toy_notebooks / "01_bad.ipynb", "raise ValueError('broken on purpose')")
+    _notebook(toy_notebooks / "02_never.ipynb", "x = 1")
+    t0 = time.perf_counter()
+    with pytest.raises(reproduce.NotebookFailed) as err:
+        reproduce.run_set("toy", out_dir=tmp_path / "out", figures_dir=tmp_path / "figs",
+                          results_file=tmp_path / "res" / "toy", jobs=2, log=lambda *_: None)
+    message = str(err.value)
+    assert "01_bad.ipynb" in message and "ValueError" in message and "broken on purpose" in message
+    assert "cell index" in message
+    assert time.perf_counter() - t0 < 300, "the sleeping notebook was not stopped"
+    assert (tmp_path / "out" / "notebooks" / "01_bad.ipynb").is_file()  # the executed copy is kept
+    assert not (tmp_path / "out" / "notebooks" / "02_never.ipynb").exists()  # nothing starts after a failure
+    assert not (tmp_path / "res" / "toy.json").exists()  # no results file from a failed run
+
+
+def test_default_jobs_is_bounded():
+    assert reproduce.default_jobs(0) == 1
+    assert 1 <= reproduce.default_jobs(1) <= 3
+
+
+def test_stage_lock_makes_a_second_builder_wait_and_then_find_the_artifact(tmp_path):
+    store = stage_dir("toy", "key", root=tmp_path)
+    events = []
+
+    def first_builder():
+        with store.lock():
+            events.append("first has the lock")
+            time.sleep(0.5)
+            store.write({"x": np.arange(3)}, {"who": "first"})
+
+    t = threading.Thread(target=first_builder)
+    t.start()
+    while not events:
+        time.sleep(0.01)
+    with store.lock(wait_message=False):  # blocks until the first builder is done
+        assert store.exists(), "the lock was granted before the first builder finished"
+        assert store.meta()["who"] == "first"
+    t.join()
