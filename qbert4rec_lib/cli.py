@@ -132,7 +132,7 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    """Fine-tuning only (the "no pretraining" variant). Cross-domain transfer: the `cross-domain` command, notebook 05."""
+    """Fine-tuning only (the "no pretraining" variant). Cross-domain transfer: the `cross-domain` command, notebook 08."""
     from dataclasses import replace
 
     from .pipeline import train_model
@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--update-readme", action="store_true", help="write the results into README.md's results block")
     p.add_argument("--threads", type=int, default=1, help="CPU threads of each notebook kernel (default 1; 0 = all)")
     p.add_argument("--jobs", type=int, default=0,
-                   help="notebooks run at once (default 0 = cores / --threads + 1, at most 4; 1 = one after another)")
+                   help="notebooks run at once (default 0 = cores / --threads + 2, at most 4; 1 = one after another)")
     p.set_defaults(func=cmd_reproduce)
     return parser
 

@@ -22,7 +22,7 @@ sets it up the only way it can work — both catalogs are tokenised by ONE seman
      :func:`qbert4rec_lib.qbert.transfer_weights`) then the same fine-tuning on the target;
    * ``in-domain``: the target's own mixture pretraining + fine-tuning (the usual single-domain run).
 
-What the default pair shows (smoke budget, seed 0; notebook 05 prints its own run): the *zero-shot* model ranks
+What the default pair shows (smoke budget, seed 0; notebook 08 prints its own run): the *zero-shot* model ranks
 the target at chance level (NDCG@10 0.0075 vs 0.0101 for a random ranking) — a level-1 code's majority top
 category among source items matches the target item's own category for only 28% of target items, so the source
 model's token preferences do not carry over as they are; *transfer* then fine-tuning reached 0.0692 vs 0.0545 from

@@ -10,7 +10,7 @@ A parameter set is one YAML file in ``notebooks/params/<name>.yaml``::
       03_fusion: {epochs: 30}
 
 Notebooks start in numbered order (``00_*.ipynb``, ``01_*.ipynb``, ...) with ``cwd = notebooks/``, each in
-its own worker process; on a 2-core machine three run at once (``jobs``), sharing the stage cache, where a
+its own worker process; on a 2-core machine four run at once (``jobs``), sharing the stage cache, where a
 notebook that needs an artifact another is still building waits for it (so the numbers do not depend on
 ``jobs``; ``jobs=1`` runs them strictly one after another). Executed
 copies go to ``<out>/notebooks/``, figures to ``<figures>``, and each notebook's recorded numbers
@@ -116,15 +116,17 @@ def machine_info(threads: int | None = None) -> dict:
 
 
 def default_jobs(threads: int = 1) -> int:
-    """How many notebooks run at once by default: one more than ``cpus // threads``, at most 4.
+    """How many notebooks run at once by default: two more than ``cpus // threads``, at most 4.
 
-    The extra worker is there because notebooks wait for each other's artifacts (03 for 02's features, 05 for
-    the semantic IDs, ...) and a waiting notebook uses no CPU. Measured on the 2-core reference machine, fresh
-    cache, smoke set: 465 s with 2 workers, 415 s with 3. ``threads=0`` (torch's default: every core) means 1.
+    The extra workers are there because notebooks wait for each other's artifacts (03 for 02's features, 05-07 for
+    the semantic IDs and the first Q-Bert4Rec run, ...) and a waiting notebook uses no CPU; the OS shares the cores
+    between the others. Measured on the 2-core reference machine, fresh cache, smoke set (9 notebooks): 414 s of
+    wall time with 3 workers, 374 s with 4 (about 700 s of CPU time in all). ``threads=0`` (torch's default: every
+    core) means 1.
     """
     if not threads:
         return 1
-    return max(1, min(4, (os.cpu_count() or 1) // threads + 1))
+    return max(1, min(4, (os.cpu_count() or 1) // threads + 2))
 
 
 def run_set(param_set: str = "smoke", *, out_dir: str | Path | None = None, figures_dir: str | Path | None = None,
