@@ -214,7 +214,7 @@ class StageDir:
             full_meta.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
             full_meta.setdefault("versions", library_versions())
             (tmp / "meta.json").write_text(json.dumps(_jsonable(full_meta), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-            if final.exists():  # a concurrent writer finished first, or a stale incomplete folder
+            if final.exists():  # a stale incomplete folder (or a writer that did not hold the lock)
                 shutil.rmtree(final)
             os.replace(tmp, final)
         except BaseException:

@@ -209,7 +209,7 @@ def _execute_all(tasks, out: Path, env: dict, jobs: int, report: RunReport, set_
                 with open(logfile, "w", encoding="utf-8") as fh:
                     proc = subprocess.Popen([sys.executable, "-m", "qbert4rec_lib.reproduce", "--execute",
                                              json.dumps(spec)], env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+                                            cwd=str(REPO), start_new_session=True)  # cwd: the kit is importable
                 running[nb.stem] = (proc, time.perf_counter(), target, status, logfile)
                 log(f"[reproduce] {nb.name} ({set_name}) started")
             time.sleep(0.2)
