@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .seqbase import LossOutput, SequentialRecommender
+from .seqbase import LENGTH_GROUP_WIDTHS, LossOutput, SequentialRecommender, length_groups
 
 __all__ = ["Popularity", "SASRecConfig", "SASRec", "BERT4RecConfig", "BERT4RecID", "attention_mask"]
 
@@ -121,22 +121,16 @@ class _ItemTransformer(nn.Module):
         x = self.encoder(x, mask=attention_mask(tokens, self.n_heads, self.causal))  # [B, T, d]
         return self.final_norm(x)  # [B, T, d]
 
-    def forward_by_length(self, tokens: torch.Tensor, widths: tuple[int, ...] = (8, 16, 32)) -> torch.Tensor:
-        """:meth:`forward` computed per length group: rows whose sequence fits in ``w`` columns run
-        on their last ``w`` columns only. Same values at every real position (attention never crosses
-        rows and positions are right-aligned), much less work on padding when most sequences are
-        short (Beauty: mean length 8.9 in a window of 50). Padding positions come back as zeros.
+    def forward_by_length(self, tokens: torch.Tensor, widths: tuple[int, ...] = LENGTH_GROUP_WIDTHS) -> torch.Tensor:
+        """:meth:`forward` computed per length group (:func:`~qbert4rec_lib.seqbase.length_groups`): rows
+        whose sequence fits in ``w`` columns run on their last ``w`` columns only. Same values at every
+        real position (attention never crosses rows and positions are right-aligned), much less work on
+        padding when most sequences are short (Beauty: mean length 6.9 in a window of 50). Padding
+        positions come back as zeros.
         """
         batch, length = tokens.shape  # [B, T]
-        lengths = (tokens != 0).sum(dim=1)  # [B]
         out = torch.zeros(batch, length, self.item_embedding.embedding_dim, device=tokens.device)  # [B, T, d]
-        lower = 0
-        for upper in [w for w in widths if w < length] + [length]:
-            rows = torch.nonzero((lengths > lower) & (lengths <= upper)).squeeze(1)  # [b]
-            lower = upper
-            if len(rows) == 0:
-                continue
-            width = max(1, int(lengths[rows].max()))
+        for rows, width in length_groups((tokens != 0).sum(dim=1), length, widths):
             out[rows, length - width:] = self(tokens[rows, length - width:])  # [b, width, d]
         return out
 

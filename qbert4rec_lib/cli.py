@@ -156,7 +156,8 @@ def cmd_experiment(args) -> int:
 
     ds, cfg = _open(args.data), _experiment_config(args)
     res = run_experiment(ds, cfg, models=args.models, seeds=args.seeds, progress=False,
-                         log=None if args.json else print)
+                         log=None if args.json else print, epoch_log=not args.json and not args.quiet,
+                         records_dir=args.records)
     if args.out:
         from pathlib import Path
 
@@ -248,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     def stage(name, help_, func, data=True):
         p = sub.add_parser(name, help=help_)
         _add_data(p, data)
-        p.add_argument("--config", default="smoke", choices=["smoke", "beauty", "full"],
+        from .pipeline import PRESETS
+
+        p.add_argument("--config", default="smoke", choices=list(PRESETS),
                        help="preset (default: smoke; see pipeline.preset)")
         p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override a config field")
         p.add_argument("--seed", type=int, default=0)
@@ -270,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="*", default=["Q-Bert4Rec", "SASRec-CE", "BERT4Rec-ID", "Popularity"])
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     p.add_argument("--out", default=None, help="write <out>.json and <out>.md")
+    p.add_argument("--records", default=None, metavar="FOLDER",
+                   help="result records (one small JSON per finished model x seed): finished runs are read from "
+                        "here instead of trained, new ones are written here (commit them)")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines (one line per finished run)")
     p = stage("ablations", "Q-Bert4Rec ablations (one seed)", cmd_ablations)
     p.add_argument("--names", nargs="*", default=None)
     p.add_argument("--out", default=None, help="write the markdown table here")

@@ -61,7 +61,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .masking import FINETUNE_MASKS, PRETRAIN_MASKS, MaskConfig, apply_mixture
-from .seqbase import LossOutput, SequentialRecommender
+from .seqbase import LossOutput, SequentialRecommender, length_groups
 
 __all__ = [
     "QBertConfig",
@@ -96,6 +96,7 @@ class QBertConfig:
     item_loss_weight: float = 1.0  # weight of CE over the catalog's items, item logit = sum_l level logit
     item_bias: bool = False  # ablation: a learned per-item score bias (an ID feature: not transferable)
     init_std: float = 0.02  # normal init of embeddings and linear layers (BERT)
+    group_by_length: bool = True  # training runs the encoder per length group (same values, less padding work)
 
 
 class QBert4Rec(SequentialRecommender):
@@ -204,6 +205,27 @@ class QBert4Rec(SequentialRecommender):
         is_padding[:, -1] = False  # an all-padding row would give NaN attention; let it attend to its last slot
         return self.encoder(x, src_key_padding_mask=is_padding)  # [B, T, d]
 
+    def masked_states(self, sequences: torch.Tensor, masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states at the masked positions ``[M, d]`` and the items hidden there ``[M]``.
+
+        With ``config.group_by_length`` the encoder runs once per length group on the group's last
+        columns only (:func:`~qbert4rec_lib.seqbase.length_groups`): the same values as one pass over
+        the whole batch (positions are right-aligned, padding is masked as keys), at a fraction of the
+        cost when most rows are short. The masked positions then come group by group, not in row order.
+        """
+        if not self.config.group_by_length:
+            return self.encode(sequences, masked)[masked], sequences[masked]
+        T = sequences.shape[1]
+        states, items = [], []
+        for rows, width in length_groups((sequences > 0).sum(dim=1), T):
+            seq, hide = sequences[rows, T - width:], masked[rows, T - width:]  # [b, w]
+            if hide.any():
+                states.append(self.encode(seq, hide)[hide])  # [m, d]
+                items.append(seq[hide])  # [m]
+        if not states:
+            return sequences.new_zeros((0, self.config.hidden), dtype=torch.float), sequences.new_zeros(0)
+        return torch.cat(states), torch.cat(items)
+
     def level_logits(self, hidden: torch.Tensor) -> list[torch.Tensor]:
         """Per-level logits ``[M, V_l]`` over each level's real tokens for hidden states ``[M, d]``."""
         out = []
@@ -219,8 +241,8 @@ class QBert4Rec(SequentialRecommender):
         """Mask with ``self.masking``, predict every level's token at the masked positions, sum the CEs."""
         sequences = self._fit_window(sequences)
         masked = apply_mixture(sequences, self.masking, generator).mask  # [B, T]
-        hidden = self.encode(sequences, masked)[masked]  # [M, d]
-        targets = self.item_tokens[sequences[masked]] - _SPECIALS  # [M, L] token ids per level
+        hidden, target_items = self.masked_states(sequences, masked)  # [M, d], [M]
+        targets = self.item_tokens[target_items] - _SPECIALS  # [M, L] token ids per level
         total = hidden.new_zeros(())
         parts: dict[str, float] = {}
         logits = self.level_logits(hidden)  # L x [M, V_l]
@@ -232,7 +254,7 @@ class QBert4Rec(SequentialRecommender):
                 ce = F.cross_entropy(level_logits.detach(), targets[:, level])
             parts[f"ce_level{level}"] = float(ce.detach())
         if self.config.item_loss_weight > 0:
-            item_ce = F.cross_entropy(self._item_logits(logits), sequences[masked] - 1)  # over all N items
+            item_ce = F.cross_entropy(self._item_logits(logits), target_items - 1)  # over all N items
             total = total + self.config.item_loss_weight * item_ce
             parts["ce_item"] = float(item_ce.detach())
         parts["loss"] = float(total.detach())
@@ -278,7 +300,8 @@ class QBert4Rec(SequentialRecommender):
     def _item_logits(self, per_level: list[torch.Tensor]) -> torch.Tensor:
         """``[M, N]``: each item's sum of its tokens' per-level values (+ item bias), by one sparse gather."""
         flat = torch.cat(per_level, dim=1)  # [M, sum_l V_l]
-        scores = torch.sparse.mm(self.item_token_matrix().to(flat.dtype), flat.T).T  # [M, N]
+        # [N, M] -> contiguous [M, N]: the softmax over items then reads rows, not strided columns
+        scores = torch.sparse.mm(self.item_token_matrix().to(flat.dtype), flat.T).T.contiguous()  # [M, N]
         if self.item_score_bias is not None:
             scores = scores + self.item_score_bias
         return scores

@@ -7,7 +7,9 @@
   (the next item is predicted after the last position). Column 0 (padding) is ignored by the
   evaluator. Full ranking, no sampled candidates.
 
-``pad_left`` turns a list of id arrays into the padded tensor both methods take.
+``pad_left`` turns a list of id arrays into the padded tensor both methods take;
+``length_groups`` splits a left-padded batch into groups of similar length so that a transformer
+runs each group on its own last columns only (identical values, far less work on padding).
 """
 from __future__ import annotations
 
@@ -17,7 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["LossOutput", "SequentialRecommender", "pad_left"]
+__all__ = ["LossOutput", "SequentialRecommender", "pad_left", "length_groups", "LENGTH_GROUP_WIDTHS"]
+
+# Upper bounds of the length groups (the last group is "up to the batch width"). Beauty's training
+# sequences have median length 5 and mean 6.9 in a window of 50, so most rows fall in the first groups.
+LENGTH_GROUP_WIDTHS: tuple[int, ...] = (4, 6, 8, 12, 16, 24, 32)
 
 
 class LossOutput(NamedTuple):
@@ -46,3 +52,23 @@ def pad_left(seqs: Sequence[np.ndarray], max_len: int, pad: int = 0) -> torch.Te
         if len(s):
             out[row, max_len - len(s):] = s
     return torch.from_numpy(out)
+
+
+def length_groups(lengths: torch.Tensor, width: int,
+                  bounds: Sequence[int] = LENGTH_GROUP_WIDTHS) -> list[tuple[torch.Tensor, int]]:
+    """Split the rows of a left-padded ``[B, width]`` batch by length: ``[(rows [b], w), ...]``.
+
+    Row ``r`` of length ``lengths[r]`` lands in the first group whose bound is ``>= lengths[r]``;
+    ``w`` is the longest length in that group, so the group runs on its last ``w`` columns only.
+    Empty rows (length 0) join the first group (their one column is all padding). Because the
+    kit's models use right-aligned positions and mask padding keys, a row's outputs on its real
+    positions do not depend on how many padding columns it carries: the groups give the same
+    values as the full batch. ``bounds=()`` gives one group, the whole batch.
+    """
+    groups, lower = [], -1
+    for upper in [b for b in bounds if b < width] + [width]:
+        rows = torch.nonzero((lengths > lower) & (lengths <= upper)).squeeze(1)  # [b]
+        lower = upper
+        if len(rows):
+            groups.append((rows, max(1, int(lengths[rows].max()))))
+    return groups

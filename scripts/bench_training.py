@@ -16,7 +16,9 @@ and prints the learning curve (validation NDCG@10 per epoch) and the final test 
     .venv/bin/python scripts/bench_training.py --curve         # SASRec-CE, 10 minutes, learning curve
 
 Q-Bert4Rec is timed with *random* semantic IDs (4 levels: 3 x 256 + a disambiguation level): its
-speed does not depend on which IDs it gets. Other engineers share the CPU: run it once, quietly.
+speed does not depend on which IDs it gets. It is timed twice: as trained (the encoder runs per
+length group, ``QBertConfig.group_by_length``) and along the previous path (one pass over each
+batch padded to its longest row), so the speed-up is a ratio measured in one run. Other engineers share the CPU: run it once, quietly.
 On a shared 2-core machine, torch's default 2 threads are several times *slower* than
 ``--threads 1`` (the OpenMP threads wait on each other whenever one is descheduled); the
 thread count is printed with the results.
@@ -92,7 +94,13 @@ def build_models(split, num_items: int) -> dict:
     try:
         from qbert4rec_lib.qbert import QBert4Rec
 
-        models["Q-Bert4Rec (random IDs)"] = QBert4Rec(random_semantic_ids(num_items))
+        from qbert4rec_lib.qbert import QBertConfig
+
+        ids = random_semantic_ids(num_items)
+        models["Q-Bert4Rec (random IDs)"] = QBert4Rec(ids)
+        # the previous training path, side by side: one pass over the batch padded to its longest row
+        torch.manual_seed(0)
+        models["Q-Bert4Rec, one padded pass (old path)"] = QBert4Rec(ids, config=QBertConfig(group_by_length=False))
     except Exception as exc:  # another engineer's module: report, don't fail the benchmark
         print(f"(Q-Bert4Rec skipped: {type(exc).__name__}: {exc})")
     return models
@@ -163,6 +171,10 @@ def bench(args) -> None:
         eval_ratio = ref["eval_s"] / eval_s if "eval_s" in ref else None
         print(f"| {name} | {fmt(train and train['sequences_per_s'])} | {fmt(tps)} | "
               f"{fmt(train and train['epoch_s'], '.1f')} | {fmt(ratio, '.1f')} | {eval_s:.2f} | {fmt(eval_ratio, '.1f')} |")
+    rates = {name: train["sequences_per_s"] for name, train, _ in rows if train}
+    new, old = rates.get("Q-Bert4Rec (random IDs)"), rates.get("Q-Bert4Rec, one padded pass (old path)")
+    if new and old:
+        print(f"\nQ-Bert4Rec training speed-up from length groups: {new / old:.2f}x ({new:,.0f} vs {old:,.0f} seq/s)")
     print(f"\nMedians of {args.repeats}; training slices of {args.batches} batches of {cfg.batch_size} after 2 warm-up "
           f"batches; evaluation = full ranking over all {num_items:,} items, history excluded, test split. "
           f"Peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB.")

@@ -9,17 +9,22 @@ from qbert4rec_lib.pipeline import ABLATIONS, PRESETS, ExperimentConfig, ablatio
 def test_presets_are_distinct_and_named():
     configs = {name: preset(name) for name in PRESETS}
     assert len({repr(c) for c in configs.values()}) == len(PRESETS)
-    with pytest.raises(ValueError, match="unknown preset 'tiny'.*smoke, beauty, full"):
+    with pytest.raises(ValueError, match="unknown preset 'tiny'.*smoke, beauty, beauty-quick, full"):
         preset("tiny")
 
 
-def test_beauty_preset_is_capped_by_epochs_not_wall_time():
+def test_beauty_preset_trains_to_early_stopping_and_quick_is_capped():
     cfg = preset("beauty")
-    for phase in (cfg.pretrain, cfg.finetune, cfg.baseline_train):
+    for phase in (cfg.pretrain, cfg.finetune, cfg.baseline_train, cfg.bert4rec_train):
         assert phase.time_limit_s == 0  # reproducible whatever the machine load
-        assert phase.epochs < ExperimentConfig().baseline_train.epochs
+        assert phase.patience >= 5  # early stopping decides ...
+        assert phase.epochs >= 40 * phase.eval_every * phase.patience // 10  # ... the epoch cap is generous
+    quick = preset("beauty-quick")
+    for phase in (quick.pretrain, quick.finetune, quick.baseline_train):
+        assert phase.epochs <= 15
     # stages 1-2 keep the defaults, so the Beauty semantic IDs are the same as with the full preset
-    assert cfg.fusion == ExperimentConfig().fusion and cfg.rqvae == ExperimentConfig().rqvae
+    for c in (cfg, quick):
+        assert c.fusion == ExperimentConfig().fusion and c.rqvae == ExperimentConfig().rqvae
 
 
 def test_each_ablation_flips_exactly_one_switch():

@@ -279,3 +279,28 @@ def test_scoring_under_inference_mode_then_training():
     model.train()
     model.loss(x, torch.Generator().manual_seed(0)).loss.backward()
     assert model.token_embeddings[0].weight.grad is not None
+
+
+@pytest.mark.parametrize("item_bias", [False, True])
+def test_length_groups_give_the_same_loss_and_gradients(item_bias):
+    """Training per length group (the fast path) = one pass over the padded batch (the old path)."""
+    rng = np.random.default_rng(3)
+    ids = group_ids()
+    batch = pad_left([rng.integers(1, len(ids) + 1, size=n) for n in (1, 2, 3, 5, 7, 9, 12, 12, 4, 6)], 12)
+    cfg = QBertConfig(hidden=32, layers=2, heads=2, dropout=0.0, max_len=12, item_bias=item_bias,
+                      level_loss_weight=0.5)
+    losses, grads = [], []
+    for grouped in (False, True):
+        torch.manual_seed(0)
+        model = QBert4Rec(ids, config=QBertConfig(**{**cfg.__dict__, "group_by_length": grouped}))
+        model.train()
+        out = model.loss(batch, torch.Generator().manual_seed(7))
+        out.loss.backward()
+        losses.append(out.parts)
+        grads.append({k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None})
+    assert losses[0].keys() == losses[1].keys()
+    for key in losses[0]:
+        assert losses[1][key] == pytest.approx(losses[0][key], rel=1e-5, abs=1e-6), key
+    assert grads[0].keys() == grads[1].keys()
+    for key in grads[0]:
+        torch.testing.assert_close(grads[1][key], grads[0][key], rtol=1e-4, atol=1e-6, msg=key)
