@@ -217,3 +217,22 @@ def test_base_url_from_the_environment(server, tmp_path, monkeypatch):
     monkeypatch.setenv(dl.BASE_URL_ENV, server.url)
     dl.download_dataset("beauty", tmp_path, retries=0, timeout=5, progress=False, log=lambda m: None)
     assert (tmp_path / "reviews_Beauty_5.json.gz").read_bytes() == REVIEWS
+
+
+def test_a_file_that_changed_on_the_server_is_not_glued_to_an_old_partial_one(server, tmp_path):
+    server.cut["/reviews_Beauty_5.json.gz"] = 50
+    with pytest.raises(dl.DownloadError):
+        _get(tmp_path, server, retries=0)
+    new = gzip.compress(gzip.decompress(REVIEWS) + b"\n", mtime=1)  # another version of the file
+    server.files["/reviews_Beauty_5.json.gz"] = new
+    _get(tmp_path, server)  # If-Range carries the old ETag: the server answers with the whole new file
+    assert (tmp_path / "reviews_Beauty_5.json.gz").read_bytes() == new
+    assert [r for p, r in server.requests if p == "/reviews_Beauty_5.json.gz"] == [None, "bytes=50-"]
+
+
+def test_a_valid_file_copied_in_by_hand_is_verified_and_recorded_without_a_request(server, tmp_path):
+    (tmp_path / "reviews_Beauty_5.json.gz").write_bytes(REVIEWS)
+    _get(tmp_path, server)
+    assert [p for p, _ in server.requests] == ["/meta_Beauty.json.gz"]
+    entry = json.loads((tmp_path / dl.MANIFEST).read_text())["files"]["reviews_Beauty_5.json.gz"]
+    assert entry["sha256"] == hashlib.sha256(REVIEWS).hexdigest() and entry["url"] is None
