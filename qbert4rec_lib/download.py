@@ -127,7 +127,7 @@ def _entry(name: str) -> DatasetEntry:
 
 def list_datasets() -> str:
     """The table printed by ``download --list``."""
-    lines = [f"{'name':<20} {'release':<11} {'files (approx. size)':<70}", "-" * 101]
+    lines = [f"{'name':<20} {'release':<11} files (approx. size)", "-" * 100]
     for name, entry in DATASETS.items():
         files = "  +  ".join(f"{local} (~{mb:g} MB)" for (_, local), mb in zip(dataset_files(name), entry.approx_mb))
         lines.append(f"{name:<20} {entry.release:<11} {files}")
