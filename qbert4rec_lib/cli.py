@@ -3,6 +3,7 @@
 Commands (each prints a short human summary, or JSON with ``--json``):
 
     stats DATA              counts, modalities, load report of a data folder (or "default")
+    download NAME --to DIR  fetch a public Amazon dataset (``download --list``), then print its stats
     generate OUT            write the embedded default catalog (files + images) to a folder
     features DATA           text / image / structural item features (cached)
     fuse DATA               stage 1: cross-modal semantic injection (fused item embeddings, exit depths)
@@ -233,6 +234,27 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+def cmd_download(args) -> int:
+    """Fetch a public Amazon dataset into a folder (see ``qbert4rec_lib.download``), then print its stats."""
+    from .download import DownloadError, download_dataset, list_datasets
+
+    if args.list or not args.name:
+        print(list_datasets())
+        return 0 if args.list else 2
+    folder = args.to or f"data/{args.name}"
+    try:
+        download_dataset(args.name, folder, base_url=args.base_url, retries=args.retries, timeout=args.timeout,
+                         progress=not args.json, log=(lambda m: print(m, flush=True)) if not args.json else (lambda m: None))
+    except DownloadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return cmd_stats(argparse.Namespace(data=str(folder), json=args.json))
+    except ValueError as exc:  # e.g. a folder holding several datasets: the loader needs name=...
+        print(f"downloaded into {folder}, but its stats could not be read: {exc}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m qbert4rec_lib", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -240,6 +262,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stats", help="dataset counts, modalities and load report")
     _add_data(p)
     p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("download", help="fetch a public Amazon dataset (2014/2018 5-core + metadata) into a folder")
+    p.add_argument("name", nargs="?", help="dataset name (see --list), e.g. beauty")
+    p.add_argument("--to", default=None, help="folder for the files (default: data/NAME)")
+    p.add_argument("--list", action="store_true", help="list the datasets, their files and approximate sizes")
+    p.add_argument("--base-url", default=None, help="replace the release's base URL (a mirror; default: the public "
+                   "one, or $QBERT4REC_DOWNLOAD_BASE_URL)")
+    p.add_argument("--retries", type=int, default=3, help="retries per file after the first attempt (default 3)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to connect and per read (default 30)")
+    p.add_argument("--json", action="store_true", help="no progress output; print the stats as JSON")
+    p.set_defaults(func=cmd_download)
 
     p = sub.add_parser("generate", help="write the embedded default catalog to a folder")
     p.add_argument("out")

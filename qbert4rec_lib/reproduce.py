@@ -34,7 +34,7 @@ from pathlib import Path
 from .cache import atomic_write_json, atomic_write_text
 
 __all__ = ["REPO", "NOTEBOOKS", "list_notebooks", "load_param_set", "run_set", "RunReport", "NotebookFailed",
-           "gather_results", "update_readme"]
+           "gather_results", "update_readme", "readme_markdown"]
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -318,19 +318,27 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def results_markdown(results: dict) -> str:
+def headline_markdown(results: dict, where: str = "below") -> list[str]:
+    """The head of a results file: the set, the machine and timing, and notebook 06's results table.
+
+    ``where``: where the per-notebook times are, for the timing sentence ("below" in the results file)."""
     m = results["machine"]
     lines = [
         f"Parameter set `{results['param_set']}` — {results.get('description', '')}".rstrip(" —"),
         "",
         f"Machine: {m.get('cpu_model', '?')}, {m.get('cpus')} CPU cores, torch {m.get('torch')}, "
         f"{m.get('kernel_threads', '?')} thread(s) per notebook, CUDA used: {m.get('cuda')}; "
-        f"generated {results['generated']}; " + _timing_sentence(results),
+        f"generated {results['generated']}; " + _timing_sentence(results, where),
         "",
     ]
     tables = results["notebooks"].get("06_evaluation", {}).get("results_table_md")
     if tables:
         lines += [tables, ""]
+    return lines
+
+
+def results_markdown(results: dict) -> str:
+    lines = headline_markdown(results)
     for nb, values in results["notebooks"].items():
         lines += [f"**{nb}** ({results['notebook_seconds'].get(nb, '?')} s)", "", "| figure | value |", "|---|---|"]
         for k, v in values.items():
@@ -341,11 +349,11 @@ def results_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _timing_sentence(results: dict) -> str:
+def _timing_sentence(results: dict, where: str = "below") -> str:
     wall, jobs = results.get("wall_seconds"), results.get("jobs", 1)
     if wall is None or jobs == 1:
         return f"all notebooks in {results['total_seconds']:.0f} s."
-    return (f"all notebooks in {wall:.0f} s of wall time, {jobs} at a time (their own times, below, add up to "
+    return (f"all notebooks in {wall:.0f} s of wall time, {jobs} at a time (their own times, {where}, add up to "
             f"{results['total_seconds']:.0f} s and include waiting for a shared artifact).")
 
 
@@ -355,13 +363,35 @@ def write_results(results: dict, dest: Path) -> None:
     atomic_write_text(dest.with_suffix(".md"), results_markdown(results) + "\n")
 
 
+def readme_markdown(results: dict, link: str | None = None) -> str:
+    """The README's block for one set: the headline only (the per-notebook figure tables stay in ``link``)."""
+    lines = headline_markdown(results, where="in the linked file")
+    if link:
+        lines.append(f"Every recorded figure, per notebook, with its time: [`{link}`]({link}).")
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
 def update_readme(results_md: Path, readme: Path = REPO / "README.md", marker: str = "results") -> bool:
-    """Replace the README block between ``<!-- marker:start -->`` and ``<!-- marker:end -->``."""
+    """Replace the README block between ``<!-- marker:start -->`` and ``<!-- marker:end -->``.
+
+    With the results JSON beside ``results_md`` (as :func:`write_results` leaves it) the block is the headline
+    (:func:`readme_markdown`: set, machine, timing, results table) and a link to ``results_md``, so the README
+    stays short; without it, the markdown file's whole text.
+    """
     text = readme.read_text(encoding="utf-8")
     start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     if start not in text or end not in text:
         return False
-    body = Path(results_md).read_text(encoding="utf-8").strip()
+    results_md = Path(results_md)
+    if results_md.with_suffix(".json").is_file():
+        try:
+            link = os.path.relpath(results_md.resolve(), Path(readme).resolve().parent).replace(os.sep, "/")
+        except ValueError:  # another drive (Windows)
+            link = str(results_md)
+        results = json.loads(results_md.with_suffix(".json").read_text(encoding="utf-8"))
+        body = readme_markdown(results, link)
+    else:
+        body = results_md.read_text(encoding="utf-8").strip()
     new = text.split(start)[0] + start + "\n" + body + "\n" + end + text.split(end, 1)[1]
     atomic_write_text(readme, new)
     return True

@@ -91,3 +91,25 @@ def test_stage_lock_makes_a_second_builder_wait_and_then_find_the_artifact(tmp_p
         assert store.exists(), "the lock was granted before the first builder finished"
         assert store.meta()["who"] == "first"
     t.join()
+
+
+def test_update_readme_writes_the_headline_and_a_link_not_the_per_notebook_tables(tmp_path):
+    results = {"param_set": "toy", "description": "a toy set", "generated": "2026-01-01 00:00:00 UTC",
+               "machine": {"cpu_model": "CPU", "cpus": 2, "torch": "2", "kernel_threads": 1, "cuda": False},
+               "notebook_seconds": {"00_a": 1.0, "06_evaluation": 2.0}, "total_seconds": 3.0, "wall_seconds": 2.5,
+               "jobs": 2, "notebooks": {"00_a": {"value": 7},
+                                        "06_evaluation": {"results_table_md": "| model | NDCG@10 |\n|---|---|\n| X | 0.5 |\n"}}}
+    dest = tmp_path / "figures" / "results" / "toy"
+    reproduce.write_results(results, dest)
+    full = dest.with_suffix(".md").read_text()
+    assert "**00_a**" in full and "| value | 7 |" in full  # the results file keeps every notebook's figures
+    readme = tmp_path / "README.md"
+    readme.write_text("# kit\n\n<!-- results-toy:start -->\nold\n<!-- results-toy:end -->\n\n## After\nkept\n")
+    assert reproduce.update_readme(dest.with_suffix(".md"), readme=readme, marker="results-toy")
+    text = readme.read_text()
+    block = text.split("<!-- results-toy:start -->")[1].split("<!-- results-toy:end -->")[0]
+    assert "| X | 0.5 |" in block and "a toy set" in block and "2 at a time" in block
+    assert "**00_a**" not in block and "| value |" not in block and "old" not in block
+    assert "[`figures/results/toy.md`](figures/results/toy.md)" in block
+    assert text.startswith("# kit\n\n") and text.endswith("<!-- results-toy:end -->\n\n## After\nkept\n")
+    assert not reproduce.update_readme(dest.with_suffix(".md"), readme=readme, marker="results-other")
