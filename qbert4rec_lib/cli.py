@@ -13,6 +13,7 @@ Commands (each prints a short human summary, or JSON with ``--json``):
     evaluate DATA           test metrics + protocol of a model (trains it first if not cached)
     experiment DATA         the results table: Q-Bert4Rec vs baselines over several seeds
     ablations DATA          Q-Bert4Rec with one switch flipped per row
+    study DATA              what makes Q-Bert4Rec competitive: variants, each to early stopping (--records)
     reproduce --set smoke   run every notebook through papermill under a parameter set
 
 Stage commands take ``--config smoke|beauty|full`` (see ``pipeline.preset``) and ``--set section.field=value``
@@ -182,6 +183,22 @@ def cmd_ablations(args) -> int:
     return _emit(args, {n: r.test.metrics for n, r in runs.items()}, table)
 
 
+def cmd_study(args) -> int:
+    from .cache import atomic_write_text
+    from .pipeline import STUDY, run_study, study_table
+
+    if args.list:
+        print("\n".join(f"{name:28s} {desc}" for name, (desc, _) in STUDY.items()))
+        return 0
+    ds, cfg = _open(args.data), _experiment_config(args)
+    runs = run_study(ds, cfg, args.rows or tuple(STUDY), seeds=args.seeds, records_dir=args.records,
+                     epoch_log=not args.json and not args.quiet, log=None if args.json else print)
+    table = study_table(runs)
+    if args.out:
+        atomic_write_text(args.out, table)
+    return _emit(args, {n: [r.test.metrics for r in rs] for n, rs in runs.items()}, table)
+
+
 def cmd_cross_domain(args) -> int:
     from .crossdomain import run_cross_domain
 
@@ -313,6 +330,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("ablations", "Q-Bert4Rec ablations (one seed)", cmd_ablations)
     p.add_argument("--names", nargs="*", default=None)
     p.add_argument("--out", default=None, help="write the markdown table here")
+
+    p = stage("study", "what makes Q-Bert4Rec competitive: one row per variant, each to early stopping", cmd_study)
+    p.add_argument("--rows", nargs="*", default=None, help="study rows (default: all; see --list)")
+    p.add_argument("--seeds", nargs="*", type=int, default=[0])
+    p.add_argument("--records", default=None, metavar="FOLDER", help="result records: finished runs are read from "
+                   "here, new ones written here")
+    p.add_argument("--out", default=None, help="write the markdown table here")
+    p.add_argument("--list", action="store_true", help="list the study rows and exit")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
 
     p = stage("cross-domain", "pretrain on a source catalog, fine-tune on a target (shared semantic IDs)",
               cmd_cross_domain, data=False)

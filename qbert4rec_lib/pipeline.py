@@ -54,6 +54,10 @@ __all__ = [
     "run_experiment",
     "ExperimentResult",
     "ABLATIONS",
+    "STUDY",
+    "study_config",
+    "run_study",
+    "study_table",
     "ablation_config",
     "run_ablations",
     "smoke_config",
@@ -441,6 +445,100 @@ def ablation_table(runs: dict[str, ModelRun], metrics: Sequence[str] = ("NDCG@10
         lines.append(f"| {name} | {ABLATIONS.get(name, '')} | " + " | ".join(f"{run.test.metrics[m]:.4f}" for m in metrics) + " |")
     protocol = next(iter(runs.values())).test.protocol if runs else ""
     return "\n".join(lines) + f"\n\nProtocol: {protocol}. One seed.\n"
+
+
+# ---- the study: what makes Q-Bert4Rec competitive ------------------------------------------------------
+def _q(cfg: ExperimentConfig, **changes) -> ExperimentConfig:
+    return replace(cfg, qbert=replace(cfg.qbert, **changes))
+
+
+def _mask_ratio(cfg: ExperimentConfig, ratio: float) -> ExperimentConfig:
+    return replace(cfg, pretrain_masks=replace(cfg.pretrain_masks, cloze_ratio=ratio,
+                                               max_mask_fraction=min(1.0, max(cfg.pretrain_masks.max_mask_fraction,
+                                                                              ratio + 0.2))))
+
+
+STUDY: dict[str, tuple[str, Callable[[ExperimentConfig], ExperimentConfig]]] = {
+    "default": ("Q-Bert4Rec as configured", lambda c: c),
+    "head_level_sum": ("item score = sum of per-level token logits (the kit's first head)",
+                       lambda c: _q(c, item_head="level_sum")),
+    "head_token_mlp": ("item score = g(h) . MLP(concat of token embeddings) + prior (no per-item parameter)",
+                       lambda c: _q(c, item_head="token_mlp")),
+    **{f"mask_ratio_{r}": (f"pretraining Cloze ratio {r} (cap raised to ratio + 0.2)",
+                           (lambda r: lambda c: _mask_ratio(c, r))(r)) for r in (0.2, 0.4, 0.6)},
+    "finetune_mixture": ("fine-tuning with the pretraining mixture (no next-item emphasis)",
+                         lambda c: replace(c, finetune_masks=c.pretrain_masks)),
+    "no_pretrain": ("fine-tuning only, from random initialisation", lambda c: replace(c, do_pretrain=False)),
+    "hidden_128": ("width 128 (default 64)", lambda c: _q(c, hidden=128)),
+    "layers_3": ("3 encoder layers (default 2)", lambda c: _q(c, layers=3)),
+    "dropout_0.1": ("dropout 0.1 (default 0.2)", lambda c: _q(c, dropout=0.1)),
+    "dropout_0.3": ("dropout 0.3 (default 0.2)", lambda c: _q(c, dropout=0.3)),
+    "lr_1e-3": ("pretraining learning rate 1e-3 (default 2e-3)",
+                lambda c: replace(c, pretrain=replace(c.pretrain, lr=1e-3))),
+    "lr_4e-3": ("pretraining learning rate 4e-3 (default 2e-3)",
+                lambda c: replace(c, pretrain=replace(c.pretrain, lr=4e-3))),
+    "hybrid_item_bias": ("HYBRID, not Q-Bert4Rec: + a learned per-item score bias (an ID feature)",
+                         lambda c: _q(c, item_bias=True)),
+    "hybrid_item_id_embedding": ("HYBRID, not Q-Bert4Rec: + a learned per-item input embedding (an ID feature)",
+                                 lambda c: _q(c, add_item_id_embedding=True)),
+}
+
+
+def study_config(name: str, cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` changed as the study row ``name`` says (see :data:`STUDY`)."""
+    if name not in STUDY:
+        raise ValueError(f"unknown study row {name!r}; known: {', '.join(STUDY)}")
+    return STUDY[name][1](cfg)
+
+
+def run_study(dataset, cfg: ExperimentConfig, names: Sequence[str] = tuple(STUDY), *, seeds: Sequence[int] = (0,),
+              records_dir=None, cache_root=None, epoch_log: bool = False,
+              log: Callable[[str], None] | None = print) -> dict[str, list[ModelRun]]:
+    """Q-Bert4Rec under each study row and seed, each trained to early stopping; finished runs come from
+    ``records_dir`` (so an interrupted study resumes and a table can be assembled on another machine)."""
+    from .train import epoch_logger
+
+    split = dataset.split(max_len=cfg.max_len)
+    out: dict[str, list[ModelRun]] = {}
+    for name in names:
+        rcfg = study_config(name, cfg)
+        ids = None
+        for seed in seeds:
+            if ids is None:
+                ids = semantic_ids(dataset, rcfg, cache_root=cache_root, progress=False)
+            run = train_model("Q-Bert4Rec", dataset, rcfg, seed=seed, split=split, ids=ids, cache_root=cache_root,
+                              progress=False, records_dir=records_dir,
+                              log=epoch_logger(f"study {name} seed {seed}") if epoch_log else None)
+            out.setdefault(name, []).append(run)
+            if log:
+                m = run.test.metrics
+                log(f"study {name} seed {seed}: test NDCG@10 {m['NDCG@10']:.4f} HR@10 {m['HR@10']:.4f} "
+                    f"({'record' if run.model is None else f'{run.seconds:.0f} s'})")
+    return out
+
+
+def _best_epochs(run: ModelRun) -> str:
+    parts = []
+    for phase, f in run.fits.items():
+        best = f.best_epoch if isinstance(f, FitResult) else f["best_epoch"]
+        stop = f.stop_reason if isinstance(f, FitResult) else f.get("stop_reason", "?")
+        parts.append(f"{phase} {best} ({stop})")
+    return ", ".join(parts)
+
+
+def study_table(runs: dict[str, list[ModelRun]], metrics: Sequence[str] = ("NDCG@10", "HR@10")) -> str:
+    """Markdown: row | what changes | metrics (mean ± std over seeds) | valid NDCG@10 | best epochs (stop reason)."""
+    from .evaluate import aggregate
+
+    lines = ["| row | what changes | " + " | ".join(metrics) + " | valid NDCG@10 | best epoch (stop) | seeds |",
+             "|---|---|" + "---|" * len(metrics) + "---|---|---|"]
+    for name, rs in runs.items():
+        agg, vagg = aggregate([r.test for r in rs]), aggregate([r.valid for r in rs])
+        cell = lambda ms: f"{ms[0]:.4f} ± {ms[1]:.4f}" if len(rs) > 1 else f"{ms[0]:.4f}"  # noqa: E731
+        lines.append(f"| {name} | {STUDY.get(name, ('',))[0]} | " + " | ".join(cell(agg[m]) for m in metrics)
+                     + f" | {cell(vagg['NDCG@10'])} | {'; '.join(_best_epochs(r) for r in rs)} | {len(rs)} |")
+    protocol = next(iter(runs.values()))[0].test.protocol if runs else ""
+    return "\n".join(lines) + f"\n\nProtocol: {protocol}. Each run trained to early stopping on validation NDCG@10.\n"
 
 
 def config_json(cfg: ExperimentConfig) -> str:

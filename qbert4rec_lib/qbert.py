@@ -97,6 +97,8 @@ class QBertConfig:
     item_bias: bool = False  # ablation: a learned per-item score bias (an ID feature: not transferable)
     init_std: float = 0.02  # normal init of embeddings and linear layers (BERT)
     group_by_length: bool = True  # training runs the encoder per length group (same values, less padding work)
+    item_head: str = "token_mlp"  # how an item's score is formed: "token_mlp" | "level_sum" (see the module doc)
+    item_encoder: str = "mlp"  # token_mlp head: tokens -> item vector by "mlp" (LayerNorm, 2 layers) or "linear"
 
 
 class QBert4Rec(SequentialRecommender):
@@ -133,6 +135,12 @@ class QBert4Rec(SequentialRecommender):
         if cfg.level_loss_weight < 0 or cfg.item_loss_weight < 0 or cfg.level_loss_weight + cfg.item_loss_weight <= 0:
             raise ValueError(f"QBertConfig: loss weights must be >= 0 with a positive sum, got level_loss_weight="
                              f"{cfg.level_loss_weight}, item_loss_weight={cfg.item_loss_weight}")
+        if cfg.item_head not in ("level_sum", "token_mlp"):
+            raise ValueError(f"QBertConfig.item_head must be 'level_sum' or 'token_mlp', got {cfg.item_head!r}")
+        if cfg.item_encoder not in ("mlp", "linear"):
+            raise ValueError(f"QBertConfig.item_encoder must be 'mlp' or 'linear', got {cfg.item_encoder!r}")
+        if cfg.item_head == "token_mlp" and cfg.level_loss_weight > 0:
+            raise ValueError("QBertConfig: item_head='token_mlp' scores items directly; level_loss_weight must be 0")
         if cfg.hidden % cfg.heads:
             raise ValueError(f"hidden {cfg.hidden} is not divisible by heads {cfg.heads}")
 
@@ -164,6 +172,19 @@ class QBert4Rec(SequentialRecommender):
         self.head_weights = (None if cfg.tie_head
                              else nn.ParameterList(nn.Parameter(torch.empty(v, d)) for v in sizes))
         self.item_score_bias = nn.Parameter(torch.zeros(self.num_items)) if cfg.item_bias else None  # [N]
+        if cfg.item_head == "token_mlp":
+            # item i -> [v_i (d), prior_i (1)] from the concatenation of its tokens' embeddings: shared weights only
+            # (LayerNorm first: token embeddings start at std init_std, and two small linear maps in a row
+            # would otherwise start with vanishing gradients)
+            if cfg.item_encoder == "mlp":
+                self.item_encoder = nn.Sequential(nn.LayerNorm(self.num_levels * d),
+                                                  nn.Linear(self.num_levels * d, cfg.ffn_mult * d), nn.GELU(),
+                                                  nn.Linear(cfg.ffn_mult * d, d + 1))
+            else:
+                self.item_encoder = nn.Sequential(nn.Linear(self.num_levels * d, d + 1))
+            self.item_head_transform = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d))
+        else:
+            self.item_encoder = self.item_head_transform = None
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -245,6 +266,11 @@ class QBert4Rec(SequentialRecommender):
         targets = self.item_tokens[target_items] - _SPECIALS  # [M, L] token ids per level
         total = hidden.new_zeros(())
         parts: dict[str, float] = {}
+        if self.item_encoder is not None:  # token_mlp head: one softmax over the catalog's items
+            item_ce = F.cross_entropy(self.token_item_logits(hidden), target_items - 1)
+            parts.update(ce_item=float(item_ce.detach()), loss=float(item_ce.detach()))
+            parts["masked_fraction"] = float(masked.sum()) / max(1, int((sequences > 0).sum()))
+            return LossOutput(loss=item_ce, parts=parts)
         logits = self.level_logits(hidden)  # L x [M, V_l]
         for level, level_logits in enumerate(logits):
             if self.config.level_loss_weight > 0:
@@ -261,6 +287,32 @@ class QBert4Rec(SequentialRecommender):
         real = int((sequences > 0).sum())
         parts["masked_fraction"] = float(masked.sum()) / max(1, real)
         return LossOutput(loss=total, parts=parts)
+
+    def item_vectors(self) -> torch.Tensor:
+        """``[N, d + 1]`` (token_mlp head): each item's output vector ``v_i`` and its prior score, computed by
+        ``item_encoder`` from the concatenation of its tokens' embeddings ``[E_1[c_1(i)], ..., E_L[c_L(i)]]``.
+        Items with the same tokens get the same vector: no per-item parameter."""
+        tokens = self.item_tokens[1:]  # [N, L]
+        concat = torch.cat([table(tokens[:, level]) for level, table in enumerate(self.token_embeddings)], dim=1)
+        return self.item_encoder(concat)  # [N, d + 1]
+
+    def token_item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``[M, N]`` (token_mlp head): ``s(i) = g(h) . v_i + prior_i`` (``+ b_i`` with ``item_bias``)."""
+        vectors = self.item_vectors()  # [N, d + 1]
+        d = self.config.hidden
+        scores = torch.addmm(vectors[:, d], self.item_head_transform(hidden), vectors[:, :d].T)  # [M, N]
+        if self.item_score_bias is not None:
+            scores = scores + self.item_score_bias
+        return scores
+
+    def _next_hidden(self, histories: torch.Tensor) -> torch.Tensor:
+        """Hidden state ``[B, d]`` at a ``[MASK]`` appended after each history."""
+        histories = self._fit_window(histories)
+        B = histories.shape[0]
+        padded = torch.cat([histories, histories.new_zeros(B, 1)], dim=1)[:, -self.config.max_len:]  # [B, T']
+        masked = torch.zeros_like(padded, dtype=torch.bool)
+        masked[:, -1] = True  # the appended [MASK] = the next item
+        return self.encode(padded, masked)[:, -1]  # [B, d]
 
     @torch.no_grad()
     def next_item_log_probs(self, histories: torch.Tensor) -> list[torch.Tensor]:
@@ -308,8 +360,12 @@ class QBert4Rec(SequentialRecommender):
 
     @torch.no_grad()
     def score_all(self, histories: torch.Tensor) -> torch.Tensor:
-        """``[B, N + 1]`` scores ``sum_l log p_l(c_l(i))`` for every item (column 0 = -inf)."""
-        scores = self._item_logits(self.next_item_log_probs(histories))  # [B, N]
+        """``[B, N + 1]`` scores ``sum_l log p_l(c_l(i))`` (token_mlp: ``g(h) . v_i + prior_i``) for every
+        item (column 0 = -inf)."""
+        if self.item_encoder is not None:
+            scores = self.token_item_logits(self._next_hidden(histories))  # [B, N]
+        else:
+            scores = self._item_logits(self.next_item_log_probs(histories))  # [B, N]
         return torch.cat([scores.new_full((scores.shape[0], 1), float("-inf")), scores], dim=1)  # [B, N + 1]
 
     def extra_repr(self) -> str:

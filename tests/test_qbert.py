@@ -68,13 +68,13 @@ def new_model(ids=None, config=SMALL, seed=0, **kw):
     return QBert4Rec(group_ids() if ids is None else ids, config=config, **kw)
 
 
-@pytest.fixture(scope="module")
-def trained():
-    """One model trained on the group-walk task (shared by several tests)."""
+@pytest.fixture(scope="module", params=["token_mlp", "level_sum"])
+def trained(request):
+    """One model per item head trained on the group-walk task (shared by several tests)."""
     with torch.random.fork_rng():
         torch.set_num_threads(1)
         histories, targets = group_walks(400, seed=0)
-        model = new_model()
+        model = new_model(config=QBertConfig(**{**SMALL.__dict__, "item_head": request.param}))
         losses = train_steps(model, histories, steps=150)
     return model, histories, targets, losses
 
@@ -95,12 +95,22 @@ def test_learns_informative_semantic_ids(trained):
     assert hit_rate(model.score_all(pad_left(h2, 12)), t2, 5) > 0.35
 
 
-def test_score_all_is_the_per_level_sum_of_log_probs(trained):
+def test_score_all_is_the_head_s_item_score(trained):
     model = trained[0]
     histories = pad_left(trained[1][:5], 12)
     scores = model.score_all(histories)
     assert scores.shape == (5, model.num_items + 1)
     assert torch.isinf(scores[:, 0]).all() and (scores[:, 0] < 0).all()
+    if model.config.item_head == "token_mlp":  # g(h) . v_i + prior_i, v and prior from the item's tokens only
+        with torch.no_grad():
+            hidden = model._next_hidden(histories)
+            vectors = model.item_vectors()
+            g = model.item_head_transform(hidden)
+        d = model.config.hidden
+        for item in (1, 7, 23, 60):
+            explicit = g @ vectors[item - 1, :d] + vectors[item - 1, d]
+            assert torch.allclose(scores[:, item], explicit, atol=1e-5)
+        return
     log_probs = model.next_item_log_probs(histories)  # L x [B, V_l]
     ids = group_ids()
     for item in (1, 7, 23, 60):
@@ -141,7 +151,8 @@ def test_masked_positions_hide_the_item_on_every_level(with_item_ids):
 
 
 def test_level_weights_and_loss_parts():
-    cfg = QBertConfig(hidden=32, max_len=12, level_weights=(1.0, 0.0, 0.0), level_loss_weight=1.0, item_loss_weight=0.0)
+    cfg = QBertConfig(hidden=32, max_len=12, level_weights=(1.0, 0.0, 0.0), level_loss_weight=1.0, item_loss_weight=0.0,
+                      item_head="level_sum")
     model = new_model(config=cfg)
     x = pad_left(group_walks(16, seed=2)[0], 12)
     out = model.loss(x, torch.Generator().manual_seed(0))
@@ -149,7 +160,11 @@ def test_level_weights_and_loss_parts():
     assert set(out.parts) >= {"ce_level0", "ce_level1", "ce_level2", "loss", "masked_fraction"}
     assert "ce_item" not in out.parts
     assert 0 < out.parts["masked_fraction"] <= 1
-    both = new_model(config=QBertConfig(hidden=32, max_len=12, level_loss_weight=1.0, item_loss_weight=0.5))
+    both = new_model(config=QBertConfig(hidden=32, max_len=12, level_loss_weight=1.0, item_loss_weight=0.5,
+                                        item_head="level_sum"))
+    with pytest.raises(ValueError, match="token_mlp.*level_loss_weight"):
+        QBertConfig(hidden=32, max_len=12, level_loss_weight=1.0) and new_model(
+            config=QBertConfig(hidden=32, max_len=12, level_loss_weight=1.0, item_head="token_mlp"))
     out = both.loss(x, torch.Generator().manual_seed(0))
     levels = sum(out.parts[f"ce_level{l}"] for l in range(3))
     assert out.loss.item() == pytest.approx(levels + 0.5 * out.parts["ce_item"], rel=1e-5)
@@ -160,7 +175,8 @@ def test_item_loss_is_the_cross_entropy_of_the_ranking_scores(trained, item_bias
     """Masking only the last item, the item loss equals CE of score_all on the history before it."""
     model = trained[0]
     if item_bias:
-        model = new_model(config=QBertConfig(hidden=32, max_len=12, dropout=0.1, item_bias=True))
+        model = new_model(config=QBertConfig(hidden=32, max_len=12, dropout=0.1, item_bias=True,
+                                             item_head=model.config.item_head))
         with torch.no_grad():
             model.item_score_bias.normal_(0, 1.0)
         model.eval()
@@ -281,14 +297,15 @@ def test_scoring_under_inference_mode_then_training():
     assert model.token_embeddings[0].weight.grad is not None
 
 
-@pytest.mark.parametrize("item_bias", [False, True])
-def test_length_groups_give_the_same_loss_and_gradients(item_bias):
+@pytest.mark.parametrize("item_bias,item_head", [(False, "token_mlp"), (True, "token_mlp"), (False, "level_sum"),
+                                                 (True, "level_sum")])
+def test_length_groups_give_the_same_loss_and_gradients(item_bias, item_head):
     """Training per length group (the fast path) = one pass over the padded batch (the old path)."""
     rng = np.random.default_rng(3)
     ids = group_ids()
     batch = pad_left([rng.integers(1, len(ids) + 1, size=n) for n in (1, 2, 3, 5, 7, 9, 12, 12, 4, 6)], 12)
     cfg = QBertConfig(hidden=32, layers=2, heads=2, dropout=0.0, max_len=12, item_bias=item_bias,
-                      level_loss_weight=0.5)
+                      level_loss_weight=0.5 if item_head == "level_sum" else 0.0, item_head=item_head)
     losses, grads = [], []
     for grouped in (False, True):
         torch.manual_seed(0)
@@ -304,3 +321,14 @@ def test_length_groups_give_the_same_loss_and_gradients(item_bias):
     assert grads[0].keys() == grads[1].keys()
     for key in grads[0]:
         torch.testing.assert_close(grads[1][key], grads[0][key], rtol=1e-4, atol=1e-6, msg=key)
+
+
+def test_token_mlp_head_has_no_per_item_parameter():
+    """A pure semantic-ID model: items with the same tokens score the same, and no weight grows with the catalog."""
+    ids = group_ids()
+    ids[5] = ids[4]  # two items share their whole token tuple
+    small, large = new_model(ids=ids), new_model(ids=np.concatenate([ids, ids[:30]]))
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(small) == count(large)
+    scores = small.eval().score_all(pad_left(group_walks(4, seed=9)[0], 12))
+    assert torch.equal(scores[:, 5], scores[:, 6])  # item ids 5 and 6 = rows 4 and 5
