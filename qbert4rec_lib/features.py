@@ -56,7 +56,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from .cache import atomic_save_npy, stage_dir
+from .cache import load_chunk, save_chunk, stage_dir
 from .config import torch_threads
 
 __all__ = [
@@ -243,7 +243,8 @@ class TextEncoder:
         """Encode ``texts`` -> float32 [n, d], batched by token length (order restored).
 
         With ``resume_dir``, finished chunks of ``chunk_size`` texts are saved there atomically
-        and reused by the next call, so an interrupted run resumes where it stopped.
+        and reused by the next call, so an interrupted run resumes where it stopped; a chunk that fails its
+        check (truncated, altered, wrong shape) is dropped with a message and encoded again.
         """
         from tqdm.auto import tqdm
 
@@ -258,18 +259,17 @@ class TextEncoder:
         bar = tqdm(total=total, desc=f"text {Path(self.name).name}", unit="batch", disable=not progress)
         for c, idx in enumerate(chunks):
             path = Path(resume_dir) / f"text-{tag}-{chunk_size}-{c:05d}.npy" if resume_dir else None
-            if path is not None and path.is_file():
-                done = np.load(path, allow_pickle=False)
-                if done.shape == (len(idx), self.dim):
-                    out[idx] = done
-                    bar.update(-(-len(idx) // batch_size))
-                    continue
+            done = load_chunk(path, (len(idx), self.dim)) if path is not None else None  # None: absent or bad
+            if done is not None:
+                out[idx] = done
+                bar.update(-(-len(idx) // batch_size))
+                continue
             vecs = np.zeros((len(idx), self.dim), dtype=np.float32)
             for b in range(0, len(idx), batch_size):
                 vecs[b:b + batch_size] = self.encode_batch([texts[i] for i in idx[b:b + batch_size]])
                 bar.update(1)
             if path is not None:
-                atomic_save_npy(path, vecs)
+                save_chunk(path, vecs)
             out[idx] = vecs
         bar.close()
         return out
@@ -506,7 +506,7 @@ def _cached(name: str, key: dict, fingerprint: str, num_items: int, root, comput
     """Load ``name`` from its stage folder, or run ``compute(stage) -> (vectors, present, meta)`` and store it."""
     stage = stage_dir(f"features-{name}", fingerprint, key, root=root)
     with stage.lock():
-        if stage.exists():
+        if stage.usable():  # complete and intact; a damaged folder is reported and rebuilt
             item_ids = stage.load_npy("item_ids")
             if not np.array_equal(item_ids, np.arange(1, num_items + 1)):
                 raise ValueError(f"cached {name} features at {stage.path} do not cover item ids 1..{num_items}")

@@ -480,7 +480,7 @@ def run_fusion(dataset, features, cfg: FusionConfig = FusionConfig(), *, cache_r
             raise ValueError(f"modality {name!r} has {len(mod.vectors)} rows but dataset {dataset.name!r} has {num_items} items")
     store = stage_dir("fusion", dataset.fingerprint(), features_key(features), cfg, root=cache_root)
     with store.lock():
-        if store.exists():
+        if store.usable():  # complete and intact; a damaged folder is reported and rebuilt
             meta = store.meta()
             return FusionResult(
                 embeddings=store.load_npy("embeddings"), exit_depth=store.load_npy("exit_depth"),

@@ -487,7 +487,7 @@ def run_quantize(dataset, source, cfg: RQVAEConfig = RQVAEConfig(), *, cache_roo
         source_key = getattr(source, "key", "") or hashlib.sha256(np.ascontiguousarray(embeddings).tobytes()).hexdigest()[:16]
     store = stage_dir("quantize", dataset.fingerprint(), source_key, cfg, root=cache_root)
     with store.lock():
-        if store.exists():
+        if store.usable():  # complete and intact; a damaged folder is reported and rebuilt
             meta = store.meta()
             ids = store.load_npy("semantic_ids")
             return QuantizeResult(store.load_npy("codes"), ids, SemanticIDTable(ids, tuple(meta["vocab_sizes"])),
