@@ -62,7 +62,7 @@ from .config import torch_threads
 __all__ = [
     "FeatureConfig", "ModalityFeatures", "FeatureSet", "build_features",
     "item_text", "item_texts", "TEXT_FIELDS", "TextEncoder", "resolve_text_model",
-    "ImageEncoder", "FittedClip", "fit_catalog_clip", "catalog_clip", "image_paths",
+    "ImageEncoder", "FittedClip", "fit_catalog_clip", "catalog_clip", "image_paths", "resolve_images", "ImagePaths",
     "StructuralResult", "structural_features",
     "pooled", "nearest_items", "neighbour_purity", "neighbour_overlap",
 ]
@@ -278,34 +278,85 @@ class TextEncoder:
 # ---------------------------------------------------------------------------------------------
 # Image
 # ---------------------------------------------------------------------------------------------
+class ImagePaths(NamedTuple):
+    """A local file per item (``None`` = no usable image) and what happened to the others."""
+
+    paths: list[str | None]
+    summary: object  # images.DownloadSummary: downloads plus local files; failures keyed by raw item id
+
+
 def image_paths(dataset, *, cache_root: Path | str | None = None, progress: bool = True) -> list[str | None]:
-    """A local file per item (``None`` = no image). URLs are downloaded into the cache first."""
+    """A local file per item (``None`` = no usable image). URLs are downloaded into the cache first."""
+    return resolve_images(dataset, cache_root=cache_root, progress=progress).paths
+
+
+def resolve_images(dataset, *, cache_root: Path | str | None = None, progress: bool = True) -> ImagePaths:
+    """Every item's image as a checked local file, with counts of what is missing or broken.
+
+    URLs are downloaded into the cache (:func:`qbert4rec_lib.images.download_images`). A local path of a
+    dataset read from a folder (``dataset.source``) is taken relative to that folder and must resolve inside
+    it (or inside a folder listed in ``$QBERT4REC_IMAGE_ROOTS``); one that does not is refused (counted
+    missing). Every local file is decoded fully: one that is not a readable image is counted broken, with the
+    item id and the reason, and the item has no image (the encoder never sees it).
+    """
+    from .images import DownloadSummary, allowed_image_roots, check_image_file, is_inside
+
     entries = list(dataset.items.images)
     is_url = [e.lower().startswith(("http://", "https://")) for e in entries]
-    downloaded: dict[str, Path] = {}
+    summary, downloaded = DownloadSummary(), {}
     if any(is_url):
         from .cache import cache_root as default_root
         from .images import download_images
 
         folder = Path(cache_root or default_root()) / "images" / dataset.fingerprint()
-        downloaded = download_images(dataset, folder, progress=progress).paths
+        summary = download_images(dataset, folder, progress=progress)
+        downloaded = summary.paths
     base = Path(dataset.source) if dataset.source else None
     if base is not None and base.is_file():
         base = base.parent
+    roots = allowed_image_roots(base) if base is not None else None  # an in-memory dataset: paths as given
     out: list[str | None] = []
     for rid, entry, url in zip(dataset.items.raw_ids, entries, is_url):
-        path = downloaded.get(rid) if url else (Path(entry) if entry else None)
-        if path is not None and not path.is_absolute() and base is not None and not path.exists():
+        if url or not entry:
+            path = downloaded.get(rid) if url else None
+            out.append(str(path) if path is not None and Path(path).is_file() else None)
+            continue
+        path = Path(entry)
+        if not path.is_absolute() and base is not None:
             path = base / path  # relative to the data folder
-        out.append(str(path) if path is not None and path.is_file() else None)
-    return out
+        if roots is not None and not is_inside(path, roots):
+            summary.missing += 1
+            summary.failures[rid] = f"missing: refused local path {entry!r}: outside the dataset folder {base}"
+            out.append(None)
+        elif not path.is_file():
+            summary.missing += 1
+            summary.failures[rid] = f"missing: no file {entry!r}"
+            out.append(None)
+        elif (reason := check_image_file(path)) is not None:
+            summary.broken += 1
+            summary.failures[rid] = f"broken: {reason} ({path})"
+            out.append(None)
+        else:
+            summary.paths[rid] = path
+            out.append(str(path))
+    local_bad = sum(1 for rid, u in zip(dataset.items.raw_ids, is_url) if not u and rid in summary.failures)
+    if local_bad:
+        import sys
+
+        first = next(f"{rid}: {why}" for rid, why in summary.failures.items())
+        print(f"[features] {local_bad} item image(s) not usable ({summary.broken} broken); first: {first}",
+              file=sys.stderr, flush=True)
+    return ImagePaths(out, summary)
 
 
 def _open_rgb(path: str):
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(path) as im:
-        return im.convert("RGB")
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as exc:  # checked by resolve_images; changed since?
+        raise ValueError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
 
 
 class ImageEncoder:
@@ -612,7 +663,8 @@ def _build(dataset, cfg: FeatureConfig, split, cache_root, progress: bool) -> Fe
         else:
             absent["text"] = "dataset has no item text"
     if "image" in cfg.modalities:
-        paths = image_paths(dataset, cache_root=cache_root, progress=progress) if dataset.modalities.image else []
+        resolved = resolve_images(dataset, cache_root=cache_root, progress=progress) if dataset.modalities.image else None
+        paths = resolved.paths if resolved is not None else []
         if not dataset.modalities.image:
             absent["image"] = "dataset has no images (no image path or URL in its item metadata)"
         elif not any(p is not None for p in paths):
@@ -622,6 +674,9 @@ def _build(dataset, cfg: FeatureConfig, split, cache_root, progress: bool) -> Fe
                    else {"image_model": cfg.image_model, "image_pretrained": cfg.image_pretrained})
             key["images"] = hashlib.sha256("\n".join(p or "" for p in paths).encode()).hexdigest()[:16]
             mods["image"] = _cached("image", key, fp, n, cache_root, _image(dataset, cfg, paths, progress))
+            counts = resolved.summary.as_dict()
+            mods["image"].meta["image_files"] = {k: counts[k] for k in ("available", "missing", "broken")} | {
+                "failures": dict(list(counts["failures"].items())[:50])}  # this call's counts (not cached)
     if "structural" in cfg.modalities:
         train = split.train if split is not None else dataset.split(max_len=0).train
         key = _key_fields(cfg, "structural_", "seed") | {"train": _sequences_hash(train)}

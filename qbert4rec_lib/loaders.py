@@ -40,7 +40,9 @@ candidate files of one kind needs ``name=`` to choose. Choices the paper leaves 
 - ``strict=True`` turns every counted skip caused by noise into an error; repairs still happen
   (they lose nothing) and filtering by design (k-core, unused metadata rows) is still counted.
 - Images: ``http(s)`` values are kept as URLs (``image_source="urls"``), other values are paths
-  relative to the folder, stored absolute (``"files"``); a missing file is a counted skip.
+  relative to the folder, stored absolute (``"files"``); a missing file is a counted skip, and so is
+  a path that resolves outside the folder (``/etc/passwd``, ``../../x``) unless ``$QBERT4REC_IMAGE_ROOTS``
+  lists the folder it points into.
   Amazon 2018 takes the first ``imageURLHighRes`` (else ``imageURL``).
 - ``ground_truth.tsv`` (``item_id<TAB>attr...``) -> ``Dataset.ground_truth``: codes index the
   attribute's names in the order of an optional ``ground_truth_labels.json`` (``{attr: [names]}``),
@@ -568,11 +570,17 @@ def _sequences(log: _Interactions, kcore: int, dedupe: bool, report: LoadReport,
     return kept, item_idx, item_names
 
 
-def _resolve_image(value: str, folder: Path) -> str:
+def _resolve_image(value: str, folder: Path) -> tuple[str, str | None]:
+    """(absolute path or URL, problem): a local path must resolve inside the dataset folder (or a root allowed
+    by ``$QBERT4REC_IMAGE_ROOTS``) and be a file; otherwise ``("", "outside" | "missing")``."""
+    from .images import allowed_image_roots, is_inside
+
     if not value or value.startswith(("http://", "https://")):
-        return value
-    p = Path(value) if Path(value).is_absolute() else folder / value
-    return str(p.resolve()) if p.is_file() else ""
+        return value, None
+    p = (Path(value) if Path(value).is_absolute() else folder / value).resolve()
+    if not is_inside(p, allowed_image_roots(folder)):
+        return "", "outside"
+    return (str(p), None) if p.is_file() else ("", "missing")
 
 
 def _build(name: str, folder: Path, log: _Interactions, meta: dict | None, meta_path: Path | None,
@@ -606,10 +614,15 @@ def _build(name: str, folder: Path, log: _Interactions, meta: dict | None, meta_
                            DataFormatError(f"item {raw!r} has no row in {meta_path.name}",
                                            path=log.path, line=line, field="item_id"))
         row = dict(row or empty)
-        image = _resolve_image(row["image"], folder)
-        if row["image"] and not image:
+        image, problem = _resolve_image(row["image"], folder)
+        if problem == "missing":
             _skip_or_raise(report, strict, "image file missing (image dropped)",
                            DataFormatError(f"image file {row['image']!r} of item {raw!r} not found under {folder}",
+                                           path=meta_path, line=row.get("line"), field="image"))
+        elif problem == "outside":
+            _skip_or_raise(report, strict, "image path outside the dataset folder (image dropped)",
+                           DataFormatError(f"image path {row['image']!r} of item {raw!r} resolves outside {folder} "
+                                           "(allow a folder with $QBERT4REC_IMAGE_ROOTS)",
                                            path=meta_path, line=row.get("line"), field="image"))
         row["image"] = image
         rows.append(row)

@@ -243,3 +243,125 @@ def test_damaged_gz_names_the_file(tmp_path, fault):
     expected = r".*" if fault == "corrupt" else r".*(gzip|damaged)"
     with pytest.raises(DataFormatError, match=rf"{path}, line \d+(, field 'record')?: {expected}"):
         load_dataset(folder, kcore=0)
+
+
+# ---- item 6: a total deadline per image download ----------------------------------------------------------
+DRIP, MAX_DRIPS = 0.1, 100  # one byte per 0.1 s, at most 100 bytes: the server is bounded (10 s) but slow
+
+
+@pytest.fixture()
+def drip_server(monkeypatch):
+    """A loopback-only HTTP server (127.0.0.1, a free port) that drips its headers or its body."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            try:
+                if self.path == "/slow-headers":
+                    self.wfile.write(b"HTTP/1.0 200 OK\r\nX-Slow: ")
+                    for _ in range(MAX_DRIPS):
+                        self.wfile.write(b"a")
+                        self.wfile.flush()
+                        time.sleep(DRIP)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", "100000")
+                self.end_headers()
+                for _ in range(MAX_DRIPS):
+                    self.wfile.write(b"\0")
+                    self.wfile.flush()
+                    time.sleep(DRIP)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.parametrize("route", ["/slow-body", "/slow-headers"])
+def test_image_download_has_a_total_deadline(tmp_path, drip_server, route):
+    import time
+
+    from qbert4rec_lib.images import download_images
+
+    t0 = time.monotonic()
+    s = download_images({"X": drip_server + route}, tmp_path / "img", timeout=0.5, deadline=1.0, retries=2,
+                        progress=False)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 2.5, elapsed  # one byte per 0.1 s never trips the 0.5 s socket timeout; the deadline does
+    assert (s.fetched, s.missing) == (0, 1) and "deadline of 1 s" in s.failures["X"]
+    assert not list((tmp_path / "img").iterdir())
+
+
+# ---- item 8: local image paths stay inside the dataset folder; unreadable images are counted --------------
+def _image_folder(tmp_path) -> Path:
+    from PIL import Image
+
+    folder = tmp_path / "imgdata"
+    (folder / "images").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (200, 0, 0)).save(folder / "images" / "A.png")
+    (folder / "images" / "B.png").write_text("not an image at all", encoding="utf-8")
+    (tmp_path / "elsewhere.png").write_bytes((folder / "images" / "A.png").read_bytes())
+    header = "item_id:token\ttitle:token\timage:token"
+    rows = ["A\tAlpha\timages/A.png", "B\tBeta\timages/B.png", "C\tGamma\t/etc/hostname",
+            "D\tDelta\t../../../../../../etc/passwd", "E\tEps\t../elsewhere.png"]
+    (folder / "cat.item").write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    (folder / "user_sequence.txt").write_text("u1 A B C D E\nu2 E D C B A\nu3 A C E\n", encoding="utf-8")
+    return folder
+
+
+def test_image_paths_outside_the_folder_are_refused_and_counted(tmp_path):
+    folder = _image_folder(tmp_path)
+    ds = load_dataset(folder)
+    assert ds.report.skipped["image path outside the dataset folder (image dropped)"] == 3
+    assert ds.items.images[2:] == ["", "", ""]
+    with pytest.raises(DataFormatError, match=r"cat\.item, line 4, field 'image'.*outside"):
+        load_dataset(folder, strict=True)
+
+
+def test_allowed_image_root_is_explicit(tmp_path, monkeypatch):
+    folder = _image_folder(tmp_path)
+    monkeypatch.setenv("QBERT4REC_IMAGE_ROOTS", str(tmp_path))
+    ds = load_dataset(folder)
+    assert ds.items.images[4] == str((tmp_path / "elsewhere.png").resolve())  # inside the allowed root
+    assert ds.items.images[2] == ""  # /etc/hostname still is not
+
+
+def test_unreadable_local_images_become_counted_broken_entries(tmp_path, capsys):
+    from dataclasses import replace
+
+    from qbert4rec_lib.features import FeatureConfig, build_features, resolve_images
+
+    folder = _image_folder(tmp_path)
+    ds = load_dataset(folder)
+    res = resolve_images(ds, cache_root=tmp_path / "cache", progress=False)
+    assert res.paths[0].endswith("A.png") and res.paths[1:] == [None] * 4
+    assert res.summary.broken == 1 and res.summary.failures["B"].startswith("broken: not a valid image")
+    assert "[features]" in capsys.readouterr().err
+    # an in-memory item table that points outside its source folder is refused the same way
+    ds.items.images[2] = "/etc/hostname"
+    ds.items.images[3] = str(folder / ".." / ".." / "etc" / "passwd")
+    res = resolve_images(ds, cache_root=tmp_path / "cache", progress=False)
+    assert res.paths[2] is None and "outside the dataset folder" in res.summary.failures["C"]
+    assert res.paths[3] is None and "outside the dataset folder" in res.summary.failures["D"]
+    # the feature stage skips the broken image instead of crashing (here no image is left: absent, with a reason)
+    ds.items.images[:] = ["images/B.png"] * 5
+    fs = build_features(ds, replace(FeatureConfig(), modalities=("image",)), cache_root=tmp_path / "cache",
+                        progress=False)
+    assert "image" not in fs.modalities and fs.absent["image"] == "no item image could be found or downloaded"
