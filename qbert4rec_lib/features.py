@@ -101,6 +101,18 @@ class FeatureConfig:
     torch_threads: int = 0  # torch CPU threads while building (0: leave torch's setting; restored afterwards)
     seed: int = 0  # seeds the CLIP fit and the SVD
 
+    def __post_init__(self) -> None:
+        from .config import check_config
+
+        check_config(self, ranges={
+            "text_max_tokens": "[1, inf)", "text_chunk_size": "[1, inf)", "image_fit_size": "[1, inf)",
+            "image_fit_patch": "[1, inf)", "image_fit_width": "[1, inf)", "image_fit_layers": "[1, inf)",
+            "image_fit_dim": "[1, inf)", "image_fit_lr": "(0, inf)", "image_fit_batch": "[2, inf)",
+            "structural_dim": "[1, inf)", "structural_window": "[1, inf)", "structural_cds": "(0, 1]",
+            "batch_size": "[1, inf)"},
+            choices={"modalities": ("text", "image", "structural"), "text_fields": ("joint", "fields"),
+                     "text_dtype": ("float32", "bfloat16", "float16"), "image_fit_caption": ("template", "title")})
+
 
 @dataclass
 class ModalityFeatures:

@@ -705,7 +705,7 @@ def _pick(candidates: list[Path], name: str | None, what: str, folder: Path) -> 
         candidates = named or candidates
     if len(candidates) > 1:
         raise DataFormatError(f"several {what} files ({', '.join(c.name for c in candidates)}); "
-                              "pass name=... to choose", path=folder)
+                              "pass name=<one of them> to choose (CLI: --name)", path=folder)
     return candidates[0] if candidates else None
 
 

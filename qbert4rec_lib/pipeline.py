@@ -83,6 +83,9 @@ class ExperimentConfig:
     do_pretrain: bool = True  # False = fine-tune from scratch (ablation)
 
     def __post_init__(self) -> None:
+        from .config import check_config
+
+        check_config(self, ranges={"max_len": "[1, inf)"})  # and every section is a config of its class
         if self.semantic_source not in ("fused", "raw_text", "random"):
             raise ValueError(f"ExperimentConfig.semantic_source must be fused|raw_text|random, got {self.semantic_source!r}")
 

@@ -87,6 +87,12 @@ class RQVAEConfig:
     seed: int = 0  # seeds initialisation, k-means, batch order and re-seeding
 
     def __post_init__(self) -> None:
+        from .config import check_config
+
+        check_config(self, ranges={
+            "levels": "[1, inf)", "codebook_size": "[2, inf)", "code_dim": "[1, inf)", "encoder_hidden": "[1, inf)",
+            "beta": "[0, inf)", "epochs": "[0, inf)", "batch_size": "[1, inf)", "lr": "(0, inf)",
+            "weight_decay": "[0, inf)"})
         if self.levels < 1 or self.codebook_size < 2 or self.code_dim < 1:
             raise ValueError(f"RQVAEConfig: need levels >= 1, codebook_size >= 2, code_dim >= 1 (got {self})")
 

@@ -365,3 +365,105 @@ def test_unreadable_local_images_become_counted_broken_entries(tmp_path, capsys)
     fs = build_features(ds, replace(FeatureConfig(), modalities=("image",)), cache_root=tmp_path / "cache",
                         progress=False)
     assert "image" not in fs.modalities and fs.absent["image"] == "no item image could be found or downloaded"
+
+
+# ---- item 10: config validation and one-line CLI errors --------------------------------------------------
+BAD_ARGS = [
+    (["quantize", "default", "--set", "rqvae.levels=True"], "RQVAEConfig.levels: expected int, got bool"),
+    (["quantize", "default", "--set", "fusion.width=-8"], "FusionConfig.width must be an int >= 1, got -8"),
+    (["quantize", "default", "--set", "max_len.x=3"], "ExperimentConfig.max_len is an int field, not a section"),
+    (["features", "default", "--set", "features.structural_dim=-5"], "FeatureConfig.structural_dim must be an int >= 1"),
+    (["fuse", "default", "--set", "fusion.batch_size=0"], "FusionConfig.batch_size must be an int >= 1, got 0"),
+    (["quantize", "default", "--set", "rqvae.encoder_hidden=(64,-1)"], "RQVAEConfig.encoder_hidden: every element"),
+    (["quantize", "default", "--set", "qbert.dropout=1.5"], "QBertConfig.dropout must be a number in [0, 1)"),
+    (["quantize", "default", "--set", "pretrain.lr=nan"], "TrainConfig.lr: cannot parse 'nan'"),
+    (["quantize", "default", "--set", "nosuch.x=1"], "ExperimentConfig has no section 'nosuch'"),
+    (["quantize", "default", "--set", "fusion.gate=maybe"], "FusionConfig.gate must be one of 'dynamic', 'off'"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD_ARGS, ids=[a[-1] for a, _ in BAD_ARGS])
+def test_cli_bad_values_are_one_line_errors(capsys, argv, message):
+    from qbert4rec_lib.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def test_cli_rejects_negative_threads(capsys):
+    from qbert4rec_lib.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["quantize", "default", "--threads", "-1"])
+    assert exc.value.code == 2 and "--threads: must be >= 0, got -1" in capsys.readouterr().err
+
+
+def test_cli_generate_into_a_non_empty_folder(tmp_path, capsys):
+    from qbert4rec_lib.cli import main
+
+    (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
+    assert main(["generate", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"error: {tmp_path} exists and was not written by" in err
+    assert (tmp_path / "notes.txt").read_text(encoding="utf-8") == "mine"  # untouched
+
+
+def test_cli_name_chooses_among_two_item_files(tmp_path, capsys):
+    from qbert4rec_lib.cli import main
+
+    folder = _seq_folder(tmp_path, ["A\tAlpha\t1.0\tX", "B\tBeta\t2.0\tY", "C\tGamma\t3.0\tZ", "D\tDelta\t4.0\tW"])
+    (folder / "other.item").write_text((folder / "cat.item").read_text(encoding="utf-8").replace("Alpha", "Other"),
+                                       encoding="utf-8")
+    assert main(["stats", str(folder)]) == 2
+    assert "several .item files (cat.item, other.item)" in capsys.readouterr().err
+    assert main(["stats", str(folder), "--name", "other", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["items"] == 4
+
+
+def test_config_types_and_ranges_are_checked_in_post_init():
+    from dataclasses import replace
+
+    from qbert4rec_lib.baselines import BERT4RecConfig, SASRecConfig
+    from qbert4rec_lib.config import ConfigError, ConfigTypeError, override, override_path
+    from qbert4rec_lib.evaluate import EvalConfig
+    from qbert4rec_lib.features import FeatureConfig
+    from qbert4rec_lib.fusion import FusionConfig
+    from qbert4rec_lib.masking import MaskConfig
+    from qbert4rec_lib.pipeline import ExperimentConfig
+    from qbert4rec_lib.qbert import QBertConfig
+    from qbert4rec_lib.quantize import RQVAEConfig
+    from qbert4rec_lib.train import TrainConfig
+
+    cases = [
+        (lambda: FeatureConfig(batch_size=0), "FeatureConfig.batch_size must be an int >= 1"),
+        (lambda: FeatureConfig(text_dtype="int8"), "FeatureConfig.text_dtype must be one of"),
+        (lambda: FusionConfig(tau=0.0), "FusionConfig.tau must be a number > 0"),
+        (lambda: RQVAEConfig(levels=True), "RQVAEConfig.levels must be an int, got bool"),
+        (lambda: QBertConfig(hidden=64, heads=3), "QBertConfig.hidden (64) must be divisible by heads (3)"),
+        (lambda: QBertConfig(level_weights=(1.0, -1.0)), "QBertConfig.level_weights: every element"),
+        (lambda: MaskConfig(max_span=2.5), "MaskConfig.max_span must be an int, got float"),
+        (lambda: TrainConfig(weight_decay=-1e-4), "TrainConfig.weight_decay must be a number >= 0"),
+        (lambda: TrainConfig(time_limit_s=float("inf")), "TrainConfig.time_limit_s must be a finite number"),
+        (lambda: EvalConfig(seed=-1), "EvalConfig.seed must be an int >= 0"),
+        (lambda: ExperimentConfig(max_len=0), "ExperimentConfig.max_len must be an int >= 1"),
+        (lambda: ExperimentConfig(fusion=RQVAEConfig()), "ExperimentConfig.fusion must be a FusionConfig"),
+        (lambda: SASRecConfig(dropout=1.0), "SASRecConfig.dropout must be a number in [0, 1)"),
+        (lambda: BERT4RecConfig(n_heads=0), "BERT4RecConfig.n_heads must be an int >= 1"),
+        (lambda: override(FusionConfig(), width="'wide'"), "FusionConfig.width: expected int, got str"),
+        (lambda: override(RQVAEConfig(), kmeans_init=1), "RQVAEConfig.kmeans_init: expected bool, got int"),
+    ]
+    for make, message in cases:
+        with pytest.raises(ConfigError) as exc:
+            make()
+        assert message in str(exc.value), (message, str(exc.value))
+    with pytest.raises(ConfigTypeError):  # a wrong type is also a TypeError
+        RQVAEConfig(levels="3")
+    with pytest.raises(TypeError):
+        RQVAEConfig(levels="3")
+    # valid values still pass, lists become tuples, and the defaults of every preset validate
+    assert RQVAEConfig(encoder_hidden=[64, 32]).encoder_hidden == (64, 32)
+    assert override_path(ExperimentConfig(), "fusion.width", "64").fusion.width == 64
+    assert override_path(ExperimentConfig(), "max_len", "20").max_len == 20
+    assert replace(FeatureConfig(), image_pretrained="/x.safetensors").image_pretrained == "/x.safetensors"
+    assert override(FeatureConfig(), image_pretrained="laion2b_s34b_b79k").image_pretrained == "laion2b_s34b_b79k"
