@@ -467,3 +467,118 @@ def test_config_types_and_ranges_are_checked_in_post_init():
     assert override_path(ExperimentConfig(), "max_len", "20").max_len == 20
     assert replace(FeatureConfig(), image_pretrained="/x.safetensors").image_pretrained == "/x.safetensors"
     assert override(FeatureConfig(), image_pretrained="laion2b_s34b_b79k").image_pretrained == "laion2b_s34b_b79k"
+
+
+# ---- the whole chain: damage each cached artifact kind in turn, rerun, get the clean run's metrics ----------
+def _chain_config():
+    from qbert4rec_lib.features import FeatureConfig
+    from qbert4rec_lib.fusion import FusionConfig
+    from qbert4rec_lib.pipeline import ExperimentConfig
+    from qbert4rec_lib.qbert import QBertConfig
+    from qbert4rec_lib.quantize import RQVAEConfig
+    from qbert4rec_lib.train import TrainConfig
+
+    return ExperimentConfig(
+        features=FeatureConfig(text_max_tokens=16, text_chunk_size=32, batch_size=16, image_fit_epochs=1,
+                               image_fit_size=32, image_fit_batch=32, image_fit_width=32, image_fit_layers=1,
+                               image_fit_dim=16, structural_dim=8),
+        fusion=FusionConfig(width=32, heads=2, max_depth=2, epochs=2, batch_size=64),
+        rqvae=RQVAEConfig(levels=2, code_dim=8, encoder_hidden=(32,), epochs=3, kmeans_iters=10, batch_size=128),
+        qbert=QBertConfig(hidden=16, layers=1, heads=1),
+        pretrain=TrainConfig(epochs=1, batch_size=64), finetune=TrainConfig(epochs=1, batch_size=64),
+        max_len=20)
+
+
+def _artifact(root: Path, stage: str) -> Path:
+    folders = [p for p in (root / stage).iterdir() if p.is_dir() and "." not in p.name]
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
+def _cut_rows(path: Path, rows: int = 10) -> None:
+    np.save(path, np.load(path)[:rows])
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+FAULTS = [  # (what, stage folder, file, damage)
+    ("text features zeroed inside", "features-text", "vectors.npy", lambda p: _zero_inside(p, 400, 4000)),
+    ("image features deleted", "features-image", "vectors.npy", lambda p: p.unlink()),
+    ("structural meta.json garbage", "features-structural", "meta.json", lambda p: p.write_text("{oops")),
+    ("fused embeddings zeroed", "fusion", "embeddings.npy", lambda p: _zero_inside(p, 300, 2000)),
+    ("RQ-VAE codebooks truncated", "quantize", "codebooks.npy", _truncate),
+    ("semantic IDs cut to 10 rows", "quantize", "semantic_ids.npy", _cut_rows),
+    ("semantic IDs zeroed", "quantize", "semantic_ids.npy", lambda p: np.save(p, np.zeros_like(np.load(p)))),
+    ("model weights deleted", "seqmodel", "model.safetensors", lambda p: p.unlink()),
+    ("model weights truncated", "seqmodel", "model.safetensors", _truncate),
+]
+
+
+def test_fault_injection_through_the_whole_chain(tmp_path, capsys, monkeypatch):
+    from qbert4rec_lib import features as F
+    from qbert4rec_lib.pipeline import train_model
+    from qbert4rec_lib.synthetic import load_default
+
+    root = tmp_path / "cache"
+    ds = load_default(root=root, seed=31, num_items=150, num_users=220)
+    cfg = _chain_config()
+
+    def run():
+        return train_model("Q-Bert4Rec", ds, cfg, seed=0, cache_root=root, progress=False)
+
+    clean = run()
+    assert not clean.from_cache
+    assert run().from_cache and run().test.metrics == clean.test.metrics  # an intact cache is a hit
+    capsys.readouterr()
+    for what, stage, name, damage in FAULTS:
+        folder = _artifact(root, stage)
+        damage(folder / name)
+        again = run()
+        err = capsys.readouterr().err
+        assert f"{folder / name}" in err and "rebuilding" in err, (what, err)
+        assert again.test.metrics == clean.test.metrics, what  # no wrong data flowed on
+        assert again.valid.metrics == clean.valid.metrics, what
+        assert _artifact(root, stage).joinpath(name).is_file(), what  # rebuilt in place
+
+    # resume chunks: an interrupted text encoding leaves chunks; one of them is truncated before the rerun
+    text_folder = _artifact(root, "features-text")
+    text_before = np.load(text_folder / "vectors.npy")
+    import shutil
+
+    shutil.rmtree(text_folder)
+    real, calls = F.TextEncoder.encode_batch, {"n": 0}
+
+    def interrupted(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 5:  # 2 chunks of 32 texts (2 batches each) are saved, then the run stops
+            raise KeyboardInterrupt("simulated interruption")
+        return real(self, batch)
+
+    monkeypatch.setattr(F.TextEncoder, "encode_batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(F.TextEncoder, "encode_batch", real)
+    chunks = sorted((root / "features-text").glob("*.partial/text-*.npy"))
+    assert len(chunks) == 2
+    _truncate(chunks[0])
+    again = run()
+    err = capsys.readouterr().err
+    assert f"{chunks[0]}: bad resume chunk" in err
+    np.testing.assert_array_equal(np.load(_artifact(root, "features-text") / "vectors.npy"), text_before)
+    assert again.test.metrics == clean.test.metrics and again.from_cache  # same features -> same model key: a hit
+
+    # a cached file that cannot be used as it is (weights that do not fit the model) fails naming the file
+    from safetensors.torch import save_file
+    import torch
+
+    weights_file = _artifact(root, "seqmodel") / "model.safetensors"
+    meta = json.loads((weights_file.parent / "meta.json").read_text())
+    save_file({"unexpected": torch.zeros(2)}, str(weights_file))
+    from qbert4rec_lib.cache import _file_record
+
+    meta["integrity"]["files"]["model.safetensors"] = _file_record(weights_file)  # consistent record, wrong weights
+    (weights_file.parent / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CacheError, match=f"{weights_file}: does not fit Q-Bert4Rec"):
+        run()
