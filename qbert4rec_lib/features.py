@@ -309,7 +309,8 @@ def resolve_images(dataset, *, cache_root: Path | str | None = None, progress: b
     dataset read from a folder (``dataset.source``) is taken relative to that folder and must resolve inside
     it (or inside a folder listed in ``$QBERT4REC_IMAGE_ROOTS``); one that does not is refused (counted
     missing). Every local file is decoded fully: one that is not a readable image is counted broken, with the
-    item id and the reason, and the item has no image (the encoder never sees it).
+    item id and the reason, and the item has no image (the encoder never sees it). A dataset built in memory
+    (no source folder, or a composite one such as a cross-domain union) keeps the paths its code gave.
     """
     from .images import DownloadSummary, allowed_image_roots, check_image_file, is_inside
 
@@ -326,6 +327,8 @@ def resolve_images(dataset, *, cache_root: Path | str | None = None, progress: b
     base = Path(dataset.source) if dataset.source else None
     if base is not None and base.is_file():
         base = base.parent
+    if base is not None and not base.is_dir():  # a composite source ("a + b", cross-domain union): its parts'
+        base = None  # loaders already confined their paths
     roots = allowed_image_roots(base) if base is not None else None  # an in-memory dataset: paths as given
     out: list[str | None] = []
     for rid, entry, url in zip(dataset.items.raw_ids, entries, is_url):
