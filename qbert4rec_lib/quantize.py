@@ -254,8 +254,14 @@ class SemanticIDTable:
     @classmethod
     def load(cls, directory: str | Path) -> "SemanticIDTable":
         directory = Path(directory)
-        meta = json.loads((directory / "semantic_ids.json").read_text(encoding="utf-8"))
-        ids = np.load(directory / "semantic_ids.npy", allow_pickle=False)
+        for name in ("semantic_ids.json", "semantic_ids.npy"):
+            try:
+                if name.endswith(".json"):
+                    meta = json.loads((directory / name).read_text(encoding="utf-8"))
+                else:
+                    ids = np.load(directory / name, allow_pickle=False)
+            except (OSError, ValueError, EOFError) as exc:  # name the file: numpy and json errors do not
+                raise ValueError(f"{directory / name}: cannot read ({type(exc).__name__}: {exc})") from None
         if len(ids) != meta["num_items"]:
             raise ValueError(f"{directory}: semantic_ids.npy has {len(ids)} rows, semantic_ids.json says {meta['num_items']}")
         return cls(ids, tuple(meta["vocab_sizes"]))

@@ -582,3 +582,14 @@ def test_fault_injection_through_the_whole_chain(tmp_path, capsys, monkeypatch):
     (weights_file.parent / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(CacheError, match=f"{weights_file}: does not fit Q-Bert4Rec"):
         run()
+
+
+def test_exported_semantic_id_table_errors_name_the_file(tmp_path):
+    from qbert4rec_lib.quantize import SemanticIDTable
+
+    SemanticIDTable(np.arange(12, dtype=np.int64).reshape(4, 3) % 3, (3, 3, 3)).save(tmp_path)
+    assert SemanticIDTable.load(tmp_path).ids.shape == (4, 3)
+    npy = tmp_path / "semantic_ids.npy"
+    npy.write_bytes(npy.read_bytes()[:100])
+    with pytest.raises(ValueError, match=f"{npy}: cannot read"):
+        SemanticIDTable.load(tmp_path)
