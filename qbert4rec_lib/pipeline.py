@@ -33,7 +33,7 @@ from typing import Callable, Iterable, NamedTuple, Sequence
 import numpy as np
 import torch
 
-from .cache import CacheError, stable_hash, stage_dir
+from .cache import stable_hash, stage_dir
 from .config import seed_everything
 from .evaluate import EvalConfig, EvalResult, evaluate_split, results_table
 from .features import FeatureConfig, FeatureSet, build_features, pooled
@@ -189,7 +189,7 @@ def train_model(name: str, dataset, cfg: ExperimentConfig = ExperimentConfig(), 
     validation NDCG@10. ``init_from`` (a QBert4Rec) copies catalog-independent weights before training
     (cross-domain transfer; see :func:`qbert4rec_lib.qbert.transfer_weights`).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import load_file, save_file
 
     split = split if split is not None else dataset.split(max_len=cfg.max_len)
     if name == "Q-Bert4Rec" and ids is None:
@@ -211,6 +211,8 @@ def train_model(name: str, dataset, cfg: ExperimentConfig = ExperimentConfig(), 
         t0 = time.perf_counter()
         if store.usable(require=("model.safetensors",)):  # a missing / damaged file: reported, then rebuilt
             meta = store.meta()
+            from .cache import CacheError
+
             weights = store.load_safetensors("model.safetensors")  # never fresh weights on a hit
             try:  # the saved weights load exactly, or the error names the file
                 model.load_state_dict(weights)
