@@ -109,14 +109,19 @@ def _safetensors_header(path: Path) -> dict[str, dict]:
             if k != "__metadata__"}
 
 
+def _headers(path: Path) -> dict:
+    """Array shapes / dtypes of an ``.npy`` (``shape``, ``dtype``) or ``.safetensors`` file (``tensors``)."""
+    if path.suffix == ".npy":
+        shape, dtype = _npy_header(path)
+        return {"shape": shape, "dtype": dtype}
+    if path.suffix == ".safetensors":
+        return {"tensors": _safetensors_header(path)}
+    return {}
+
+
 def _file_record(path: Path) -> dict:
     """What the integrity record keeps of one file: size, digest, and array shapes / dtypes where known."""
-    record: dict[str, Any] = {"bytes": path.stat().st_size, "blake2b": file_digest(path)}
-    if path.suffix == ".npy":
-        record["shape"], record["dtype"] = _npy_header(path)
-    elif path.suffix == ".safetensors":
-        record["tensors"] = _safetensors_header(path)
-    return record
+    return {"bytes": path.stat().st_size, "blake2b": file_digest(path)} | _headers(path)
 
 
 def _check_parses(path: Path) -> None:
@@ -124,7 +129,7 @@ def _check_parses(path: Path) -> None:
     if path.suffix == ".npy":
         np.load(path, allow_pickle=False)
     elif path.suffix == ".safetensors":
-        from safetensors.numpy import load_file
+        from safetensors.torch import load_file  # torch: every dtype (numpy has no bfloat16)
 
         load_file(str(path))
 
@@ -304,8 +309,8 @@ class StageDir:
                 raise CacheError(path, f"{size} bytes, the integrity record says {want.get('bytes')} (truncated or altered)")
             if file_digest(path) != want.get("blake2b"):
                 raise CacheError(path, "content hash differs from the integrity record (altered after it was written)")
-            try:
-                got = _file_record(path)
+            try:  # same bytes as recorded, so the headers match too unless the record itself was edited
+                got = _headers(path)
             except Exception as exc:  # noqa: BLE001
                 raise CacheError(path, f"unreadable ({type(exc).__name__}: {exc})") from None
             for field_ in ("shape", "dtype", "tensors"):
