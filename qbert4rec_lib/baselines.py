@@ -165,6 +165,15 @@ class SASRecConfig:
     max_len: int = 50  # (int) longest history used (paper: 50 on Beauty)
     init_std: float = 0.02  # (float) std of the normal weight init (RecBole: 0.02)
 
+    def __post_init__(self) -> None:
+        from .config import ConfigError, check_config
+
+        check_config(self, ranges={
+            "hidden_size": "[1, inf)", "n_layers": "[1, inf)", "n_heads": "[1, inf)", "inner_size": "[1, inf)",
+            "dropout": "[0, 1)", "attn_dropout": "[0, 1)", "max_len": "[1, inf)", "init_std": "[0, inf)"})
+        if self.hidden_size % self.n_heads:
+            raise ConfigError(f"SASRecConfig.hidden_size ({self.hidden_size}) must be divisible by n_heads ({self.n_heads})")
+
 
 class SASRec(SequentialRecommender):
     """Causal transformer over item ids, full-softmax cross-entropy at every position ("SASRec-CE").
@@ -221,6 +230,16 @@ class BERT4RecConfig:
     mask_ratio: float = 0.2  # (float) Cloze probability of masking each real item (RecBole: 0.2)
     ft_ratio: float = 0.5  # (float) probability that a sequence masks only its last item (RecBole: 0.5)
     init_std: float = 0.02  # (float) std of the normal weight init (RecBole: 0.02)
+
+    def __post_init__(self) -> None:
+        from .config import ConfigError, check_config
+
+        check_config(self, ranges={
+            "hidden_size": "[1, inf)", "n_layers": "[1, inf)", "n_heads": "[1, inf)", "inner_size": "[1, inf)",
+            "dropout": "[0, 1)", "attn_dropout": "[0, 1)", "max_len": "[2, inf)", "mask_ratio": "[0, 1]",
+            "ft_ratio": "[0, 1]", "init_std": "[0, inf)"})
+        if self.hidden_size % self.n_heads:
+            raise ConfigError(f"BERT4RecConfig.hidden_size ({self.hidden_size}) must be divisible by n_heads ({self.n_heads})")
 
 
 class BERT4RecID(SequentialRecommender):

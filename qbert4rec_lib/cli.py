@@ -19,7 +19,11 @@ Commands (each prints a short human summary, or JSON with ``--json``):
 Stage commands take ``--config smoke|beauty|full`` (see ``pipeline.preset``) and ``--set section.field=value``
 overrides, e.g. ``--set fusion.epochs=5 --set rqvae.levels=4``.
 
-``DATA`` is ``default`` (the embedded generated catalog) or a data folder (format auto-detected).
+``DATA`` is ``default`` (the embedded generated catalog) or a data folder (format auto-detected); ``--name``
+picks the dataset in a folder that holds several (e.g. two ``.item`` files).
+
+Expected failures (bad data, bad config values, a damaged cache file, an existing output folder) print one
+line ``error: ...`` naming the file, line or field on stderr and exit with status 2, without a traceback.
 """
 from __future__ import annotations
 
@@ -31,21 +35,49 @@ import time
 __all__ = ["main", "build_parser"]
 
 
+def _count(text: str) -> int:
+    """argparse type: an int >= 0 (threads, jobs, seeds)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def _add_data(p: argparse.ArgumentParser, data: bool = True) -> None:
     if data:
         p.add_argument("data", nargs="?", default="default", help='"default" (embedded catalog) or a data folder')
+        p.add_argument("--name", default=None,
+                       help="dataset name in a folder holding several (e.g. 'Beauty' for Beauty.item)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
-def _open(spec: str):
+def _open(spec: str, name: str | None = None):
     from . import open_dataset
 
+    if name is not None:
+        if spec in ("default", "embedded", "synthetic"):
+            raise ValueError("--name chooses among the datasets of a data folder; the embedded default has one")
+        return open_dataset(spec, name=name)
     return open_dataset(spec)
 
 
 def cmd_stats(args) -> int:
     t0 = time.perf_counter()
-    ds = _open(args.data)
+    ds = _open(args.data, args.name)
     stats = ds.stats()
     stats["load_seconds"] = round(time.perf_counter() - t0, 2)
     if args.json:
@@ -61,7 +93,7 @@ def cmd_stats(args) -> int:
 def _experiment_config(args, base=None):
     from dataclasses import replace
 
-    from .config import override
+    from .config import override_path
     from .pipeline import preset
 
     cfg = base if base is not None else preset(args.config)
@@ -69,13 +101,12 @@ def _experiment_config(args, base=None):
         if "=" not in item:
             raise ValueError(f"--set expects section.field=value, got {item!r}")
         key, value = item.split("=", 1)
-        if "." in key:
-            section, fieldname = key.split(".", 1)
-            if not hasattr(cfg, section):
-                raise KeyError(f"unknown config section {section!r}")
-            cfg = replace(cfg, **{section: override(getattr(cfg, section), **{fieldname: value})})
-        else:
-            cfg = override(cfg, **{key: value})
+        try:
+            cfg = override_path(cfg, key, value)
+        except KeyError as exc:
+            raise KeyError(f"--set {item}: {exc.args[0] if exc.args else exc}") from None
+        except ValueError as exc:  # ConfigError / ConfigTypeError: the message names the field
+            raise type(exc)(f"--set {item}: {exc}") from None
     if getattr(args, "text_model", None):
         cfg = replace(cfg, features=replace(cfg.features, text_model=args.text_model))
     if getattr(args, "image_model", None):
@@ -93,7 +124,7 @@ def _emit(args, payload: dict, human: str) -> int:
 def cmd_features(args) -> int:
     from .features import build_features
 
-    ds, cfg = _open(args.data), _experiment_config(args)
+    cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
     fs = build_features(ds, cfg.features, progress=not args.json)
     summary = fs.summary()
     human = "\n".join([f"{n}: {v['shape']} ({v['present']:,} items have it; {v['source']}; cache {v['cache']})"
@@ -105,7 +136,7 @@ def cmd_fuse(args) -> int:
     from .features import build_features
     from .fusion import run_fusion
 
-    ds, cfg = _open(args.data), _experiment_config(args)
+    cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
     fs = build_features(ds, cfg.features, progress=not args.json)
     res = run_fusion(ds, fs, cfg.fusion, progress=not args.json)
     return _emit(args, res.summary(), json.dumps(res.summary(), indent=2))
@@ -114,7 +145,7 @@ def cmd_fuse(args) -> int:
 def cmd_quantize(args) -> int:
     from .pipeline import semantic_ids
 
-    ds, cfg = _open(args.data), _experiment_config(args)
+    cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
     ids = semantic_ids(ds, cfg, progress=not args.json)
     return _emit(args, ids.quantize.summary(), json.dumps(ids.quantize.summary(), indent=2))
 
@@ -128,7 +159,7 @@ def _model_payload(run) -> dict:
 def cmd_pretrain(args) -> int:
     from .pipeline import train_model
 
-    ds, cfg = _open(args.data), _experiment_config(args)
+    cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
     run = train_model("Q-Bert4Rec", ds, cfg, seed=args.seed, progress=not args.json)
     return _emit(args, _model_payload(run), f"Q-Bert4Rec (pretrain + fine-tune) test: {run.test}")
 
@@ -139,7 +170,7 @@ def cmd_finetune(args) -> int:
 
     from .pipeline import train_model
 
-    ds, cfg = _open(args.data), _experiment_config(args)
+    cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
     run = train_model("Q-Bert4Rec", ds, replace(cfg, do_pretrain=False), seed=args.seed, progress=not args.json)
     return _emit(args, _model_payload(run), f"Q-Bert4Rec (fine-tune only) test: {run.test}")
 
@@ -147,7 +178,7 @@ def cmd_finetune(args) -> int:
 def cmd_evaluate(args) -> int:
     from .pipeline import train_model
 
-    ds, cfg = _open(args.data), _experiment_config(args)
+    cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
     run = train_model(args.model, ds, cfg, seed=args.seed, progress=not args.json)
     return _emit(args, _model_payload(run), f"{run.name} test: {run.test}")
 
@@ -156,7 +187,7 @@ def cmd_experiment(args) -> int:
     from .cache import atomic_write_json, atomic_write_text
     from .pipeline import run_experiment
 
-    ds, cfg = _open(args.data), _experiment_config(args)
+    cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
     res = run_experiment(ds, cfg, models=args.models, seeds=args.seeds, progress=False,
                          log=None if args.json else print, epoch_log=not args.json and not args.quiet,
                          records_dir=args.records)
@@ -174,7 +205,7 @@ def cmd_ablations(args) -> int:
     from .cache import atomic_write_text
     from .pipeline import ABLATIONS, ablation_table, run_ablations
 
-    ds, cfg = _open(args.data), _experiment_config(args)
+    cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
     runs = run_ablations(ds, cfg, args.names or tuple(ABLATIONS), seed=args.seed, progress=False,
                          log=None if args.json else print)
     table = ablation_table(runs)
@@ -292,8 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_download)
 
     p = sub.add_parser("generate", help="write the embedded default catalog to a folder")
-    p.add_argument("out")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("out", help="a new or empty folder (or one written by generate before, which is replaced)")
+    p.add_argument("--seed", type=_count, default=0)
     p.set_defaults(func=cmd_generate)
 
     def stage(name, help_, func, data=True):
@@ -304,8 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", default="smoke", choices=list(PRESETS),
                        help="preset (default: smoke; see pipeline.preset)")
         p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override a config field")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+        p.add_argument("--seed", type=_count, default=0)
+        p.add_argument("--threads", type=_count, default=0, help="torch CPU threads (0 = torch's default)")
         p.set_defaults(func=func)
         return p
 
@@ -321,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="Q-Bert4Rec", choices=["Q-Bert4Rec", "SASRec-CE", "BERT4Rec-ID", "Popularity"])
     p = stage("experiment", "results table over seeds", cmd_experiment)
     p.add_argument("--models", nargs="*", default=["Q-Bert4Rec", "SASRec-CE", "BERT4Rec-ID", "Popularity"])
-    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    p.add_argument("--seeds", nargs="*", type=_count, default=[0, 1, 2])
     p.add_argument("--out", default=None, help="write <out>.json and <out>.md")
     p.add_argument("--records", default=None, metavar="FOLDER",
                    help="result records (one small JSON per finished model x seed): finished runs are read from "
@@ -344,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
               cmd_cross_domain, data=False)
     p.add_argument("--source", default=None, help="source data folder (default: generated catalog, seed 11)")
     p.add_argument("--target", default=None, help="target data folder (default: generated catalog, seed 12, 4 top categories)")
-    p.add_argument("--epochs-scale", type=float, default=1.0, help="with --config smoke: fraction of its epochs")
+    p.add_argument("--epochs-scale", type=_positive, default=1.0, help="with --config smoke: fraction of its epochs")
 
     p = sub.add_parser("reproduce", help="run all notebooks through papermill under a parameter set")
     p.add_argument("--set", default="smoke", help="parameter set name (notebooks/params/<name>.yaml) or a YAML path")
@@ -353,8 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder for executed notebooks and per-notebook results")
     p.add_argument("--figures", default=None, help="folder for figures (default: figures/ or figures/<set>/)")
     p.add_argument("--update-readme", action="store_true", help="write the results into README.md's results block")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads of each notebook kernel (default 1; 0 = all)")
-    p.add_argument("--jobs", type=int, default=0,
+    p.add_argument("--threads", type=_count, default=1, help="CPU threads of each notebook kernel (default 1; 0 = all)")
+    p.add_argument("--jobs", type=_count, default=0,
                    help="notebooks run at once (default 0 = cores / --threads + 2, at most 4; 1 = one after another)")
     p.set_defaults(func=cmd_reproduce)
     return parser
@@ -366,8 +397,19 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    from .cache import CacheError
+
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ValueError, KeyError, OSError, CacheError) as exc:  # expected failures: one line, no traceback
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of an expected error on one line (a KeyError's message without its repr quotes)."""
+    text = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else str(exc)
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in str(text):
+        text = f"{exc.filename}: {text}"
+    text = " ".join(str(text).split())
+    return text or type(exc).__name__

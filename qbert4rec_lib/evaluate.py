@@ -73,6 +73,10 @@ class EvalConfig:
     length_sorted: bool = True  # (bool) batch users by history length, pad each batch to its longest
 
     def __post_init__(self) -> None:
+        from .config import check_config
+
+        check_config(self, ranges={"ks_hr": "[1, inf)", "ks_ndcg": "[1, inf)", "batch_size": "[1, inf)"},
+                     choices={"tie_break": TIE_BREAKS})
         if self.tie_break not in TIE_BREAKS:
             raise ValueError(f"EvalConfig.tie_break must be one of {TIE_BREAKS}, got {self.tie_break!r}")
         for name in ("ks_hr", "ks_ndcg"):

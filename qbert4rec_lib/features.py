@@ -56,13 +56,13 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from .cache import atomic_save_npy, stage_dir
+from .cache import load_chunk, save_chunk, stage_dir
 from .config import torch_threads
 
 __all__ = [
     "FeatureConfig", "ModalityFeatures", "FeatureSet", "build_features",
     "item_text", "item_texts", "TEXT_FIELDS", "TextEncoder", "resolve_text_model",
-    "ImageEncoder", "FittedClip", "fit_catalog_clip", "catalog_clip", "image_paths",
+    "ImageEncoder", "FittedClip", "fit_catalog_clip", "catalog_clip", "image_paths", "resolve_images", "ImagePaths",
     "StructuralResult", "structural_features",
     "pooled", "nearest_items", "neighbour_purity", "neighbour_overlap",
 ]
@@ -100,6 +100,18 @@ class FeatureConfig:
     device: str = "cpu"  # "cpu" | "cuda" | "auto"
     torch_threads: int = 0  # torch CPU threads while building (0: leave torch's setting; restored afterwards)
     seed: int = 0  # seeds the CLIP fit and the SVD
+
+    def __post_init__(self) -> None:
+        from .config import check_config
+
+        check_config(self, ranges={
+            "text_max_tokens": "[1, inf)", "text_chunk_size": "[1, inf)", "image_fit_size": "[1, inf)",
+            "image_fit_patch": "[1, inf)", "image_fit_width": "[1, inf)", "image_fit_layers": "[1, inf)",
+            "image_fit_dim": "[1, inf)", "image_fit_lr": "(0, inf)", "image_fit_batch": "[2, inf)",
+            "structural_dim": "[1, inf)", "structural_window": "[1, inf)", "structural_cds": "(0, 1]",
+            "batch_size": "[1, inf)"},
+            choices={"modalities": ("text", "image", "structural"), "text_fields": ("joint", "fields"),
+                     "text_dtype": ("float32", "bfloat16", "float16"), "image_fit_caption": ("template", "title")})
 
 
 @dataclass
@@ -243,7 +255,8 @@ class TextEncoder:
         """Encode ``texts`` -> float32 [n, d], batched by token length (order restored).
 
         With ``resume_dir``, finished chunks of ``chunk_size`` texts are saved there atomically
-        and reused by the next call, so an interrupted run resumes where it stopped.
+        and reused by the next call, so an interrupted run resumes where it stopped; a chunk that fails its
+        check (truncated, altered, wrong shape) is dropped with a message and encoded again.
         """
         from tqdm.auto import tqdm
 
@@ -258,18 +271,17 @@ class TextEncoder:
         bar = tqdm(total=total, desc=f"text {Path(self.name).name}", unit="batch", disable=not progress)
         for c, idx in enumerate(chunks):
             path = Path(resume_dir) / f"text-{tag}-{chunk_size}-{c:05d}.npy" if resume_dir else None
-            if path is not None and path.is_file():
-                done = np.load(path, allow_pickle=False)
-                if done.shape == (len(idx), self.dim):
-                    out[idx] = done
-                    bar.update(-(-len(idx) // batch_size))
-                    continue
+            done = load_chunk(path, (len(idx), self.dim)) if path is not None else None  # None: absent or bad
+            if done is not None:
+                out[idx] = done
+                bar.update(-(-len(idx) // batch_size))
+                continue
             vecs = np.zeros((len(idx), self.dim), dtype=np.float32)
             for b in range(0, len(idx), batch_size):
                 vecs[b:b + batch_size] = self.encode_batch([texts[i] for i in idx[b:b + batch_size]])
                 bar.update(1)
             if path is not None:
-                atomic_save_npy(path, vecs)
+                save_chunk(path, vecs)
             out[idx] = vecs
         bar.close()
         return out
@@ -278,34 +290,88 @@ class TextEncoder:
 # ---------------------------------------------------------------------------------------------
 # Image
 # ---------------------------------------------------------------------------------------------
+class ImagePaths(NamedTuple):
+    """A local file per item (``None`` = no usable image) and what happened to the others."""
+
+    paths: list[str | None]
+    summary: object  # images.DownloadSummary: downloads plus local files; failures keyed by raw item id
+
+
 def image_paths(dataset, *, cache_root: Path | str | None = None, progress: bool = True) -> list[str | None]:
-    """A local file per item (``None`` = no image). URLs are downloaded into the cache first."""
+    """A local file per item (``None`` = no usable image). URLs are downloaded into the cache first."""
+    return resolve_images(dataset, cache_root=cache_root, progress=progress).paths
+
+
+def resolve_images(dataset, *, cache_root: Path | str | None = None, progress: bool = True) -> ImagePaths:
+    """Every item's image as a checked local file, with counts of what is missing or broken.
+
+    URLs are downloaded into the cache (:func:`qbert4rec_lib.images.download_images`). A local path of a
+    dataset read from a folder (``dataset.source``) is taken relative to that folder and must resolve inside
+    it (or inside a folder listed in ``$QBERT4REC_IMAGE_ROOTS``); one that does not is refused (counted
+    missing). Every local file is decoded fully: one that is not a readable image is counted broken, with the
+    item id and the reason, and the item has no image (the encoder never sees it). A dataset built in memory
+    (no source folder, or a composite one such as a cross-domain union) keeps the paths its code gave.
+    """
+    from .images import DownloadSummary, allowed_image_roots, check_image_file, is_inside
+
     entries = list(dataset.items.images)
     is_url = [e.lower().startswith(("http://", "https://")) for e in entries]
-    downloaded: dict[str, Path] = {}
+    summary, downloaded = DownloadSummary(), {}
     if any(is_url):
         from .cache import cache_root as default_root
         from .images import download_images
 
         folder = Path(cache_root or default_root()) / "images" / dataset.fingerprint()
-        downloaded = download_images(dataset, folder, progress=progress).paths
+        summary = download_images(dataset, folder, progress=progress)
+        downloaded = summary.paths
     base = Path(dataset.source) if dataset.source else None
     if base is not None and base.is_file():
         base = base.parent
+    if base is not None and not base.is_dir():  # a composite source ("a + b", cross-domain union): its parts'
+        base = None  # loaders already confined their paths
+    roots = allowed_image_roots(base) if base is not None else None  # an in-memory dataset: paths as given
     out: list[str | None] = []
     for rid, entry, url in zip(dataset.items.raw_ids, entries, is_url):
-        path = downloaded.get(rid) if url else (Path(entry) if entry else None)
-        if path is not None and not path.is_absolute() and base is not None and not path.exists():
+        if url or not entry:
+            path = downloaded.get(rid) if url else None
+            out.append(str(path) if path is not None and Path(path).is_file() else None)
+            continue
+        path = Path(entry)
+        if not path.is_absolute() and base is not None:
             path = base / path  # relative to the data folder
-        out.append(str(path) if path is not None and path.is_file() else None)
-    return out
+        if roots is not None and not is_inside(path, roots):
+            summary.missing += 1
+            summary.failures[rid] = f"missing: refused local path {entry!r}: outside the dataset folder {base}"
+            out.append(None)
+        elif not path.is_file():
+            summary.missing += 1
+            summary.failures[rid] = f"missing: no file {entry!r}"
+            out.append(None)
+        elif (reason := check_image_file(path)) is not None:
+            summary.broken += 1
+            summary.failures[rid] = f"broken: {reason} ({path})"
+            out.append(None)
+        else:
+            summary.paths[rid] = path
+            out.append(str(path))
+    local_bad = sum(1 for rid, u in zip(dataset.items.raw_ids, is_url) if not u and rid in summary.failures)
+    if local_bad:
+        import sys
+
+        first = next(f"{rid}: {why}" for rid, why in summary.failures.items())
+        print(f"[features] {local_bad} item image(s) not usable ({summary.broken} broken); first: {first}",
+              file=sys.stderr, flush=True)
+    return ImagePaths(out, summary)
 
 
 def _open_rgb(path: str):
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(path) as im:
-        return im.convert("RGB")
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as exc:  # checked by resolve_images; changed since?
+        raise ValueError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
 
 
 class ImageEncoder:
@@ -506,7 +572,7 @@ def _cached(name: str, key: dict, fingerprint: str, num_items: int, root, comput
     """Load ``name`` from its stage folder, or run ``compute(stage) -> (vectors, present, meta)`` and store it."""
     stage = stage_dir(f"features-{name}", fingerprint, key, root=root)
     with stage.lock():
-        if stage.exists():
+        if stage.usable():  # complete and intact; a damaged folder is reported and rebuilt
             item_ids = stage.load_npy("item_ids")
             if not np.array_equal(item_ids, np.arange(1, num_items + 1)):
                 raise ValueError(f"cached {name} features at {stage.path} do not cover item ids 1..{num_items}")
@@ -612,7 +678,8 @@ def _build(dataset, cfg: FeatureConfig, split, cache_root, progress: bool) -> Fe
         else:
             absent["text"] = "dataset has no item text"
     if "image" in cfg.modalities:
-        paths = image_paths(dataset, cache_root=cache_root, progress=progress) if dataset.modalities.image else []
+        resolved = resolve_images(dataset, cache_root=cache_root, progress=progress) if dataset.modalities.image else None
+        paths = resolved.paths if resolved is not None else []
         if not dataset.modalities.image:
             absent["image"] = "dataset has no images (no image path or URL in its item metadata)"
         elif not any(p is not None for p in paths):
@@ -622,6 +689,9 @@ def _build(dataset, cfg: FeatureConfig, split, cache_root, progress: bool) -> Fe
                    else {"image_model": cfg.image_model, "image_pretrained": cfg.image_pretrained})
             key["images"] = hashlib.sha256("\n".join(p or "" for p in paths).encode()).hexdigest()[:16]
             mods["image"] = _cached("image", key, fp, n, cache_root, _image(dataset, cfg, paths, progress))
+            counts = resolved.summary.as_dict()
+            mods["image"].meta["image_files"] = {k: counts[k] for k in ("available", "missing", "broken")} | {
+                "failures": dict(list(counts["failures"].items())[:50])}  # this call's counts (not cached)
     if "structural" in cfg.modalities:
         train = split.train if split is not None else dataset.split(max_len=0).train
         key = _key_fields(cfg, "structural_", "seed") | {"train": _sequences_hash(train)}

@@ -104,7 +104,16 @@ class FusionConfig:
     seed: int = 0  # seeds initialisation and batch order
 
     def __post_init__(self) -> None:
+        from .config import check_config
+
         object.__setattr__(self, "modalities", tuple(self.modalities))  # a list from JSON / the CLI becomes a tuple
+        check_config(self, ranges={
+            "width": "[1, inf)", "tau": "(0, inf)", "max_depth": "[1, inf)", "heads": "[1, inf)",
+            "ffn_mult": "[1, inf)", "dropout": "[0, 1)", "exit_threshold": "[0, 1]", "depth_penalty": "[0, inf)",
+            "depth_budget": "[0, inf)", "contrastive_temperature": "(0, inf)", "modality_dropout": "[0, 1)",
+            "modality_pair_weight": "[0, inf)", "id_init_std": "[0, inf)", "epochs": "[1, inf)",
+            "batch_size": "[1, inf)", "lr": "(0, inf)", "weight_decay": "[0, inf)"},
+            choices={"gate": ("dynamic", "off"), "modalities": ("text", "image", "structural")})
         if self.gate not in ("dynamic", "off"):
             raise ValueError(f"FusionConfig.gate must be 'dynamic' or 'off', got {self.gate!r}")
         if self.width % self.heads:
@@ -480,7 +489,7 @@ def run_fusion(dataset, features, cfg: FusionConfig = FusionConfig(), *, cache_r
             raise ValueError(f"modality {name!r} has {len(mod.vectors)} rows but dataset {dataset.name!r} has {num_items} items")
     store = stage_dir("fusion", dataset.fingerprint(), features_key(features), cfg, root=cache_root)
     with store.lock():
-        if store.exists():
+        if store.usable():  # complete and intact; a damaged folder is reported and rebuilt
             meta = store.meta()
             return FusionResult(
                 embeddings=store.load_npy("embeddings"), exit_depth=store.load_npy("exit_depth"),

@@ -5,9 +5,11 @@ encoder of :mod:`qbert4rec_lib.features` needs local files. :func:`download_imag
 defensively:
 
 * only ``http``/``https`` URLs, and redirects only to ``http``/``https``;
-* a timeout per socket operation (``timeout``) plus an overall limit of ``4 * timeout`` per
-  attempt, ``retries`` extra attempts with a short back-off on timeouts, connection errors and
-  HTTP 5xx (never on 4xx);
+* a timeout per socket operation (``timeout``) and a hard **total deadline per image**
+  (``deadline``, default ``4 * timeout``) covering connecting, headers, body and every retry: a
+  watchdog shuts the socket down when it passes, so a server that drips one byte a second cannot
+  hold a download; ``retries`` extra attempts with a short back-off on timeouts, connection errors
+  and HTTP 5xx (never on 4xx) while time is left;
 * a size cap (``max_bytes``), a ``Content-Type`` check (``image/*`` or a generic binary type) and a
   full decode with Pillow: a file that is not a valid image is never kept;
 * the file name comes from the item id (sanitised: letters, digits, ``_-.``; a short hash is
@@ -20,11 +22,13 @@ the reason for every failure, and the local path of every image now available.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import os
 import re
 import socket
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -34,7 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-__all__ = ["DownloadSummary", "download_images", "safe_stem", "find_existing"]
+__all__ = ["DownloadSummary", "download_images", "safe_stem", "find_existing", "IMAGE_ROOTS_ENV",
+           "allowed_image_roots", "is_inside", "check_image_file"]
+
+IMAGE_ROOTS_ENV = "QBERT4REC_IMAGE_ROOTS"  # extra folders (os.pathsep-separated) local image paths may point into
 
 # Pillow format -> file extension used when saving
 _EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
@@ -72,7 +79,74 @@ class _SafeRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-_OPENER = urllib.request.build_opener(_SafeRedirects)
+class _Watchdog:
+    """Shuts down every socket a download opened once its total deadline passes (unblocking any read)."""
+
+    def __init__(self, deadline_at: float):
+        self.deadline_at, self.expired, self._socks, self._lock = deadline_at, False, [], threading.Lock()
+        self._timer = threading.Timer(max(0.0, deadline_at - time.monotonic()), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def remaining(self) -> float:
+        return self.deadline_at - time.monotonic()
+
+    def attach(self, sock) -> None:
+        with self._lock:
+            self._socks.append(sock)
+            if self.expired:
+                self._shutdown(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._socks:
+                self._shutdown(sock)
+
+    @staticmethod
+    def _shutdown(sock) -> None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+_CURRENT = threading.local()  # the watchdog of the download running in this thread
+
+
+def _watch(conn) -> None:
+    watchdog = getattr(_CURRENT, "watchdog", None)
+    if watchdog is not None and conn.sock is not None:
+        watchdog.attach(conn.sock)
+
+
+class _WatchedHTTPConnection(http.client.HTTPConnection):
+    def connect(self):
+        super().connect()
+        _watch(self)
+
+
+class _WatchedHTTPSConnection(http.client.HTTPSConnection):
+    def connect(self):
+        super().connect()
+        _watch(self)
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req):
+        return self.do_open(_WatchedHTTPConnection, req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req):
+        extra = {"check_hostname": self._check_hostname} if hasattr(self, "_check_hostname") else {}  # Python < 3.12
+        return self.do_open(_WatchedHTTPSConnection, req, context=self._context, **extra)
+
+
+_OPENER = urllib.request.build_opener(_SafeRedirects, _HTTPHandler, _HTTPSHandler)
 
 
 def safe_stem(key: str) -> str:
@@ -98,6 +172,35 @@ def _validate(data: bytes) -> str:
     return _EXTENSIONS[fmt]
 
 
+def allowed_image_roots(folder: str | Path | None) -> list[Path]:
+    """Folders a local image path in metadata may resolve into: the dataset folder, plus the folders
+    listed in ``$QBERT4REC_IMAGE_ROOTS`` (an explicit opt-in; ``os.pathsep``-separated)."""
+    roots = [Path(folder).resolve()] if folder is not None else []
+    roots += [Path(p).expanduser().resolve() for p in os.environ.get(IMAGE_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
+    return roots
+
+
+def is_inside(path: str | Path, roots: list[Path]) -> bool:
+    """True when ``path`` (symlinks and ``..`` resolved) lies inside one of ``roots``."""
+    resolved = Path(path).resolve()
+    return any(resolved == r or resolved.is_relative_to(r) for r in roots)
+
+
+def check_image_file(path: str | Path, max_bytes: int = 50_000_000) -> str | None:
+    """None when ``path`` is a readable image file (fully decoded), else the reason it is not."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            return f"{size} bytes > {max_bytes}"
+        _validate(path.read_bytes())
+    except _Broken as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"unreadable ({type(exc).__name__}: {exc.strerror or exc})"
+    return None
+
+
 def find_existing(out_dir: Path, stem: str) -> Path | None:
     """A valid image already saved for ``stem`` (any supported extension), else None."""
     for ext in sorted(set(_EXTENSIONS.values())):
@@ -111,14 +214,15 @@ def find_existing(out_dir: Path, stem: str) -> Path | None:
     return None
 
 
-def _fetch(url: str, timeout: float, max_bytes: int) -> bytes:
+def _fetch(url: str, timeout: float, max_bytes: int, watchdog: _Watchdog) -> bytes:
+    """One attempt: the body of ``url``, within ``timeout`` per socket operation and the watchdog's deadline."""
     scheme = urllib.parse.urlsplit(url).scheme.lower()
     if scheme not in ("http", "https"):
         raise _Missing(f"refused URL scheme {scheme or '(none)'!r}: only http/https")
     request = urllib.request.Request(url, headers={"User-Agent": "qbert4rec-image-fetcher/1"})
-    deadline = time.monotonic() + 4 * timeout
+    _CURRENT.watchdog = watchdog
     try:
-        with _OPENER.open(request, timeout=timeout) as resp:
+        with _OPENER.open(request, timeout=max(0.001, min(timeout, watchdog.remaining()))) as resp:
             ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
             if not (ctype.startswith("image/") or ctype in _GENERIC_TYPES):
                 raise _Broken(f"Content-Type {ctype!r} is not an image")
@@ -126,17 +230,27 @@ def _fetch(url: str, timeout: float, max_bytes: int) -> bytes:
             if length and length.isdigit() and int(length) > max_bytes:
                 raise _Broken(f"{int(length)} bytes > max_bytes={max_bytes}")
             buf = bytearray()
-            while chunk := resp.read(65536):
+            while not watchdog.expired and (chunk := resp.read1(65536)):  # read1: what has arrived, not 64 KiB
                 buf += chunk
                 if len(buf) > max_bytes:
                     raise _Broken(f"more than max_bytes={max_bytes} bytes")
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"download took longer than {4 * timeout:g} s")
+            if watchdog.expired:
+                raise _Deadline()
             return bytes(buf)
     except urllib.error.HTTPError as exc:
         if 300 <= exc.code < 500:  # not found, forbidden, or a redirect urllib refused (e.g. to file://)
             raise _Missing(f"HTTP {exc.code} {exc.reason}") from exc
         raise
+    except (OSError, http.client.HTTPException) as exc:
+        if watchdog.expired:  # the watchdog shut the socket down under a read
+            raise _Deadline() from exc
+        raise
+    finally:
+        _CURRENT.watchdog = None
+
+
+class _Deadline(Exception):
+    """The total deadline of one image passed (counted as missing, not retried)."""
 
 
 def _save_atomic(out_dir: Path, name: str, data: bytes) -> Path:
@@ -151,19 +265,28 @@ def _save_atomic(out_dir: Path, name: str, data: bytes) -> Path:
     return out_dir / name
 
 
-def _download_one(url: str, out_dir: Path, stem: str, timeout: float, retries: int, max_bytes: int) -> Path:
-    for attempt in range(retries + 1):
-        try:
-            data = _fetch(url, timeout, max_bytes)
-            return _save_atomic(out_dir, stem + _validate(data), data)
-        except (_Missing, _Broken):
-            raise
-        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as exc:
-            if attempt == retries:
-                reason = getattr(exc, "reason", None) or exc
-                raise _Missing(f"network error after {retries + 1} attempt(s): {type(exc).__name__}: {reason}") from exc
-            time.sleep(0.2 * 2 ** attempt)
-    raise AssertionError("unreachable")  # pragma: no cover
+def _download_one(url: str, out_dir: Path, stem: str, timeout: float, retries: int, max_bytes: int,
+                  deadline: float) -> Path:
+    watchdog = _Watchdog(time.monotonic() + deadline)
+    try:
+        for attempt in range(retries + 1):
+            try:
+                data = _fetch(url, timeout, max_bytes, watchdog)
+                return _save_atomic(out_dir, stem + _validate(data), data)
+            except (_Missing, _Broken):
+                raise
+            except _Deadline:
+                raise _Missing(f"deadline of {deadline:g} s per image passed (attempt {attempt + 1})") from None
+            except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError,
+                    http.client.HTTPException) as exc:
+                backoff = 0.2 * 2 ** attempt
+                if attempt == retries or watchdog.remaining() <= backoff:
+                    reason = getattr(exc, "reason", None) or exc
+                    raise _Missing(f"network error after {attempt + 1} attempt(s): {type(exc).__name__}: {reason}") from exc
+                time.sleep(backoff)
+        raise AssertionError("unreachable")  # pragma: no cover
+    finally:
+        watchdog.cancel()
 
 
 def _url_map(dataset_or_url_map) -> dict[str, str]:
@@ -175,8 +298,12 @@ def _url_map(dataset_or_url_map) -> dict[str, str]:
 
 
 def download_images(dataset_or_url_map, out_dir: str | Path, *, timeout: float = 10, retries: int = 2,
-                    max_bytes: int = 5_000_000, workers: int = 4, progress: bool = True) -> DownloadSummary:
+                    max_bytes: int = 5_000_000, workers: int = 4, progress: bool = True,
+                    deadline: float | None = None) -> DownloadSummary:
     """Fetch every item's image URL into ``out_dir`` (a Dataset, or a ``{item key: url}`` map).
+
+    ``timeout`` bounds each socket operation; ``deadline`` (default ``4 * timeout``) bounds each image in
+    total, retries included.
 
     Items of a Dataset are keyed by their raw id; entries that are not http(s) URLs (local
     paths, empty) count as missing without a failure entry. Safe to call again: valid files
@@ -201,8 +328,12 @@ def download_images(dataset_or_url_map, out_dir: str | Path, *, timeout: float =
             summary.missing += 1
         else:
             todo.append((key, url, stem))
+    if timeout <= 0 or (deadline is not None and deadline <= 0):
+        raise ValueError(f"timeout and deadline must be > 0 seconds, got {timeout} and {deadline}")
+    deadline = 4 * timeout if deadline is None else deadline
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        jobs = {pool.submit(_download_one, url, out, stem, timeout, retries, max_bytes): key for key, url, stem in todo}
+        jobs = {pool.submit(_download_one, url, out, stem, timeout, retries, max_bytes, deadline): key
+                for key, url, stem in todo}
         for job in tqdm(as_completed(jobs), total=len(jobs), desc="images", unit="img", disable=not progress):
             key = jobs[job]
             try:

@@ -29,14 +29,20 @@ candidate files of one kind needs ``name=`` to choose. Choices the paper leaves 
   (newlines, tabs, ``&nbsp;``) collapsed to single spaces. A field wrapped in ``"..."`` is
   CSV-unquoted (``""`` -> ``"``). Categories are parsed with :func:`ast.literal_eval`, never ``eval``.
 - Known record defects are repaired and reported (one ``report.repairs`` line per record, naming
-  the item id and line): a record split by a newline (continuation lines are joined until the
-  header's field count is reached) and tabs inside the title (surplus fields merged back).
+  the item id and line): a record split by a newline (continuation lines are joined only when the
+  result has exactly the header's field count with parseable numbers and no joined line could stand
+  alone as a record; anything else is an error naming file and line) and tabs inside the title
+  (surplus fields merged back).
+- Line ends ``\n``, ``\r\n`` and a lone ``\r`` are all line ends. A truncated, corrupt or fake
+  ``.gz`` file is an error naming the file (and the line being read).
 - Bytes that are not UTF-8 are always an error naming file, line, field and byte offset: guessing
   an encoding would silently corrupt ids and titles.
 - ``strict=True`` turns every counted skip caused by noise into an error; repairs still happen
   (they lose nothing) and filtering by design (k-core, unused metadata rows) is still counted.
 - Images: ``http(s)`` values are kept as URLs (``image_source="urls"``), other values are paths
-  relative to the folder, stored absolute (``"files"``); a missing file is a counted skip.
+  relative to the folder, stored absolute (``"files"``); a missing file is a counted skip, and so is
+  a path that resolves outside the folder (``/etc/passwd``, ``../../x``) unless ``$QBERT4REC_IMAGE_ROOTS``
+  lists the folder it points into.
   Amazon 2018 takes the first ``imageURLHighRes`` (else ``imageURL``).
 - ``ground_truth.tsv`` (``item_id<TAB>attr...``) -> ``Dataset.ground_truth``: codes index the
   attribute's names in the order of an optional ``ground_truth_labels.json`` (``{attr: [names]}``),
@@ -49,6 +55,7 @@ import gzip
 import html
 import json
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -82,27 +89,42 @@ LOOKED_FOR = (
 
 # ---- reading lines ------------------------------------------------------------------------
 def _iter_lines(path: Path, field_of: Callable[[str], str | None] | None = None) -> Iterator[tuple[int, str]]:
-    """Yield ``(line number, text)`` of a (gzipped) UTF-8 file, split on ``\\n`` only.
+    """Yield ``(line number, text)`` of a (gzipped) UTF-8 file.
 
-    Non-UTF-8 bytes raise :class:`DataFormatError` with line, byte offset and (via ``field_of``,
-    given the decoded text before the bad byte) the field they fall in.
+    Line ends ``\\n``, ``\\r\\n`` and a lone ``\\r`` (old Mac files) all end a line, as in Python's universal
+    newlines, so a file reads the same whichever convention wrote it. Non-UTF-8 bytes raise
+    :class:`DataFormatError` with line, byte offset and (via ``field_of``, given the decoded text before the bad
+    byte) the field they fall in; a truncated or corrupt ``.gz`` raises one naming the file and the line
+    being read when the stream broke.
     """
-    opener = gzip.open if path.suffix == ".gz" else open
-    offset = 0
-    with opener(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                prefix = raw[: e.start].decode("utf-8", errors="replace")
-                raise DataFormatError(
-                    f"bytes that are not UTF-8 ({raw[e.start:e.start + 4]!r}) at byte offset {offset + e.start}"
-                    f"{' of the decompressed text' if path.suffix == '.gz' else ''} (column {e.start + 1}); "
-                    "re-encode the file as UTF-8",
-                    path=path, line=lineno, field=field_of(prefix) if field_of else None,
-                ) from None
-            offset += len(raw)
-            yield lineno, (text.removeprefix("\ufeff") if lineno == 1 else text).rstrip("\r\n")
+    gz = path.suffix == ".gz"
+    opener = gzip.open if gz else open
+    offset, lineno = 0, 0
+    try:
+        with opener(path, "rb") as f:
+            for chunk in f:  # split on \n; a \r inside is a line end too
+                body = chunk[:-1] if chunk.endswith(b"\n") else chunk
+                body = body[:-1] if body.endswith(b"\r") else body
+                pieces = body.split(b"\r") if b"\r" in body else [body]
+                for k, raw in enumerate(pieces):
+                    lineno += 1
+                    try:
+                        text = raw.decode("utf-8")
+                    except UnicodeDecodeError as e:
+                        prefix = raw[: e.start].decode("utf-8", errors="replace")
+                        raise DataFormatError(
+                            f"bytes that are not UTF-8 ({raw[e.start:e.start + 4]!r}) at byte offset {offset + e.start}"
+                            f"{' of the decompressed text' if gz else ''} (column {e.start + 1}); "
+                            "re-encode the file as UTF-8",
+                            path=path, line=lineno, field=field_of(prefix) if field_of else None,
+                        ) from None
+                    offset += len(raw) + 1
+                    yield lineno, text.removeprefix("\ufeff") if lineno == 1 else text
+                offset += len(chunk) - len(body) - 1  # the line end(s) after the last piece
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        what = "not a gzip file" if isinstance(exc, gzip.BadGzipFile) else "truncated or corrupt gzip data"
+        raise DataFormatError(f"{what} ({type(exc).__name__}: {exc}); the file is damaged: download it again",
+                              path=path, line=lineno + 1) from None
 
 
 def _clean(text: str) -> tuple[str, bool]:
@@ -111,9 +133,16 @@ def _clean(text: str) -> tuple[str, bool]:
     return " ".join(unescaped.split()), unescaped != text
 
 
+_CSV_QUOTED = re.compile(r'"(?:[^"]|"")*"', re.DOTALL)
+
+
 def _unquote(value: str) -> tuple[str, bool]:
-    """CSV-style unquoting of a field wrapped in double quotes (``""`` -> ``"``)."""
-    if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+    """CSV-style unquoting of a field that is one quoted CSV value (``"a ""b"" c"`` -> ``a "b" c``).
+
+    Only a field whose inner quotes are all doubled is CSV-quoted; literal quotes such as
+    ``"Best" Shampoo "Ever"`` are text and stay as they are.
+    """
+    if len(value) >= 2 and _CSV_QUOTED.fullmatch(value):
         return value[1:-1].replace('""', '"'), True
     return value, False
 
@@ -177,6 +206,8 @@ def _read_atomic(path: Path, report: LoadReport, text_field: str | None = "title
         columns.append(name)
     lines = [(1, header), *lines_iter]
 
+    types = [spec.strip().partition(":")[2] for spec in header.split("\t")]
+
     def rows() -> Iterator[tuple[int, list[str]]]:
         n, i = len(columns), 1
         while i < len(lines):
@@ -185,23 +216,52 @@ def _read_atomic(path: Path, report: LoadReport, text_field: str | None = "title
             if not text.strip():
                 continue
             fields = text.split("\t")
-            joined = 0
-            while len(fields) < n and i < len(lines) and len(fields) + lines[i][1].count("\t") <= n:
-                first, *rest = lines[i][1].split("\t")  # the record continues on the next physical line
-                fields[-1] += "\n" + first
-                fields += rest
-                i, joined = i + 1, joined + 1
-            if joined:
-                report.repair(f"{fields[0]} (line {lineno}): record split by a newline; "
-                              f"{joined} continuation line(s) joined")
+            if len(fields) < n:  # a record split by newlines? join only what is unambiguous
+                fields, i = _join_continuation(fields, lines, i, columns, types, path, lineno, report)
             if len(fields) > n:
                 fields = _merge_surplus(fields, columns, text_field, path, lineno, report)
-            if len(fields) < n:
-                raise DataFormatError(f"record has {len(fields)} of {n} fields (tab-separated) and cannot be repaired",
-                                      path=path, line=lineno, field=columns[len(fields)])
             yield lineno, fields
 
     return columns, rows()
+
+
+def _parses(fields: list[str], types: list[str]) -> bool:
+    """Every ``float`` column of the record is empty or a number (what a joined record must satisfy)."""
+    for value, ctype in zip(fields, types):
+        if ctype == "float" and value.strip():
+            try:
+                float(value)
+            except ValueError:
+                return False
+    return True
+
+
+def _join_continuation(fields, lines, i, columns, types, path, lineno, report) -> tuple[list[str], int]:
+    """Join the continuation lines of a record split by newlines; returns (fields, index of the next line).
+
+    The lines after a short record are joined only when the result has exactly the header's field count,
+    its number columns parse, and no joined line could stand alone as a record (it has fewer fields than
+    the header). Anything else (a record holding only some fields, a space-separated line, a short record
+    followed by a valid one) is a :class:`DataFormatError` naming the file and the line.
+    """
+    n, joined, fields = len(columns), list(fields), list(fields)
+    j = i
+    while len(joined) < n and j < len(lines):
+        nxt = lines[j][1]
+        if len(nxt.split("\t")) >= n:  # the next line can stand alone: it is a record of its own
+            break
+        first, *rest = nxt.split("\t")
+        joined[-1] += "\n" + first
+        joined += rest
+        j += 1
+    if j > i and len(joined) == n and _parses(joined, types):
+        report.repair(f"{joined[0]} (line {lineno}): record split by a newline; "
+                      f"{j - i} continuation line(s) joined")
+        return joined, j
+    hint = ("it looks space-separated: RecBole files separate fields with tabs" if len(fields) == 1 and " " in fields[0]
+            else "joining the following line(s) would not give exactly one valid record")
+    raise DataFormatError(f"record has {len(fields)} of {n} fields (tab-separated) and cannot be repaired: {hint}",
+                          path=path, line=lineno, field=columns[len(fields)])
 
 
 def _column_at(columns: list[str], prefix: str) -> str | None:
@@ -413,8 +473,8 @@ def _read_amazon_meta(path: Path, needed: set[str], report: LoadReport, literal:
     for lineno, text in lines:
         if not text.strip():
             continue
-        m = _ASIN_RE.search(text)
-        if m and m.group(1) not in needed:
+        asins = _ASIN_RE.findall(text)  # a fast pre-filter; an asin-like string in a title is also found, so
+        if asins and not any(a in needed for a in asins):  # a row is skipped only if none of them is needed
             unused += 1
             continue
         record = _parse_record(text, path, lineno, literal)
@@ -510,11 +570,17 @@ def _sequences(log: _Interactions, kcore: int, dedupe: bool, report: LoadReport,
     return kept, item_idx, item_names
 
 
-def _resolve_image(value: str, folder: Path) -> str:
+def _resolve_image(value: str, folder: Path) -> tuple[str, str | None]:
+    """(absolute path or URL, problem): a local path must resolve inside the dataset folder (or a root allowed
+    by ``$QBERT4REC_IMAGE_ROOTS``) and be a file; otherwise ``("", "outside" | "missing")``."""
+    from .images import allowed_image_roots, is_inside
+
     if not value or value.startswith(("http://", "https://")):
-        return value
-    p = Path(value) if Path(value).is_absolute() else folder / value
-    return str(p.resolve()) if p.is_file() else ""
+        return value, None
+    p = (Path(value) if Path(value).is_absolute() else folder / value).resolve()
+    if not is_inside(p, allowed_image_roots(folder)):
+        return "", "outside"
+    return (str(p), None) if p.is_file() else ("", "missing")
 
 
 def _build(name: str, folder: Path, log: _Interactions, meta: dict | None, meta_path: Path | None,
@@ -548,10 +614,15 @@ def _build(name: str, folder: Path, log: _Interactions, meta: dict | None, meta_
                            DataFormatError(f"item {raw!r} has no row in {meta_path.name}",
                                            path=log.path, line=line, field="item_id"))
         row = dict(row or empty)
-        image = _resolve_image(row["image"], folder)
-        if row["image"] and not image:
+        image, problem = _resolve_image(row["image"], folder)
+        if problem == "missing":
             _skip_or_raise(report, strict, "image file missing (image dropped)",
                            DataFormatError(f"image file {row['image']!r} of item {raw!r} not found under {folder}",
+                                           path=meta_path, line=row.get("line"), field="image"))
+        elif problem == "outside":
+            _skip_or_raise(report, strict, "image path outside the dataset folder (image dropped)",
+                           DataFormatError(f"image path {row['image']!r} of item {raw!r} resolves outside {folder} "
+                                           "(allow a folder with $QBERT4REC_IMAGE_ROOTS)",
                                            path=meta_path, line=row.get("line"), field="image"))
         row["image"] = image
         rows.append(row)
@@ -634,7 +705,7 @@ def _pick(candidates: list[Path], name: str | None, what: str, folder: Path) -> 
         candidates = named or candidates
     if len(candidates) > 1:
         raise DataFormatError(f"several {what} files ({', '.join(c.name for c in candidates)}); "
-                              "pass name=... to choose", path=folder)
+                              "pass name=<one of them> to choose (CLI: --name)", path=folder)
     return candidates[0] if candidates else None
 
 

@@ -85,6 +85,10 @@ class MaskConfig:
     always_mask_last_prob: float = 0.0  # also mask the row's last item with this probability (fine-tuning)
 
     def __post_init__(self) -> None:
+        from .config import check_config
+
+        check_config(self, ranges={name: "[1, inf)" for name in (
+            "max_span", "max_tail", "min_regions", "max_regions", "max_region_len")})  # types; ranges below
         weights = self.weights()
         if any(w < 0 for w in weights) or sum(weights) <= 0:
             raise ValueError(f"MaskConfig: strategy weights must be >= 0 with a positive sum, got {dict(zip(STRATEGIES, weights))}")

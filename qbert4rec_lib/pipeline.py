@@ -92,6 +92,9 @@ class ExperimentConfig:
     do_pretrain: bool = True  # False = fine-tune from scratch (ablation)
 
     def __post_init__(self) -> None:
+        from .config import check_config
+
+        check_config(self, ranges={"max_len": "[1, inf)"})  # and every section is a config of its class
         if self.semantic_source not in ("fused", "raw_text", "random"):
             raise ValueError(f"ExperimentConfig.semantic_source must be fused|raw_text|random, got {self.semantic_source!r}")
 
@@ -235,10 +238,15 @@ def train_model(name: str, dataset, cfg: ExperimentConfig = ExperimentConfig(), 
         seed_everything(seed)
         model = _build(name, dataset, split, cfg, ids)
         t0 = time.perf_counter()
-        if store.exists():
+        if store.usable(require=("model.safetensors",)):  # a missing / damaged file: reported, then rebuilt
             meta = store.meta()
-            if (store.path / "model.safetensors").exists():
-                model.load_state_dict(load_file(str(store.path / "model.safetensors")))
+            from .cache import CacheError
+
+            weights = store.load_safetensors("model.safetensors")  # never fresh weights on a hit
+            try:  # the saved weights load exactly, or the error names the file
+                model.load_state_dict(weights)
+            except RuntimeError as exc:
+                raise CacheError(store.path / "model.safetensors", f"does not fit {name}: {exc}") from None
             fits, from_cache = meta["fits"], True
         else:
             fits = {}

@@ -100,6 +100,16 @@ class QBertConfig:
     item_head: str = "token_mlp"  # how an item's score is formed: "token_mlp" | "level_sum" (see the module doc)
     item_encoder: str = "mlp"  # token_mlp head: tokens -> item vector by "mlp" (LayerNorm, 2 layers) or "linear"
 
+    def __post_init__(self) -> None:
+        from .config import ConfigError, check_config
+
+        check_config(self, ranges={
+            "hidden": "[1, inf)", "layers": "[1, inf)", "heads": "[1, inf)", "ffn_mult": "[1, inf)",
+            "dropout": "[0, 1)", "max_len": "[1, inf)", "level_weights": "[0, inf)", "level_loss_weight": "[0, inf)",
+            "item_loss_weight": "[0, inf)", "init_std": "[0, inf)"})
+        if self.hidden % self.heads:
+            raise ConfigError(f"QBertConfig.hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+
 
 class QBert4Rec(SequentialRecommender):
     """BERT4Rec over semantic IDs.

@@ -87,6 +87,12 @@ class RQVAEConfig:
     seed: int = 0  # seeds initialisation, k-means, batch order and re-seeding
 
     def __post_init__(self) -> None:
+        from .config import check_config
+
+        check_config(self, ranges={
+            "levels": "[1, inf)", "codebook_size": "[2, inf)", "code_dim": "[1, inf)", "encoder_hidden": "[1, inf)",
+            "beta": "[0, inf)", "epochs": "[0, inf)", "batch_size": "[1, inf)", "lr": "(0, inf)",
+            "weight_decay": "[0, inf)"})
         if self.levels < 1 or self.codebook_size < 2 or self.code_dim < 1:
             raise ValueError(f"RQVAEConfig: need levels >= 1, codebook_size >= 2, code_dim >= 1 (got {self})")
 
@@ -248,8 +254,14 @@ class SemanticIDTable:
     @classmethod
     def load(cls, directory: str | Path) -> "SemanticIDTable":
         directory = Path(directory)
-        meta = json.loads((directory / "semantic_ids.json").read_text(encoding="utf-8"))
-        ids = np.load(directory / "semantic_ids.npy", allow_pickle=False)
+        for name in ("semantic_ids.json", "semantic_ids.npy"):
+            try:
+                if name.endswith(".json"):
+                    meta = json.loads((directory / name).read_text(encoding="utf-8"))
+                else:
+                    ids = np.load(directory / name, allow_pickle=False)
+            except (OSError, ValueError, EOFError) as exc:  # name the file: numpy and json errors do not
+                raise ValueError(f"{directory / name}: cannot read ({type(exc).__name__}: {exc})") from None
         if len(ids) != meta["num_items"]:
             raise ValueError(f"{directory}: semantic_ids.npy has {len(ids)} rows, semantic_ids.json says {meta['num_items']}")
         return cls(ids, tuple(meta["vocab_sizes"]))
@@ -487,7 +499,7 @@ def run_quantize(dataset, source, cfg: RQVAEConfig = RQVAEConfig(), *, cache_roo
         source_key = getattr(source, "key", "") or hashlib.sha256(np.ascontiguousarray(embeddings).tobytes()).hexdigest()[:16]
     store = stage_dir("quantize", dataset.fingerprint(), source_key, cfg, root=cache_root)
     with store.lock():
-        if store.exists():
+        if store.usable():  # complete and intact; a damaged folder is reported and rebuilt
             meta = store.meta()
             ids = store.load_npy("semantic_ids")
             return QuantizeResult(store.load_npy("codes"), ids, SemanticIDTable(ids, tuple(meta["vocab_sizes"])),

@@ -63,6 +63,12 @@ class TrainConfig:
     device: str = "cpu"  # (str) torch device for training and evaluation
 
     def __post_init__(self) -> None:
+        from .config import check_config
+
+        check_config(self, ranges={
+            "epochs": "[1, inf)", "batch_size": "[1, inf)", "lr": "(0, inf)", "weight_decay": "[0, inf)",
+            "grad_clip": "[0, inf)", "eval_every": "[1, inf)", "max_len": "[1, inf)", "bucket_pool": "[1, inf)",
+            "time_limit_s": "[0, inf)"})
         for name in ("epochs", "batch_size", "eval_every", "max_len", "bucket_pool"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
