@@ -297,7 +297,7 @@ def cmd_download(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        return cmd_stats(argparse.Namespace(data=str(folder), json=args.json))
+        return cmd_stats(argparse.Namespace(data=str(folder), json=args.json, name=None))
     except ValueError as exc:  # e.g. a folder holding several datasets: the loader needs name=...
         print(f"downloaded into {folder}, but its stats could not be read: {exc}", file=sys.stderr)
         return 1

@@ -166,7 +166,12 @@ class ModelRun:
     seconds: float = 0.0
 
     def curves(self) -> dict[str, list[dict]]:
-        return {phase: (f.history if isinstance(f, FitResult) else f["history"]) for phase, f in self.fits.items()}
+        """Phase -> per-epoch history, in training order (pretrain before finetune, whatever order a JSON
+        record or cache file stored them in)."""
+        order = {"pretrain": 0, "finetune": 1, "train": 2}
+        phases = sorted(self.fits, key=lambda p: order.get(p, 3))
+        return {p: (self.fits[p].history if isinstance(self.fits[p], FitResult) else self.fits[p]["history"])
+                for p in phases}
 
 
 def _fit_json(f: FitResult) -> dict:

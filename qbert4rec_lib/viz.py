@@ -133,3 +133,36 @@ def show(fig, name: str, directory: str | Path | None = None, **kwargs):
     except ImportError:  # pragma: no cover
         pass
     return paths
+
+
+def learning_curves(runs: dict, metric: str = "NDCG@10", title: str = "Validation NDCG@10 during training"):
+    """Validation ``metric`` of each model against epoch (left) and against wall-clock seconds (right).
+
+    ``runs``: model name -> a :class:`~qbert4rec_lib.pipeline.ModelRun` (or anything with ``curves()``: phase ->
+    history). Phases (Q-Bert4Rec's pretraining, then fine-tuning) are drawn one after another; seconds count
+    training and validation time, so a model that validates often pays for it on the right-hand panel.
+    """
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("against epoch", "against wall-clock seconds"),
+                        horizontal_spacing=0.08)
+    for i, (name, run) in enumerate(runs.items()):
+        epochs, seconds, values, offset, clock = [], [], [], 0, 0.0
+        for hist in run.curves().values():
+            for h in hist:
+                clock += (h.get("seconds") or 0.0) + (h.get("valid_seconds") or 0.0)
+                if h.get("valid") and metric in h["valid"]:
+                    epochs.append(h["epoch"] + offset)
+                    seconds.append(clock)
+                    values.append(h["valid"][metric])
+            offset += max((h["epoch"] for h in hist), default=0)
+        if not values:
+            continue
+        color = CATEGORY_COLORS[i % len(CATEGORY_COLORS)]
+        fig.add_scatter(x=epochs, y=values, mode="lines", name=name, line_color=color, row=1, col=1)
+        fig.add_scatter(x=seconds, y=values, mode="lines", name=name, line_color=color, showlegend=False, row=1, col=2)
+    fig.update_xaxes(title_text="epoch (Q-Bert4Rec: pretraining, then fine-tuning)", row=1, col=1)
+    fig.update_xaxes(title_text="seconds (training + validation)", row=1, col=2)
+    fig.update_yaxes(title_text=f"validation {metric}", row=1, col=1)
+    fig.update_layout(title=title, template="plotly_white", legend=dict(orientation="h", y=-0.2))
+    return fig
