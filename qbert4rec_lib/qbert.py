@@ -98,7 +98,7 @@ class QBertConfig:
     init_std: float = 0.02  # normal init of embeddings and linear layers (BERT)
     group_by_length: bool = True  # training runs the encoder per length group (same values, less padding work)
     item_head: str = "token_mlp"  # how an item's score is formed: "token_mlp" | "level_sum" (see the module doc)
-    item_encoder: str = "mlp"  # token_mlp head: tokens -> item vector by "mlp" (LayerNorm, 2 layers) or "linear"
+    item_encoder: str = "mlp"  # token_mlp head: tokens -> item vector by "mlp" (2 layers, GELU) or "linear"
 
     def __post_init__(self) -> None:
         from .config import ConfigError, check_config
@@ -184,11 +184,10 @@ class QBert4Rec(SequentialRecommender):
         self.item_score_bias = nn.Parameter(torch.zeros(self.num_items)) if cfg.item_bias else None  # [N]
         if cfg.item_head == "token_mlp":
             # item i -> [v_i (d), prior_i (1)] from the concatenation of its tokens' embeddings: shared weights only
-            # (LayerNorm first: token embeddings start at std init_std, and two small linear maps in a row
-            # would otherwise start with vanishing gradients)
+            # (a LayerNorm in front of the MLP was tried on the default catalog: it stopped at pretraining epoch 26
+            # with validation NDCG@10 0.0901, against epoch 106 and 0.0995 without it, seed 0)
             if cfg.item_encoder == "mlp":
-                self.item_encoder = nn.Sequential(nn.LayerNorm(self.num_levels * d),
-                                                  nn.Linear(self.num_levels * d, cfg.ffn_mult * d), nn.GELU(),
+                self.item_encoder = nn.Sequential(nn.Linear(self.num_levels * d, cfg.ffn_mult * d), nn.GELU(),
                                                   nn.Linear(cfg.ffn_mult * d, d + 1))
             else:
                 self.item_encoder = nn.Sequential(nn.Linear(self.num_levels * d, d + 1))
