@@ -190,7 +190,7 @@ def cmd_experiment(args) -> int:
     cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
     res = run_experiment(ds, cfg, models=args.models, seeds=args.seeds, progress=False,
                          log=None if args.json else print, epoch_log=not args.json and not args.quiet,
-                         records_dir=args.records)
+                         records_dir=args.records, train=not args.from_records)
     if args.out:
         from pathlib import Path
 
@@ -358,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="result records (one small JSON per finished model x seed): finished runs are read from "
                         "here instead of trained, new ones are written here (commit them)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines (one line per finished run)")
+    p.add_argument("--from-records", action="store_true",
+                   help="train nothing: the table of the runs --records already holds (missing ones are listed)")
     p = stage("ablations", "Q-Bert4Rec ablations (one seed)", cmd_ablations)
     p.add_argument("--names", nargs="*", default=None)
     p.add_argument("--out", default=None, help="write the markdown table here")

@@ -207,7 +207,7 @@ def _phase_log(log: Callable[[dict], None] | None, phase: str) -> Callable[[dict
 
 def train_model(name: str, dataset, cfg: ExperimentConfig = ExperimentConfig(), *, seed: int = 0, split=None,
                 ids: SemanticIDs | None = None, cache_root=None, progress: bool = True, init_from=None,
-                log: Callable[[dict], None] | None = None, records_dir=None) -> ModelRun:
+                log: Callable[[dict], None] | None = None, records_dir=None, train: bool = True) -> ModelRun | None:
     """Train ``name`` (one of :data:`MODEL_NAMES`) on ``dataset`` with ``seed``, or load it from the cache.
 
     Q-Bert4Rec runs two phases through ``train.fit``: pretraining with ``cfg.pretrain_masks`` (skipped when
@@ -241,6 +241,8 @@ def train_model(name: str, dataset, cfg: ExperimentConfig = ExperimentConfig(), 
         record = read_record(records_dir, name, seed, store.key)
         if record is not None:
             return run_from_record(record)
+    if not train:  # records only: report what is missing instead of training it
+        return None
     with store.lock():  # a concurrent process training the same model: wait for it, then load its weights
         seed_everything(seed)
         model = _build(name, dataset, split, cfg, ids)
@@ -374,11 +376,12 @@ class ExperimentResult:
 def run_experiment(dataset, cfg: ExperimentConfig = ExperimentConfig(), *, models: Sequence[str] = MODEL_NAMES,
                    seeds: Iterable[int] = (0, 1, 2), cache_root=None, progress: bool = True,
                    log: Callable[[str], None] | None = print, epoch_log: bool = False,
-                   records_dir=None) -> ExperimentResult:
+                   records_dir=None, train: bool = True) -> ExperimentResult:
     """Train and evaluate ``models`` on ``dataset`` for each seed (same split, same evaluator).
 
     ``epoch_log``: print one flushed line per epoch (for runs whose output goes to a file).
     ``records_dir``: read finished runs from / write them to result records (see :func:`train_model`).
+    ``train=False``: assemble the table from the records (and cache) only; missing runs are listed, not trained.
     """
     from .train import epoch_logger
 
@@ -386,18 +389,49 @@ def run_experiment(dataset, cfg: ExperimentConfig = ExperimentConfig(), *, model
     split = dataset.split(max_len=cfg.max_len)
     ids = semantic_ids(dataset, cfg, cache_root=cache_root, progress=progress) if "Q-Bert4Rec" in models else None
     runs: dict[str, list[ModelRun]] = {}
+    missing: list[str] = []
     for name in models:
         seeds_here = (0,) if name == "Popularity" else tuple(seeds)  # popularity is deterministic
         for seed in seeds_here:
             run = train_model(name, dataset, cfg, seed=seed, split=split, ids=ids, cache_root=cache_root,
-                              progress=progress, records_dir=records_dir,
+                              progress=progress, records_dir=records_dir, train=train,
                               log=epoch_logger(f"{name} seed {seed}") if epoch_log else None)
+            if run is None:
+                missing.append(f"{name} seed {seed}")
+                if log:
+                    log(f"{name} seed {seed}: no record yet (not trained: records only)")
+                continue
             runs.setdefault(name, []).append(run)
             if log:
                 log(f"{name} seed {seed}: test NDCG@10 {run.test.metrics['NDCG@10']:.4f} HR@10 "
                     f"{run.test.metrics['HR@10']:.4f} ({'cache' if run.from_cache else f'{run.seconds:.0f} s'})")
+    if not runs:
+        raise ValueError(f"no finished runs to tabulate (missing: {', '.join(missing)})")
     table = results_table({n: [r.test for r in rs] for n, rs in runs.items()}, ("NDCG@10", "HR@10", "NDCG@5", "HR@1", "MRR"))
+    table += _training_lines(runs)
+    if missing:
+        table += f"Not finished yet (no record): {', '.join(missing)}.\n"
     return ExperimentResult(runs, table, time.perf_counter() - t0, ids)
+
+
+def _training_lines(runs: dict[str, list[ModelRun]]) -> str:
+    """One line per trained model: best epoch(s), what stopped each phase, training time (from the fit records)."""
+    lines = []
+    for name, rs in runs.items():
+        if name == "Popularity":
+            continue
+        per_seed = []
+        for r in rs:
+            phases = []
+            for phase, f in r.curves().items():
+                fd = r.fits[phase]
+                best = fd.best_epoch if isinstance(fd, FitResult) else fd["best_epoch"]
+                stop = fd.stop_reason if isinstance(fd, FitResult) else fd.get("stop_reason", "?")
+                secs = fd.seconds if isinstance(fd, FitResult) else fd.get("seconds", 0.0)
+                phases.append(f"{phase} best epoch {best} of {len(f)} ({stop}, {secs / 60:.0f} min)")
+            per_seed.append(f"seed {r.seed}: " + "; ".join(phases))
+        lines.append(f"- {name}: " + " | ".join(per_seed))
+    return ("\nTraining (best epoch of the epochs run, what stopped it, wall time):\n" + "\n".join(lines) + "\n") if lines else ""
 
 
 # ---- ablations -----------------------------------------------------------------------------

@@ -1,0 +1,67 @@
+"""Result records: one small JSON per finished (model, config, seed), read back instead of retraining."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from qbert4rec_lib import open_dataset
+from qbert4rec_lib.pipeline import run_experiment, smoke_config
+from qbert4rec_lib.train import TrainConfig, epoch_logger
+
+TINY = dict(num_items=260, num_users=380)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return open_dataset("default", **TINY)
+
+
+def _cfg(epochs=2):
+    return dataclasses.replace(smoke_config(), baseline_train=TrainConfig(epochs=epochs, eval_every=1))
+
+
+def test_records_are_written_read_back_and_missing_runs_listed(tiny, tmp_path, capsys):
+    records = tmp_path / "records"
+    first = run_experiment(tiny, _cfg(), models=["SASRec-CE", "Popularity"], seeds=[0], progress=False, log=None,
+                           epoch_log=True, records_dir=records)
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("SASRec-CE seed 0 | epoch")]
+    assert len(lines) == 2 and "valid NDCG@10" in lines[0]  # one flushed line per epoch
+    files = sorted(p.name for p in records.iterdir())
+    assert len(files) == 2 and files[0].startswith("popularity__seed0__") and files[1].startswith("sasrec-ce__seed0__")
+    record = json.loads((records / files[1]).read_text())
+    assert record["test"] == first.runs["SASRec-CE"][0].test.metrics
+    assert record["fits"]["train"]["stop_reason"] == "epochs" and len(record["fits"]["train"]["history"]) == 2
+    assert "protocol" in record and record["config"]["train"]["epochs"] == 2
+
+    # records only: the finished runs come back without training, the missing seed is listed, not trained
+    again = run_experiment(tiny, _cfg(), models=["SASRec-CE", "Popularity"], seeds=[0, 1], progress=False, log=None,
+                           records_dir=records, train=False)
+    assert again.runs["SASRec-CE"][0].model is None
+    assert again.runs["SASRec-CE"][0].test.metrics == first.runs["SASRec-CE"][0].test.metrics
+    assert "Not finished yet (no record): SASRec-CE seed 1" in again.table_md
+    assert "best epoch" in again.table_md and len(list(records.iterdir())) == 2
+
+    # another config is another record: a changed epoch cap does not reuse the old result
+    with pytest.raises(ValueError, match="no finished runs.*SASRec-CE seed 0"):
+        run_experiment(tiny, _cfg(epochs=1), models=["SASRec-CE"], seeds=[0], progress=False, log=None,
+                       records_dir=records, train=False)
+
+
+def test_a_broken_record_is_an_error_naming_it(tiny, tmp_path):
+    records = tmp_path / "records"
+    run_experiment(tiny, _cfg(1), models=["Popularity"], seeds=[0], progress=False, log=None, records_dir=records)
+    path = next(records.iterdir())
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=path.name):
+        run_experiment(tiny, _cfg(1), models=["Popularity"], seeds=[0], progress=False, log=None, records_dir=records)
+
+
+def test_epoch_logger_tracks_the_best_per_phase(capsys):
+    log = epoch_logger("Q seed 0")
+    log({"epoch": 1, "train_loss": 2.0, "valid": {"NDCG@10": 0.1}, "seconds": 1.0, "valid_seconds": 0.5, "phase": "pretrain"})
+    log({"epoch": 1, "train_loss": 1.0, "valid": {"NDCG@10": 0.05}, "seconds": 1.0, "phase": "finetune"})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "Q seed 0 pretrain | epoch 1 | loss 2.0000 | valid NDCG@10 0.1000 (best 0.1000 @ 1) | 1.0 s + 0.5 s eval"
+    assert "(best 0.0500 @ 1)" in out[1] and out[1].startswith("Q seed 0 finetune")
