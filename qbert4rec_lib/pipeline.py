@@ -513,6 +513,8 @@ STUDY: dict[str, tuple[str, Callable[[ExperimentConfig], ExperimentConfig]]] = {
                        lambda c: _q(c, item_head="level_sum")),
     "head_token_mlp": ("item score = g(h) . MLP(concat of token embeddings) + prior (no per-item parameter)",
                        lambda c: _q(c, item_head="token_mlp")),
+    "input_item_vector": ("input item = its token-derived vector v_i (tied with the output head) instead of the "
+                          "sum of its level embeddings", lambda c: _q(c, input_embedding="item_vector")),
     **{f"mask_ratio_{r}": (f"pretraining Cloze ratio {r} (cap raised to ratio + 0.2)",
                            (lambda r: lambda c: _mask_ratio(c, r))(r)) for r in (0.2, 0.4, 0.6)},
     "ids_raw_text": ("semantic IDs from the RQ-VAE on raw text features (no stage-1 injection)",

@@ -99,6 +99,7 @@ class QBertConfig:
     group_by_length: bool = True  # training runs the encoder per length group (same values, less padding work)
     item_head: str = "token_mlp"  # how an item's score is formed: "token_mlp" | "level_sum" (see the module doc)
     item_encoder: str = "mlp"  # token_mlp head: tokens -> item vector by "mlp" (2 layers, GELU) or "linear"
+    input_embedding: str = "token_sum"  # an input item = sum of its level embeddings, or "item_vector" (token_mlp's v_i)
 
     def __post_init__(self) -> None:
         from .config import ConfigError, check_config
@@ -149,6 +150,10 @@ class QBert4Rec(SequentialRecommender):
             raise ValueError(f"QBertConfig.item_head must be 'level_sum' or 'token_mlp', got {cfg.item_head!r}")
         if cfg.item_encoder not in ("mlp", "linear"):
             raise ValueError(f"QBertConfig.item_encoder must be 'mlp' or 'linear', got {cfg.item_encoder!r}")
+        if cfg.input_embedding not in ("token_sum", "item_vector"):
+            raise ValueError(f"QBertConfig.input_embedding must be 'token_sum' or 'item_vector', got {cfg.input_embedding!r}")
+        if cfg.input_embedding == "item_vector" and cfg.item_head != "token_mlp":
+            raise ValueError("QBertConfig: input_embedding='item_vector' needs item_head='token_mlp'")
         if cfg.item_head == "token_mlp" and cfg.level_loss_weight > 0:
             raise ValueError("QBertConfig: item_head='token_mlp' scores items directly; level_loss_weight must be 0")
         if cfg.hidden % cfg.heads:
@@ -194,6 +199,8 @@ class QBert4Rec(SequentialRecommender):
             self.item_head_transform = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d))
         else:
             self.item_encoder = self.item_head_transform = None
+        # input_embedding="item_vector": the input of item i is v_i (tied with the output), [MASK] a learned vector
+        self.mask_vector = nn.Parameter(torch.zeros(d)) if cfg.input_embedding == "item_vector" else None
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -219,12 +226,21 @@ class QBert4Rec(SequentialRecommender):
                              f"{int(sequences.min())}..{int(sequences.max())}")
         return sequences[:, -self.config.max_len:]  # keep the most recent max_len items
 
-    def encode(self, sequences: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
-        """Hidden states ``[B, T, d]`` for left-padded ``sequences [B, T]`` with ``masked`` positions hidden."""
+    def encode(self, sequences: torch.Tensor, masked: torch.Tensor, vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states ``[B, T, d]`` for left-padded ``sequences [B, T]`` with ``masked`` positions hidden.
+
+        ``vectors``: :meth:`item_vectors` when already computed for this step (``input_embedding="item_vector"``).
+        """
         B, T = sequences.shape
-        tokens = self.item_tokens[sequences]  # [B, T, L]
-        tokens = tokens.masked_fill(masked.unsqueeze(-1), MASK_TOKEN)
-        x = sum(table(tokens[..., level]) for level, table in enumerate(self.token_embeddings))  # [B, T, d]
+        if self.mask_vector is not None:  # input = the item's token-derived vector v_i
+            d = self.config.hidden
+            vectors = self.item_vectors() if vectors is None else vectors  # [N, d + 1]
+            table = torch.cat([vectors.new_zeros(1, d), vectors[:, :d]])  # [N + 1, d], row 0 = padding
+            x = torch.where(masked.unsqueeze(-1), self.mask_vector, table[sequences])  # [B, T, d]
+        else:
+            tokens = self.item_tokens[sequences]  # [B, T, L]
+            tokens = tokens.masked_fill(masked.unsqueeze(-1), MASK_TOKEN)
+            x = sum(table(tokens[..., level]) for level, table in enumerate(self.token_embeddings))  # [B, T, d]
         positions = torch.arange(self.config.max_len - T, self.config.max_len, device=sequences.device)  # [T]
         x = x + self.position_embedding(positions).unsqueeze(0)  # [B, T, d]
         if self.item_embedding is not None:
@@ -235,7 +251,8 @@ class QBert4Rec(SequentialRecommender):
         is_padding[:, -1] = False  # an all-padding row would give NaN attention; let it attend to its last slot
         return self.encoder(x, src_key_padding_mask=is_padding)  # [B, T, d]
 
-    def masked_states(self, sequences: torch.Tensor, masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def masked_states(self, sequences: torch.Tensor, masked: torch.Tensor,
+                      vectors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Hidden states at the masked positions ``[M, d]`` and the items hidden there ``[M]``.
 
         With ``config.group_by_length`` the encoder runs once per length group on the group's last
@@ -244,13 +261,13 @@ class QBert4Rec(SequentialRecommender):
         cost when most rows are short. The masked positions then come group by group, not in row order.
         """
         if not self.config.group_by_length:
-            return self.encode(sequences, masked)[masked], sequences[masked]
+            return self.encode(sequences, masked, vectors)[masked], sequences[masked]
         T = sequences.shape[1]
         states, items = [], []
         for rows, width in length_groups((sequences > 0).sum(dim=1), T):
             seq, hide = sequences[rows, T - width:], masked[rows, T - width:]  # [b, w]
             if hide.any():
-                states.append(self.encode(seq, hide)[hide])  # [m, d]
+                states.append(self.encode(seq, hide, vectors)[hide])  # [m, d]
                 items.append(seq[hide])  # [m]
         if not states:
             return sequences.new_zeros((0, self.config.hidden), dtype=torch.float), sequences.new_zeros(0)
@@ -271,12 +288,13 @@ class QBert4Rec(SequentialRecommender):
         """Mask with ``self.masking``, predict every level's token at the masked positions, sum the CEs."""
         sequences = self._fit_window(sequences)
         masked = apply_mixture(sequences, self.masking, generator).mask  # [B, T]
-        hidden, target_items = self.masked_states(sequences, masked)  # [M, d], [M]
+        vectors = self.item_vectors() if self.item_encoder is not None else None  # [N, d + 1], once per step
+        hidden, target_items = self.masked_states(sequences, masked, vectors)  # [M, d], [M]
         targets = self.item_tokens[target_items] - _SPECIALS  # [M, L] token ids per level
         total = hidden.new_zeros(())
         parts: dict[str, float] = {}
         if self.item_encoder is not None:  # token_mlp head: one softmax over the catalog's items
-            item_ce = F.cross_entropy(self.token_item_logits(hidden), target_items - 1)
+            item_ce = F.cross_entropy(self.token_item_logits(hidden, vectors), target_items - 1)
             parts.update(ce_item=float(item_ce.detach()), loss=float(item_ce.detach()))
             parts["masked_fraction"] = float(masked.sum()) / max(1, int((sequences > 0).sum()))
             return LossOutput(loss=item_ce, parts=parts)
@@ -305,23 +323,23 @@ class QBert4Rec(SequentialRecommender):
         concat = torch.cat([table(tokens[:, level]) for level, table in enumerate(self.token_embeddings)], dim=1)
         return self.item_encoder(concat)  # [N, d + 1]
 
-    def token_item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+    def token_item_logits(self, hidden: torch.Tensor, vectors: torch.Tensor | None = None) -> torch.Tensor:
         """``[M, N]`` (token_mlp head): ``s(i) = g(h) . v_i + prior_i`` (``+ b_i`` with ``item_bias``)."""
-        vectors = self.item_vectors()  # [N, d + 1]
+        vectors = self.item_vectors() if vectors is None else vectors  # [N, d + 1]
         d = self.config.hidden
         scores = torch.addmm(vectors[:, d], self.item_head_transform(hidden), vectors[:, :d].T)  # [M, N]
         if self.item_score_bias is not None:
             scores = scores + self.item_score_bias
         return scores
 
-    def _next_hidden(self, histories: torch.Tensor) -> torch.Tensor:
+    def _next_hidden(self, histories: torch.Tensor, vectors: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden state ``[B, d]`` at a ``[MASK]`` appended after each history."""
         histories = self._fit_window(histories)
         B = histories.shape[0]
         padded = torch.cat([histories, histories.new_zeros(B, 1)], dim=1)[:, -self.config.max_len:]  # [B, T']
         masked = torch.zeros_like(padded, dtype=torch.bool)
         masked[:, -1] = True  # the appended [MASK] = the next item
-        return self.encode(padded, masked)[:, -1]  # [B, d]
+        return self.encode(padded, masked, vectors)[:, -1]  # [B, d]
 
     @torch.no_grad()
     def next_item_log_probs(self, histories: torch.Tensor) -> list[torch.Tensor]:
@@ -372,7 +390,8 @@ class QBert4Rec(SequentialRecommender):
         """``[B, N + 1]`` scores ``sum_l log p_l(c_l(i))`` (token_mlp: ``g(h) . v_i + prior_i``) for every
         item (column 0 = -inf)."""
         if self.item_encoder is not None:
-            scores = self.token_item_logits(self._next_hidden(histories))  # [B, N]
+            vectors = self.item_vectors()  # [N, d + 1]
+            scores = self.token_item_logits(self._next_hidden(histories, vectors), vectors)  # [B, N]
         else:
             scores = self._item_logits(self.next_item_log_probs(histories))  # [B, N]
         return torch.cat([scores.new_full((scores.shape[0], 1), float("-inf")), scores], dim=1)  # [B, N + 1]

@@ -308,15 +308,17 @@ def test_scoring_under_inference_mode_then_training():
     assert model.token_embeddings[0].weight.grad is not None
 
 
-@pytest.mark.parametrize("item_bias,item_head", [(False, "token_mlp"), (True, "token_mlp"), (False, "level_sum"),
-                                                 (True, "level_sum")])
-def test_length_groups_give_the_same_loss_and_gradients(item_bias, item_head):
+@pytest.mark.parametrize("item_bias,item_head,input_embedding", [
+    (False, "token_mlp", "token_sum"), (True, "token_mlp", "token_sum"), (False, "level_sum", "token_sum"),
+    (True, "level_sum", "token_sum"), (False, "token_mlp", "item_vector")])
+def test_length_groups_give_the_same_loss_and_gradients(item_bias, item_head, input_embedding):
     """Training per length group (the fast path) = one pass over the padded batch (the old path)."""
     rng = np.random.default_rng(3)
     ids = group_ids()
     batch = pad_left([rng.integers(1, len(ids) + 1, size=n) for n in (1, 2, 3, 5, 7, 9, 12, 12, 4, 6)], 12)
     cfg = QBertConfig(hidden=32, layers=2, heads=2, dropout=0.0, max_len=12, item_bias=item_bias,
-                      level_loss_weight=0.5 if item_head == "level_sum" else 0.0, item_head=item_head)
+                      level_loss_weight=0.5 if item_head == "level_sum" else 0.0, item_head=item_head,
+                      input_embedding=input_embedding)
     losses, grads = [], []
     for grouped in (False, True):
         torch.manual_seed(0)
@@ -343,3 +345,15 @@ def test_token_mlp_head_has_no_per_item_parameter():
     assert count(small) == count(large)
     scores = small.eval().score_all(pad_left(group_walks(4, seed=9)[0], 12))
     assert torch.equal(scores[:, 5], scores[:, 6])  # item ids 5 and 6 = rows 4 and 5
+
+
+def test_item_vector_input_hides_masked_items_and_ties_input_to_output():
+    model = new_model(config=QBertConfig(hidden=32, max_len=12, input_embedding="item_vector")).eval()
+    a = torch.tensor([[0, 0, 5, 17, 33, 41]])
+    b = torch.tensor([[0, 0, 5, 58, 33, 41]])  # differs only at the masked position
+    masked = torch.tensor([[False, False, False, True, False, False]])
+    with torch.no_grad():
+        assert torch.allclose(model.encode(a, masked), model.encode(b, masked), atol=1e-6)
+        assert not torch.allclose(model.encode(a, masked), model.encode(b, torch.zeros_like(masked)), atol=1e-4)
+    with pytest.raises(ValueError, match="item_vector.*token_mlp"):
+        new_model(config=QBertConfig(hidden=32, max_len=12, input_embedding="item_vector", item_head="level_sum"))
