@@ -378,10 +378,6 @@ def update_readme(results_md: Path, readme: Path = REPO / "README.md", marker: s
     (:func:`readme_markdown`: set, machine, timing, results table) and a link to ``results_md``, so the README
     stays short; without it, the markdown file's whole text.
     """
-    text = readme.read_text(encoding="utf-8")
-    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
-    if start not in text or end not in text:
-        return False
     results_md = Path(results_md)
     if results_md.with_suffix(".json").is_file():
         try:
@@ -392,7 +388,16 @@ def update_readme(results_md: Path, readme: Path = REPO / "README.md", marker: s
         body = readme_markdown(results, link)
     else:
         body = results_md.read_text(encoding="utf-8").strip()
-    new = text.split(start)[0] + start + "\n" + body + "\n" + end + text.split(end, 1)[1]
+    return replace_readme_block(body, marker, readme)
+
+
+def replace_readme_block(body: str, marker: str, readme: Path = REPO / "README.md") -> bool:
+    """Put ``body`` between ``<!-- marker:start -->`` and ``<!-- marker:end -->`` (False if the markers are missing)."""
+    text = readme.read_text(encoding="utf-8")
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    if start not in text or end not in text:
+        return False
+    new = text.split(start)[0] + start + "\n" + body.strip() + "\n" + end + text.split(end, 1)[1]
     atomic_write_text(readme, new)
     return True
 
