@@ -267,13 +267,16 @@ def train_model(name: str, dataset, cfg: ExperimentConfig = ExperimentConfig(), 
                 if cfg.do_pretrain:
                     model.masking = cfg.pretrain_masks
                     fits["pretrain"] = fit(model, split, replace(cfg.pretrain, seed=seed, max_len=cfg.max_len),
-                                           eval_cfg=cfg.eval, progress=progress, log=_phase_log(log, "pretrain"))
+                                           eval_cfg=cfg.eval, progress=progress, log=_phase_log(log, "pretrain"),
+                                           checkpoint_dir=store.partial() / "pretrain")
                 model.masking = cfg.finetune_masks
                 fits["finetune"] = fit(model, split, replace(cfg.finetune, seed=seed, max_len=cfg.max_len),
-                                       eval_cfg=cfg.eval, progress=progress, log=_phase_log(log, "finetune"))
+                                       eval_cfg=cfg.eval, progress=progress, log=_phase_log(log, "finetune"),
+                                       checkpoint_dir=store.partial() / "finetune")
             else:
                 fits["train"] = fit(model, split, replace(_baseline_train(name, cfg), seed=seed, max_len=cfg.max_len),
-                                    eval_cfg=cfg.eval, progress=progress, log=log)
+                                    eval_cfg=cfg.eval, progress=progress, log=log,
+                                    checkpoint_dir=store.partial() / "train")
             from_cache = False
         valid = evaluate_split(model, split, "valid", cfg.eval)
         test = evaluate_split(model, split, "test", cfg.eval)

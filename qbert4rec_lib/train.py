@@ -151,10 +151,15 @@ def fit(
     eval_cfg: EvalConfig = EvalConfig(),
     progress: bool = True,
     log: Callable[[dict], None] | None = None,
+    checkpoint_dir=None,
 ) -> FitResult:
     """Train ``model`` on ``split.train``, early-stop on validation ``cfg.monitor``, restore the best weights.
 
     ``log`` (e.g. ``print``) receives every epoch's history entry as it is produced.
+    ``checkpoint_dir``: a folder for a resumable state, written atomically after every epoch (weights, best
+    weights, optimizer moments, every RNG, the history; safetensors + JSON). A run started again with the same
+    model, config and folder continues after the last finished epoch and ends exactly as an uninterrupted run
+    would (same losses, same metrics, on CPU). The caller deletes the folder when the result is safely stored.
     """
     start = time.perf_counter()
     model.to(cfg.device)
@@ -183,7 +188,20 @@ def fit(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         loss_generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
+        first_epoch, earlier_seconds = 1, 0.0
+        saved = _load_checkpoint(checkpoint_dir, cfg, model, optimizer, rng, loss_generator) if checkpoint_dir else None
+        if saved is not None:
+            first_epoch = saved["epoch"] + 1
+            history, best_epoch, best_valid = saved["history"], saved["best_epoch"], saved["best_valid"]
+            best_score = saved["best_score"] if saved["best_score"] is not None else -math.inf
+            best_state, evals_since_best = saved["best_state"], saved["evals_since_best"]
+            train_seconds, sequences_seen = saved["train_seconds"], saved["sequences_seen"]
+            stop_reason, earlier_seconds = saved["stop_reason"] or "epochs", saved.get("elapsed", 0.0)
+            if log:
+                print(f"fit: resumed from {checkpoint_dir} after epoch {saved['epoch']}", flush=True)
         for epoch in epochs:
+            if epoch < first_epoch or (saved is not None and saved["stop_reason"]):
+                continue
             epoch_start = time.perf_counter()
             model.train()
             total, parts_sum, count = 0.0, {}, 0
@@ -228,6 +246,15 @@ def fit(
                 else:
                     evals_since_best += 1
             history.append(entry)
+            stop_now = ("patience" if cfg.patience and evals_since_best >= cfg.patience
+                        else "time_limit" if out_of_time else None)
+            if checkpoint_dir:
+                _save_checkpoint(checkpoint_dir, cfg, model, optimizer, rng, loss_generator, best_state, {
+                    "epoch": epoch, "history": history, "best_epoch": best_epoch, "best_valid": best_valid,
+                    "best_score": best_score if math.isfinite(best_score) else None,
+                    "evals_since_best": evals_since_best, "train_seconds": train_seconds,
+                    "sequences_seen": sequences_seen, "stop_reason": stop_now,
+                    "elapsed": earlier_seconds + time.perf_counter() - start})
             if log:
                 log(entry)
             if progress:
@@ -235,11 +262,8 @@ def fit(
                 if entry["valid"]:
                     postfix[cfg.monitor] = f"{entry['valid'][cfg.monitor]:.4f}"
                 epochs.set_postfix(postfix)
-            if cfg.patience and evals_since_best >= cfg.patience:
-                stop_reason = "patience"
-                break
-            if out_of_time:
-                stop_reason = "time_limit"
+            if stop_now:
+                stop_reason = stop_now
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -248,10 +272,80 @@ def fit(
         history=history,
         best_epoch=best_epoch,
         best_valid=best_valid,
-        seconds=time.perf_counter() - start,
+        seconds=earlier_seconds + time.perf_counter() - start,
         train_sequences_per_second=sequences_seen / max(train_seconds, 1e-9),
         stop_reason=stop_reason,
     )
+
+
+# ---- resumable training state (safetensors + JSON, never pickle) ----------------------------------------------
+def _save_checkpoint(folder, cfg: TrainConfig, model, optimizer, rng, loss_generator, best_state, scalars: dict) -> None:
+    import json
+    import os
+    import shutil
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    from .cache import _jsonable
+
+    folder = Path(folder)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if best_state is not None:
+        tensors |= {f"best.{k}": v.detach().cpu().contiguous() for k, v in best_state.items()}
+    opt = optimizer.state_dict()
+    for index, state in opt["state"].items():
+        for name, value in state.items():
+            tensors[f"optim.{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.loss"] = loss_generator.get_state()
+    meta = {**scalars, "config": _jsonable(cfg), "numpy_rng": rng.bit_generator.state,
+            "param_groups": opt["param_groups"], "has_best": best_state is not None,
+            "optim_keys": {str(i): sorted(st) for i, st in opt["state"].items()}}
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(tensors, str(tmp / "state.safetensors"))
+    (tmp / "state.json").write_text(json.dumps(_jsonable(meta)), encoding="utf-8")
+    old = folder.with_name(f"{folder.name}.old-{os.getpid()}")
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_checkpoint(folder, cfg: TrainConfig, model, optimizer, rng, loss_generator) -> dict | None:
+    """Restore a checkpoint written by :func:`_save_checkpoint` into ``model`` / ``optimizer`` / the RNGs and
+    return its scalars (with ``best_state``); None when there is none. A checkpoint of another config is ignored
+    (with a message); a damaged one is an error naming the folder (delete it to start over)."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from .cache import _jsonable
+
+    folder = Path(folder)
+    if not (folder / "state.json").is_file():
+        return None
+    try:
+        meta = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+        tensors = load_file(str(folder / "state.safetensors"))
+    except Exception as exc:
+        raise ValueError(f"training checkpoint {folder} is damaged ({type(exc).__name__}: {exc}); "
+                         "delete the folder to start this phase over") from exc
+    if meta.get("config") != json.loads(json.dumps(_jsonable(cfg))):
+        print(f"fit: ignoring the checkpoint in {folder}: it was written with another training config", file=sys.stderr)
+        return None
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    best_state = ({k[5:]: v for k, v in tensors.items() if k.startswith("best.")} if meta["has_best"] else None)
+    state = {int(i): {name: tensors[f"optim.{i}.{name}"] for name in names} for i, names in meta["optim_keys"].items()}
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    torch.set_rng_state(tensors["rng.torch"])
+    loss_generator.set_state(tensors["rng.loss"])
+    rng.bit_generator.state = meta["numpy_rng"]
+    return {**meta, "best_state": best_state}
 
 
 def run_multi_seed(

@@ -250,3 +250,39 @@ def test_trainer_rejects_bad_config():
     with pytest.raises(KeyError, match="monitor"):
         fit(small_sasrec(), make_split([np.array([1, 2, 3, 4, 5])] * 4),
             TrainConfig(epochs=1, max_len=MAX_LEN, monitor="NDCG@7"), progress=False, eval_cfg=EvalConfig())
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("make", [small_sasrec, small_bert])
+def test_an_interrupted_fit_resumes_to_the_same_result(cycles, make, tmp_path):
+    """Killed after epoch 3, restarted with the same checkpoint folder: the same curve and weights as one run."""
+    cfg = TrainConfig(epochs=6, batch_size=32, lr=5e-3, max_len=MAX_LEN, patience=0, eval_every=2)
+    straight = make()
+    whole = fit(straight, cycles, cfg, progress=False)
+
+    def crash_after_3(entry):
+        if entry["epoch"] == 3:
+            raise _Interrupt
+
+    first = make()
+    with pytest.raises(_Interrupt):
+        fit(first, cycles, cfg, progress=False, log=crash_after_3, checkpoint_dir=tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "state.safetensors").is_file()
+    ran = []
+    resumed = fit(make(), cycles, cfg, progress=False, log=ran.append, checkpoint_dir=tmp_path / "ckpt")
+    assert [e["epoch"] for e in ran] == [4, 5, 6]  # epochs 1-3 were not trained again
+    assert [e["train_loss"] for e in resumed.history] == [e["train_loss"] for e in whole.history]
+    assert resumed.best_epoch == whole.best_epoch and resumed.best_valid == whole.best_valid
+    ran.clear()
+    again = fit(make(), cycles, cfg, progress=False, log=ran.append, checkpoint_dir=tmp_path / "ckpt")
+    assert ran == [] and [e["train_loss"] for e in again.history] == [e["train_loss"] for e in whole.history]
+    # another config ignores the checkpoint; a damaged one is an error naming the folder
+    other = fit(make(), cycles, TrainConfig(**{**cfg.__dict__, "epochs": 2}), progress=False,
+                checkpoint_dir=tmp_path / "ckpt")
+    assert len(other.history) == 2
+    (tmp_path / "ckpt" / "state.safetensors").write_bytes(b"broken")
+    with pytest.raises(ValueError, match="ckpt"):
+        fit(make(), cycles, TrainConfig(**{**cfg.__dict__, "epochs": 2}), progress=False, checkpoint_dir=tmp_path / "ckpt")
