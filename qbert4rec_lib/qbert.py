@@ -17,31 +17,43 @@ choice** (each a field of :class:`QBertConfig` or a documented function argument
 * **Encoder**: ``torch.nn.TransformerEncoder`` (pre-LN, GELU, ``batch_first``, key-padding mask;
   attention is PyTorch's fused scaled-dot-product attention). BERT4Rec's Beauty defaults:
   hidden 64, 2 layers, 2 heads, max length 50.
-* **Head**: at each masked position one softmax per level, ``p_l(c | h) = softmax(W_l g_l(h))``
-  where ``g_l`` is a Linear–GELU–LayerNorm transform (BERT's MLM head) and ``W_l`` is tied to the
-  level's embedding table by default (``tie_head``).
-* **Loss** — two forms, mixed by weights:
-  ``level_loss_weight * sum_l w_l CE_l`` trains each level's softmax on its own token (the literal
-  reading of "one softmax per level"); ``item_loss_weight * CE_item`` trains the same heads through
-  the distribution the scorer ranks with, ``p(i) ∝ prod_l p_l(c_l(i))`` *renormalised over the
-  catalog's N items*, i.e. a full softmax over items whose logit is ``sum_l logit_l(c_l(i))``
-  (an ``[M, N]`` gather, as cheap as SASRec-CE's output layer). The per-level loss spends
-  probability on the ~prod_l V_l token tuples that are no item (524k tuples for 1,296 items on
-  the generated catalog) and treats the levels as independent; the item form does neither.
-  **Default: the item form only** (``level_loss_weight=0``; the per-level CEs are still logged).
-  Measured on the generated catalog (pipeline smoke semantic IDs 64/64/64/4, 30 epochs of mixture
-  pretraining, lr 2e-3, seed 0; best validation NDCG@10): per-level loss 0.051 (= Popularity's
-  0.051), both losses 0.064, item loss 0.070. ``item_bias=True`` adds a learned per-item bias to
-  the item logits: 0.087 (SASRec-CE: 0.096), but it is an ID feature: it neither transfers across
-  catalogs nor helps cold-start items (their bias is pushed down by the softmax), hence off by
-  default. ``add_item_id_embedding=True`` gave 0.065; ``tie_head=False`` 0.070; lr 5e-3 0.066.
+* **Head** (``item_head``), two forms:
+
+  - ``"token_mlp"`` (**default**): every item gets an output vector and a prior score computed from its
+    tokens alone, ``[v_i, prior_i] = MLP([E_1[c_1(i)], ..., E_L[c_L(i)]])`` (``item_encoder="mlp"``: two
+    layers with GELU; ``"linear"``: one linear map), and a masked position with hidden state ``h`` scores
+    item ``i`` as ``s(i) = g(h) . v_i + prior_i`` (``g``: Linear–GELU–LayerNorm, BERT's MLM transform).
+    The MLP is shared by all items, so the model has **no per-item parameter**: two items with the same
+    tokens score the same, a new item with a semantic ID can be scored, and ``prior_i`` is a popularity
+    prior learned from the token tuple (content), not from the item's identity. The loss is a full
+    softmax over the catalog's N items (one ``[N, L d] -> [N, d + 1]`` MLP pass and an ``[M, N]``
+    product per step, the cost of SASRec-CE's output layer).
+  - ``"level_sum"``: one softmax per level, ``p_l(c | h) = softmax(W_l g_l(h))`` with ``W_l`` tied to the
+    level's embedding table (``tie_head``); an item's logit is ``sum_l logit_l(c_l(i))``. Trained with
+    ``item_loss_weight * CE_item`` (a full softmax over items with that logit) and/or
+    ``level_loss_weight * sum_l w_l CE_l`` (each level's softmax on its own token, which spends
+    probability on token tuples that are no item).
+
+  Measured on the generated default catalog (smoke semantic IDs, every run to early stopping on
+  validation NDCG@10, seed 0; test NDCG@10; ``python -m qbert4rec_lib study default``): ``token_mlp``
+  0.0922 (best pretraining epoch 106) vs ``level_sum`` with the item loss 0.0757 and the ``linear``
+  item encoder 0.0803 — the item-level nonlinearity over the token tuple matters; SASRec-CE 0.0960. A
+  learned per-item bias on top (``item_bias=True``, a hybrid: an ID feature that neither transfers nor
+  reaches cold items) gave 0.0913, i.e. nothing over the token prior. Earlier, shorter runs of the
+  level-sum head: per-level loss alone 0.051 (= Popularity), both losses 0.064, item loss 0.070.
 * **Scoring** (full ranking, no beam search): append ``[MASK]`` after the history (dropping the
-  oldest item if the window is full), take the per-level log-softmax at that position and score
-  every item exactly as ``s(i) = sum_l log p_l(c_l(i))`` (``+ b_i`` with ``item_bias``) for all N
-  items at once: one sparse product of the concatenated per-level log-probabilities with the
-  ID table written as a 0/1 ``[N, sum_l V_l]`` matrix (:meth:`QBert4Rec.item_token_matrix`). Per user this differs from ``sum_l logit_l(c_l(i))`` by a
-  constant, so the item loss trains exactly the ranking that is evaluated. The final
-  disambiguation level of the IDs keeps items with equal prefixes apart.
+  oldest item if the window is full) and score all N items at that position with the head above
+  (``level_sum``: ``s(i) = sum_l log p_l(c_l(i))``, one sparse product of the per-level
+  log-probabilities with the 0/1 ``[N, sum_l V_l]`` ID matrix, :meth:`QBert4Rec.item_token_matrix`;
+  per user this differs from the summed logits by a constant). Either way the training loss is the
+  softmax of exactly the scores that are ranked. The final disambiguation level of the IDs keeps
+  items with equal prefixes apart.
+* **Input alternative** (``input_embedding="item_vector"``, with the token_mlp head): the input of an
+  item is its vector ``v_i`` (tied with the output, as SASRec ties its item embeddings) instead of the
+  sum of its level embeddings; ``[MASK]`` is a learned vector.
+* **Speed**: training runs the encoder per length group (``group_by_length``, see
+  :func:`~qbert4rec_lib.seqbase.length_groups`): identical losses (a test), about 3x the sequences/s
+  on Beauty (``scripts/bench_training.py``).
 * **Masking** is an attribute (``model.masking``, a :class:`~qbert4rec_lib.masking.MaskConfig`), so
   the same model pretrains with the equal mixture and fine-tunes with the tail emphasis.
 * **Cross-domain transfer** (:func:`transfer_weights`): both catalogs are tokenised by ONE RQ-VAE
