@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-__all__ = ["figures_dir", "png_available", "save_figure", "show", "CATEGORY_COLORS"]
+__all__ = ["figures_dir", "png_available", "save_figure", "show", "show_markdown", "FigurePaths", "CATEGORY_COLORS"]
 
 # a qualitative palette with enough distinct colours for top-level categories
 CATEGORY_COLORS = [
@@ -118,6 +118,13 @@ def save_figure(fig, name: str, directory: str | Path | None = None, *, width: i
     return paths
 
 
+class FigurePaths(dict):
+    """``{"html": Path, "png": Path}`` as returned by :func:`show`; shows nothing when it ends a notebook cell."""
+
+    def _ipython_display_(self):  # IPython: no Out[] echo of PosixPath dicts
+        pass
+
+
 def show(fig, name: str, directory: str | Path | None = None, **kwargs):
     """Save the figure and display it statically in a notebook (PNG if made, else the live figure)."""
     paths = save_figure(fig, name, directory, **kwargs)
@@ -132,7 +139,7 @@ def show(fig, name: str, directory: str | Path | None = None, **kwargs):
                 fig.show()
     except ImportError:  # pragma: no cover
         pass
-    return paths
+    return FigurePaths(paths)
 
 
 def learning_curves(runs: dict, metric: str = "NDCG@10", title: str = "Validation NDCG@10 during training"):
@@ -166,3 +173,17 @@ def learning_curves(runs: dict, metric: str = "NDCG@10", title: str = "Validatio
     fig.update_yaxes(title_text=f"validation {metric}", row=1, col=1)
     fig.update_layout(title=title, template="plotly_white", legend=dict(orientation="h", y=-0.2))
     return fig
+
+
+def show_markdown(text: str) -> None:
+    """Display Markdown (e.g. a ``| a | b |`` table) rendered in a notebook; print it elsewhere."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+
+        if get_ipython() is not None:
+            display(Markdown(text))
+            return
+    except ImportError:  # pragma: no cover
+        pass
+    print(text)
