@@ -14,7 +14,8 @@ import os
 import shutil
 from pathlib import Path
 
-__all__ = ["figures_dir", "png_available", "save_figure", "show", "show_markdown", "FigurePaths", "CATEGORY_COLORS"]
+__all__ = ["figures_dir", "png_available", "save_figure", "show", "show_markdown", "FigurePaths", "agreement_heatmap",
+           "CATEGORY_COLORS"]
 
 # a qualitative palette with enough distinct colours for top-level categories
 CATEGORY_COLORS = [
@@ -187,3 +188,29 @@ def show_markdown(text: str) -> None:
     except ImportError:  # pragma: no cover
         pass
     print(text)
+
+
+def agreement_heatmap(agreement, names, chance: float, k: int, title: str | None = None):
+    """Neighbour agreement between modalities, read against chance.
+
+    ``agreement[i][j]``: the share of an item's ``k`` nearest neighbours that modalities ``i`` and ``j`` have in common;
+    ``chance``: the same share for two random neighbour lists (``k / (N - 1)``). The diagonal (always 1) is left blank so
+    it does not swamp the colour scale, which runs from 0 to the largest off-diagonal value; each cell shows its value and
+    its multiple of chance, and the colour bar marks the chance level.
+    """
+    import numpy as np
+    import plotly.graph_objects as go
+
+    z = np.asarray(agreement, dtype=float)
+    n = len(names)
+    off = ~np.eye(n, dtype=bool)
+    zmax = max(float(np.nanmax(z[off])) if off.any() else 1.0, 2 * chance)
+    text = [["" if i == j else f"{z[i, j]:.3f}<br>{z[i, j] / chance:.1f}× chance" for j in range(n)] for i in range(n)]
+    fig = go.Figure(go.Heatmap(
+        z=np.where(off, z, np.nan), x=list(names), y=list(names), zmin=0, zmax=zmax, colorscale="Blues",
+        text=text, texttemplate="%{text}", hoverongaps=False,
+        colorbar=dict(title="agreement", tickvals=[0, chance, zmax], ticktext=["0", f"chance {chance:.3f}", f"{zmax:.3f}"])))
+    fig.update_layout(title=title or (f"Neighbour agreement between modalities (k = {k})<br><sup>chance = k/(N−1) = {chance:.3f};"
+                                        " the diagonal (always 1) is left blank</sup>"),
+                      template="plotly_white", yaxis_autorange="reversed")
+    return fig
