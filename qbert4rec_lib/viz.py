@@ -15,7 +15,8 @@ import shutil
 from pathlib import Path
 
 __all__ = ["figures_dir", "png_available", "save_figure", "show", "show_markdown", "FigurePaths", "agreement_heatmap",
-           "CATEGORY_COLORS"]
+           "label_breakdown_html", "thumbnail_html", "item_card_html", "neighbours_html",
+           "neighbours_figure", "CATEGORY_COLORS"]
 
 # a qualitative palette with enough distinct colours for top-level categories
 CATEGORY_COLORS = [
@@ -213,4 +214,84 @@ def agreement_heatmap(agreement, names, chance: float, k: int, title: str | None
     fig.update_layout(title=title or (f"Neighbour agreement between modalities (k = {k})<br><sup>chance = k/(N−1) = {chance:.3f};"
                                         " the diagonal (always 1) is left blank</sup>"),
                       template="plotly_white", yaxis_autorange="reversed")
+    return fig
+
+
+def label_breakdown_html(columns: dict, item_ids, top: int = 3) -> str:
+    """A small HTML table: for the items ``item_ids`` (1-based), each attribute's most common values with their shares.
+
+    ``columns``: attribute name -> a value per item (0-based sequence, e.g. ``ds.items.brands``).
+    """
+    import html
+    from collections import Counter
+
+    ids = [int(i) for i in item_ids]
+    if not ids:
+        return "<p><i>no items</i></p>"
+    rows = []
+    for name, values in columns.items():
+        counts = Counter(str(values[i - 1]) for i in ids)
+        shown = ", ".join(f"{html.escape(v)} <b>{c / len(ids):.0%}</b>" for v, c in counts.most_common(top))
+        more = f", … ({len(counts) - top} more)" if len(counts) > top else ""
+        rows.append(f"<tr><th style='text-align:left'>{html.escape(name)}</th><td style='text-align:left'>{shown}{more}</td></tr>")
+    return (f"<table><tr><th colspan='2' style='text-align:left'>{len(ids)} items — most common values</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def thumbnail_html(path, width: int = 48) -> str:
+    """An inline ``<img>`` (base64) of an item's image file, or ``""`` when there is none."""
+    import base64
+
+    if path and Path(path).is_file():
+        return f'<img src="data:image/png;base64,{base64.b64encode(Path(path).read_bytes()).decode()}" width="{width}">'
+    return ""
+
+
+def item_card_html(ds, item: int, score: float | None = None, width: int = 48) -> str:
+    """One item as a table cell: thumbnail, id, title, category path and (optionally) a cosine score."""
+    import html
+
+    cats = " > ".join(ds.items.categories[item - 1])
+    s = "" if score is None else f"<br><small>cos {score:.2f}</small>"
+    return (f"<td style='vertical-align:top;text-align:left'>{thumbnail_html(ds.items.images[item - 1], width)}<br><b>{item}</b> "
+            f"{html.escape(ds.items.titles[item - 1][:60])}<br><small>{html.escape(cats)}</small>{s}</td>")
+
+
+def neighbours_html(ds, item: int, neighbours: dict) -> str:
+    """The query item, then one row per modality with its nearest items (``{modality: [(item, cosine), ...]}``)."""
+    rows = [f"<tr><th>query</th>{item_card_html(ds, item)}</tr>"]
+    rows += [f"<tr><th>{name}</th>{''.join(item_card_html(ds, i, s) for i, s in near) or '<td><i>item lacks this modality</i></td>'}</tr>"
+             for name, near in neighbours.items()]
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def neighbours_figure(ds, item: int, neighbours: dict, k: int = 5):
+    """A saved-figure version of :func:`neighbours_html`: one row per modality, the query first (images if the dataset has
+    them, else a table of titles)."""
+    import numpy as np
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    if not any(ds.items.images):
+        fig = go.Figure(go.Table(header=dict(values=["modality"] + [f"#{r + 1}" for r in range(k)]),
+                                 cells=dict(values=[list(neighbours)] + [[ds.items.titles[near[r][0] - 1][:40] if len(near) > r else ""
+                                                                          for near in neighbours.values()] for r in range(k)])))
+        fig.update_layout(title=f"Nearest neighbours of item {item}: {ds.items.titles[item - 1][:60]}")
+        return fig
+    from PIL import Image
+
+    width, titles = k + 1, []
+    for near in neighbours.values():
+        ids = [item] + [j for j, _ in near]
+        titles += [ds.items.titles[i - 1][:22] for i in ids] + [""] * (width - len(ids))
+    fig = make_subplots(rows=len(neighbours), cols=width, horizontal_spacing=0.01, vertical_spacing=0.08, subplot_titles=titles)
+    for r, (name, near) in enumerate(neighbours.items(), start=1):
+        for c, i in enumerate([item] + [j for j, _ in near], start=1):
+            if ds.items.images[i - 1]:
+                fig.add_trace(go.Image(z=np.asarray(Image.open(ds.items.images[i - 1]).convert("RGB"))), row=r, col=c)
+        fig.update_yaxes(title_text=name, row=r, col=1)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    fig.update_annotations(font_size=9)
+    fig.update_layout(title=f"Item {item} (first column) and its nearest neighbours by modality", height=220 * len(neighbours))
     return fig

@@ -49,7 +49,7 @@ def _free_port() -> int:
 def _tree_digest(paths) -> dict[str, str]:
     out = {}
     for root in paths:
-        for p in sorted(Path(root).rglob("*")) if Path(root).is_dir() else []:
+        for p in sorted(Path(root).rglob("*")) if Path(root).is_dir() else [Path(root)]:
             if p.is_file():
                 out[str(p)] = hashlib.blake2b(p.read_bytes(), digest_size=8).hexdigest()
     return out
@@ -153,7 +153,7 @@ def test_quantization_explorer_reacts_in_a_real_browser(lab):
     from playwright.sync_api import sync_playwright
 
     url, token, folder = lab
-    protected = _tree_digest([REPO / "notebooks", REPO / "figures"])
+    protected = _tree_digest([NOTEBOOK, REPO / "figures"])
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     js_errors: list[str] = []
     start = time.monotonic()
@@ -198,6 +198,6 @@ def test_quantization_explorer_reacts_in_a_real_browser(lab):
             browser.close()
     assert len({first, second, third}) == 3
     assert not js_errors, f"JavaScript errors in the page: {js_errors}"
-    assert _tree_digest([REPO / "notebooks", REPO / "figures"]) == protected, "the browser test changed notebooks/ or figures/"
+    assert _tree_digest([NOTEBOOK, REPO / "figures"]) == protected, "the browser test changed notebooks/ or figures/"
     assert (folder / "results" / "04_quantization.json").is_file(), "the copy did not record into its own results folder"
     print(f"browser test: Run All + explorer in {time.monotonic() - start:.0f} s (Run All {ran_s:.0f} s)")
