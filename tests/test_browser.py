@@ -112,15 +112,36 @@ def lab(tmp_path_factory):
             time.sleep(0.5)
         yield url, token, folder
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group: the server and its kernels
-            proc.wait(timeout=15)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        _stop(proc, port, token, folder / ".runtime")
         log.close()
+
+
+def _stop(proc: subprocess.Popen, port: int, token: str, runtime: Path) -> None:
+    """Stop the server (it shuts its kernels down), then kill anything of ours that is left, by pid."""
+    try:  # a clean shutdown first: the server stops its kernels
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/shutdown", method="POST",
+                                     headers={"Authorization": f"token {token}"})
+        urllib.request.urlopen(req, timeout=5).close()
+        proc.wait(timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    if proc.poll() is None:
+        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(proc.pid, sig)  # the server's own process group
+                proc.wait(timeout=wait)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    # kernels run in their own sessions; any still alive has its connection file in our runtime folder
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(runtime).encode() in cmdline.read_bytes():
+                os.kill(int(cmdline.parent.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
 
 
 def _wait_all_cells_ran(page, timeout_s: float) -> None:
