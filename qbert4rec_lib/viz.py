@@ -16,7 +16,7 @@ from pathlib import Path
 
 __all__ = ["figures_dir", "png_available", "save_figure", "show", "show_markdown", "FigurePaths", "agreement_heatmap",
            "label_breakdown_html", "thumbnail_html", "item_card_html", "neighbours_html",
-           "neighbours_figure", "CATEGORY_COLORS"]
+           "neighbours_figure", "scatter_panels", "CATEGORY_COLORS"]
 
 # a qualitative palette with enough distinct colours for top-level categories
 CATEGORY_COLORS = [
@@ -294,4 +294,33 @@ def neighbours_figure(ds, item: int, neighbours: dict, k: int = 5):
     fig.update_yaxes(showticklabels=False)
     fig.update_annotations(font_size=9)
     fig.update_layout(title=f"Item {item} (first column) and its nearest neighbours by modality", height=220 * len(neighbours))
+    return fig
+
+
+def scatter_panels(panels: dict, title: str = "", order=None, colors: dict | None = None, size: int = 4):
+    """2-D maps side by side, one legend: ``panels`` maps a subplot title to ``(xy [n, 2], labels [n], hover [n])``.
+
+    Points are coloured by label (``colors``: label -> colour, else the kit's palette in ``order``); hovering shows the
+    ``hover`` text (e.g. the item title). Axes carry no ticks: UMAP coordinates have no units.
+    """
+    import numpy as np
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    order = list(order) if order is not None else sorted({str(v) for _, labels, _ in panels.values() for v in labels})
+    colors = colors or {c: CATEGORY_COLORS[i % len(CATEGORY_COLORS)] for i, c in enumerate(order)}
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=list(panels))
+    shown = set()
+    for col, (xy, labels, hover) in enumerate(panels.values(), start=1):
+        labels, hover = np.asarray([str(v) for v in labels]), np.asarray(hover, dtype=object)
+        for c in order:
+            sel = labels == c
+            if sel.any():
+                fig.add_trace(go.Scatter(x=xy[sel, 0], y=xy[sel, 1], mode="markers", name=c, legendgroup=c,
+                                         showlegend=c not in shown, marker=dict(size=size, color=colors[c]), text=hover[sel],
+                                         hovertemplate="%{text}<extra>" + c + "</extra>"), row=1, col=col)
+                shown.add(c)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    fig.update_layout(title=title, template="plotly_white")
     return fig
