@@ -351,7 +351,7 @@ class StageDir:
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                if wait_message:
+                if wait_message and os.environ.get("QBERT4REC_QUIET") != "1":  # notebooks: set by quiet_outputs()
                     print(f"[cache] {self.stage}/{self.key} is being built by another process; waiting for it",
                           file=sys.stderr, flush=True)
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX)

@@ -14,7 +14,9 @@ import os
 import shutil
 from pathlib import Path
 
-__all__ = ["figures_dir", "png_available", "save_figure", "show", "CATEGORY_COLORS"]
+__all__ = ["figures_dir", "png_available", "save_figure", "show", "show_markdown", "FigurePaths", "agreement_heatmap",
+           "label_breakdown_html", "thumbnail_html", "item_card_html", "neighbours_html",
+           "neighbours_figure", "scatter_panels", "CATEGORY_COLORS"]
 
 # a qualitative palette with enough distinct colours for top-level categories
 CATEGORY_COLORS = [
@@ -118,6 +120,13 @@ def save_figure(fig, name: str, directory: str | Path | None = None, *, width: i
     return paths
 
 
+class FigurePaths(dict):
+    """``{"html": Path, "png": Path}`` as returned by :func:`show`; shows nothing when it ends a notebook cell."""
+
+    def _ipython_display_(self):  # IPython: no Out[] echo of PosixPath dicts
+        pass
+
+
 def show(fig, name: str, directory: str | Path | None = None, **kwargs):
     """Save the figure and display it statically in a notebook (PNG if made, else the live figure)."""
     paths = save_figure(fig, name, directory, **kwargs)
@@ -132,7 +141,7 @@ def show(fig, name: str, directory: str | Path | None = None, **kwargs):
                 fig.show()
     except ImportError:  # pragma: no cover
         pass
-    return paths
+    return FigurePaths(paths)
 
 
 def learning_curves(runs: dict, metric: str = "NDCG@10", title: str = "Validation NDCG@10 during training"):
@@ -165,4 +174,153 @@ def learning_curves(runs: dict, metric: str = "NDCG@10", title: str = "Validatio
     fig.update_xaxes(title_text="seconds (training + validation)", row=1, col=2)
     fig.update_yaxes(title_text=f"validation {metric}", row=1, col=1)
     fig.update_layout(title=title, template="plotly_white", legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def show_markdown(text: str) -> None:
+    """Display Markdown (e.g. a ``| a | b |`` table) rendered in a notebook; print it elsewhere."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+
+        if get_ipython() is not None:
+            display(Markdown(text))
+            return
+    except ImportError:  # pragma: no cover
+        pass
+    print(text)
+
+
+def agreement_heatmap(agreement, names, chance: float, k: int, title: str | None = None):
+    """Neighbour agreement between modalities, read against chance.
+
+    ``agreement[i][j]``: the share of an item's ``k`` nearest neighbours that modalities ``i`` and ``j`` have in common;
+    ``chance``: the same share for two random neighbour lists (``k / (N - 1)``). The diagonal (always 1) is left blank so
+    it does not swamp the colour scale, which runs from 0 to the largest off-diagonal value; each cell shows its value and
+    its multiple of chance, and the colour bar marks the chance level.
+    """
+    import numpy as np
+    import plotly.graph_objects as go
+
+    z = np.asarray(agreement, dtype=float)
+    n = len(names)
+    off = ~np.eye(n, dtype=bool)
+    zmax = max(float(np.nanmax(z[off])) if off.any() else 1.0, 2 * chance)
+    text = [["" if i == j else f"{z[i, j]:.3f}<br>{z[i, j] / chance:.1f}× chance" for j in range(n)] for i in range(n)]
+    fig = go.Figure(go.Heatmap(
+        z=np.where(off, z, np.nan), x=list(names), y=list(names), zmin=0, zmax=zmax, colorscale="Blues",
+        text=text, texttemplate="%{text}", hoverongaps=False,
+        colorbar=dict(title="agreement", tickvals=[0, chance, zmax], ticktext=["0", f"chance {chance:.3f}", f"{zmax:.3f}"])))
+    fig.update_layout(title=title or (f"Neighbour agreement between modalities (k = {k})<br><sup>chance = k/(N−1) = {chance:.3f};"
+                                        " the diagonal (always 1) is left blank</sup>"),
+                      template="plotly_white", yaxis_autorange="reversed")
+    return fig
+
+
+def label_breakdown_html(columns: dict, item_ids, top: int = 3) -> str:
+    """A small HTML table: for the items ``item_ids`` (1-based), each attribute's most common values with their shares.
+
+    ``columns``: attribute name -> a value per item (0-based sequence, e.g. ``ds.items.brands``).
+    """
+    import html
+    from collections import Counter
+
+    ids = [int(i) for i in item_ids]
+    if not ids:
+        return "<p><i>no items</i></p>"
+    rows = []
+    for name, values in columns.items():
+        counts = Counter(str(values[i - 1]) for i in ids)
+        shown = ", ".join(f"{html.escape(v)} <b>{c / len(ids):.0%}</b>" for v, c in counts.most_common(top))
+        more = f", … ({len(counts) - top} more)" if len(counts) > top else ""
+        rows.append(f"<tr><th style='text-align:left'>{html.escape(name)}</th><td style='text-align:left'>{shown}{more}</td></tr>")
+    return (f"<table><tr><th colspan='2' style='text-align:left'>{len(ids)} items — most common values</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def thumbnail_html(path, width: int = 48) -> str:
+    """An inline ``<img>`` (base64) of an item's image file, or ``""`` when there is none."""
+    import base64
+
+    if path and Path(path).is_file():
+        return f'<img src="data:image/png;base64,{base64.b64encode(Path(path).read_bytes()).decode()}" width="{width}">'
+    return ""
+
+
+def item_card_html(ds, item: int, score: float | None = None, width: int = 48) -> str:
+    """One item as a table cell: thumbnail, id, title, category path and (optionally) a cosine score."""
+    import html
+
+    cats = " > ".join(ds.items.categories[item - 1])
+    s = "" if score is None else f"<br><small>cos {score:.2f}</small>"
+    return (f"<td style='vertical-align:top;text-align:left'>{thumbnail_html(ds.items.images[item - 1], width)}<br><b>{item}</b> "
+            f"{html.escape(ds.items.titles[item - 1][:60])}<br><small>{html.escape(cats)}</small>{s}</td>")
+
+
+def neighbours_html(ds, item: int, neighbours: dict) -> str:
+    """The query item, then one row per modality with its nearest items (``{modality: [(item, cosine), ...]}``)."""
+    rows = [f"<tr><th>query</th>{item_card_html(ds, item)}</tr>"]
+    rows += [f"<tr><th>{name}</th>{''.join(item_card_html(ds, i, s) for i, s in near) or '<td><i>item lacks this modality</i></td>'}</tr>"
+             for name, near in neighbours.items()]
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def neighbours_figure(ds, item: int, neighbours: dict, k: int = 5):
+    """A saved-figure version of :func:`neighbours_html`: one row per modality, the query first (images if the dataset has
+    them, else a table of titles)."""
+    import numpy as np
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    if not any(ds.items.images):
+        fig = go.Figure(go.Table(header=dict(values=["modality"] + [f"#{r + 1}" for r in range(k)]),
+                                 cells=dict(values=[list(neighbours)] + [[ds.items.titles[near[r][0] - 1][:40] if len(near) > r else ""
+                                                                          for near in neighbours.values()] for r in range(k)])))
+        fig.update_layout(title=f"Nearest neighbours of item {item}: {ds.items.titles[item - 1][:60]}")
+        return fig
+    from PIL import Image
+
+    width, titles = k + 1, []
+    for near in neighbours.values():
+        ids = [item] + [j for j, _ in near]
+        titles += [ds.items.titles[i - 1][:22] for i in ids] + [""] * (width - len(ids))
+    fig = make_subplots(rows=len(neighbours), cols=width, horizontal_spacing=0.01, vertical_spacing=0.08, subplot_titles=titles)
+    for r, (name, near) in enumerate(neighbours.items(), start=1):
+        for c, i in enumerate([item] + [j for j, _ in near], start=1):
+            if ds.items.images[i - 1]:
+                fig.add_trace(go.Image(z=np.asarray(Image.open(ds.items.images[i - 1]).convert("RGB"))), row=r, col=c)
+        fig.update_yaxes(title_text=name, row=r, col=1)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    fig.update_annotations(font_size=9)
+    fig.update_layout(title=f"Item {item} (first column) and its nearest neighbours by modality", height=220 * len(neighbours))
+    return fig
+
+
+def scatter_panels(panels: dict, title: str = "", order=None, colors: dict | None = None, size: int = 4):
+    """2-D maps side by side, one legend: ``panels`` maps a subplot title to ``(xy [n, 2], labels [n], hover [n])``.
+
+    Points are coloured by label (``colors``: label -> colour, else the kit's palette in ``order``); hovering shows the
+    ``hover`` text (e.g. the item title). Axes carry no ticks: UMAP coordinates have no units.
+    """
+    import numpy as np
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    order = list(order) if order is not None else sorted({str(v) for _, labels, _ in panels.values() for v in labels})
+    colors = colors or {c: CATEGORY_COLORS[i % len(CATEGORY_COLORS)] for i, c in enumerate(order)}
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=list(panels))
+    shown = set()
+    for col, (xy, labels, hover) in enumerate(panels.values(), start=1):
+        labels, hover = np.asarray([str(v) for v in labels]), np.asarray(hover, dtype=object)
+        for c in order:
+            sel = labels == c
+            if sel.any():
+                fig.add_trace(go.Scatter(x=xy[sel, 0], y=xy[sel, 1], mode="markers", name=c, legendgroup=c,
+                                         showlegend=c not in shown, marker=dict(size=size, color=colors[c]), text=hover[sel],
+                                         hovertemplate="%{text}<extra>" + c + "</extra>"), row=1, col=col)
+                shown.add(c)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    fig.update_layout(title=title, template="plotly_white")
     return fig
