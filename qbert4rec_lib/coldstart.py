@@ -72,7 +72,7 @@ __all__ = [
 ]
 
 SPLITS = ("time", "random")
-QUERY_PATHS = ("content", "mean", "unknown")
+QUERY_PATHS = ("content", "mean", "unknown", "content+structure")
 COLD_EVAL = EvalConfig(ks_hr=(10, 50), ks_ndcg=(10,))  # the cold-start metrics: HR@10, HR@50, NDCG@10 (+ MRR)
 MODELS = ("Q-Bert4Rec", "Q-Bert4Rec (raw-text IDs)", "SASRec-CE", "BERT4Rec-ID", "Content k-NN", "Popularity")
 
@@ -347,7 +347,7 @@ def _compute_cold_ids(dataset, cs, cfg, source, paths, content_k, features, prog
                                               seed=cfg.fusion.seed)
 
         def queries_for(rows: np.ndarray, path: str) -> torch.Tensor:
-            if path == "mean":
+            if path in ("mean", "mean+structure"):
                 return queries_w.mean(0, keepdim=True).expand(len(rows), -1)
             if path == "unknown":
                 return unknown_query.unsqueeze(0).expand(len(rows), -1)
@@ -355,9 +355,12 @@ def _compute_cold_ids(dataset, cs, cfg, source, paths, content_k, features, prog
 
         def fused(rows: np.ndarray, path: str) -> np.ndarray:
             r = torch.as_tensor(rows)
-            out = encode_with_queries(model, {m: inputs.features[m][r] for m in inputs.names},
-                                      inputs.present[r] & ~hide, queries_for(rows, path))
-            return out.fused.numpy()
+            feats, present = {m: inputs.features[m][r] for m in inputs.names}, inputs.present[r] & ~hide
+            if path.endswith("+structure") and "structural" in inputs.names:  # impute structure from content
+                struct = inputs.features["structural"][torch.as_tensor(warm_rows[neighbours[rows]])].mean(1)  # [B, J, d]
+                feats["structural"] = struct / struct.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+                present = present | hide
+            return encode_with_queries(model, feats, present, queries_for(rows, path.split("+")[0])).fused.numpy()
 
         for path in paths:
             cold_codes = encode_frozen(quant, fused(cold_rows, path))

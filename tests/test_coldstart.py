@@ -179,3 +179,20 @@ def test_content_knn_ranks_a_cold_item_by_its_content():
     scores[[3, 5, 7]] = -torch.inf  # the evaluator excludes the history
     assert int(scores.argmax()) == 20
     assert float(scores[0]) == -np.inf
+
+
+def test_cli_cold_start_writes_the_table(ds, tmp_path, capsys):
+    import json
+
+    from qbert4rec_lib.cli import main
+
+    out = tmp_path / "cold"
+    rc = main(["cold-start", ds.source, "--seeds", "0", "1", "--fraction", "0.1", "--by", "random",
+               "--models", "Content k-NN", "Popularity", "--set", 'features.modalities=["text"]', "--out", str(out)])
+    assert rc == 0
+    payload = json.loads(out.with_suffix(".json").read_text())
+    assert payload["seeds"] == [0, 1] and set(payload["runs"]) == {"Content k-NN", "Popularity"}
+    assert payload["mean_std"]["Popularity"]["cold"]["HR@10"]["mean"] == 0.0
+    table = out.with_suffix(".md").read_text()
+    assert "| Content k-NN |" in table and "cold median rank" in table and "drawn at random" in table
+    assert "| Content k-NN |" in capsys.readouterr().out
