@@ -68,7 +68,7 @@ from .seqbase import SequentialRecommender
 __all__ = [
     "ColdStart", "cold_start_split", "evaluate_users", "first_appearance", "SPLITS", "QUERY_PATHS",
     "ColdIDs", "cold_semantic_ids", "ContentKNN", "content_vectors", "train_cold_model", "evaluate_cold",
-    "COLD_EVAL", "ColdStartReport", "run_cold_start", "cold_start_table",
+    "COLD_EVAL", "ColdStartReport", "run_cold_start", "cold_start_table", "run_dial", "dial_rows", "DIAL_MODELS",
 ]
 
 SPLITS = ("time", "random")
@@ -488,6 +488,8 @@ class ColdStartReport:
     chosen_path: str  # the stage-1 path with the best cold-validation NDCG@10 (mean over seeds)
     content_k: dict  # seed -> chosen k of the content k-NN (and the validation scores)
     seconds: float
+    cold_items: list = field(default_factory=list)  # the new item ids
+    split_text: str = ""  # ColdStart.describe()
 
     def mean(self, row: str, group: str, metric: str) -> float:
         return float(np.mean([r[group][metric] for r in self.rows[row]]))
@@ -497,7 +499,7 @@ class ColdStartReport:
                              "std": float(np.std([r[g][m] for r in rs], ddof=1)) if len(rs) > 1 else 0.0}
                          for m in rs[0][g]} for g in ("warm", "cold", "cold_valid") if g in rs[0]}
                for row, rs in self.rows.items()}
-        return {"protocol": self.protocol, "seeds": self.seeds, "chosen_path": self.chosen_path, "mean_std": agg,
+        return {"protocol": self.protocol, "split": self.split_text, "cold_items": self.cold_items, "seeds": self.seeds, "chosen_path": self.chosen_path, "mean_std": agg,
                 "runs": self.rows, "ids": self.ids_info, "content_k": self.content_k, "seconds": self.seconds}
 
     def table(self) -> str:
@@ -566,7 +568,7 @@ def run_cold_start(dataset, cfg, *, fraction: float = 0.1, by: str = "time", see
     protocol = (f"{cs.describe()}. Cold items absent from stages 1-2 and every training softmax; "
                 f"full ranking over all {dataset.num_items:,} items, history excluded, pessimistic ties, test split.")
     return ColdStartReport(rows, protocol, [int(s) for s in seeds], ids_info, chosen, content_k,
-                           time.perf_counter() - t0)
+                           time.perf_counter() - t0, cs.cold_items.tolist(), cs.describe())
 
 
 def cold_start_table(report: ColdStartReport) -> str:
@@ -586,3 +588,40 @@ def cold_start_table(report: ColdStartReport) -> str:
         mark = " (chosen on cold validation)" if report.chosen_path and f", {report.chosen_path} query)" in row else ""
         lines.append(f"| {row}{mark} | " + " | ".join(cells) + f" | {ratio} | {len(rs)} |")
     return "\n".join(lines) + f"\n\nProtocol: {report.protocol} Seeds: {report.seeds}.\n"
+
+
+# ---- the dial: from content-driven to ID-driven worlds ------------------------------------------
+DIAL_MODELS = ("Q-Bert4Rec", "SASRec-CE", "Content k-NN")
+
+
+def run_dial(cfg, values: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0), *, seeds: Sequence[int] = (0,),
+             path: str = "unknown", fraction: float = 0.1, by: str = "time", models: Sequence[str] = DIAL_MODELS,
+             synthetic: dict | None = None, cache_root=None, log: Callable[[str], None] | None = print) -> list[dict]:
+    """Sweep :attr:`~qbert4rec_lib.synthetic.SyntheticConfig.id_driven` (0 = next items follow attributes, 1 = they
+    follow item-specific follow-ups no attribute explains): for each value generate the catalog (``synthetic``:
+    other generator overrides), run the cold-start protocol and keep every model's warm- and cold-user metrics.
+    Returns one dict per value: ``{"id_driven", "dataset", "report": ColdStartReport.to_json()}``."""
+    from .synthetic import load_default
+
+    out = []
+    for value in values:
+        ds = load_default(root=cache_root, id_driven=float(value), **(synthetic or {}))
+        report = run_cold_start(ds, cfg, fraction=fraction, by=by, seeds=seeds, models=models, paths=(path,),
+                                cache_root=cache_root, log=None)
+        out.append({"id_driven": float(value), "dataset": ds.stats() | {"load_report": None},
+                    "report": report.to_json()})
+        if log:
+            log(f"id_driven {value}: " + "; ".join(
+                f"{row} warm NDCG@10 {report.mean(row, 'warm', 'NDCG@10'):.4f} cold {report.mean(row, 'cold', 'NDCG@10'):.4f}"
+                for row in report.rows))
+    return out
+
+
+def dial_rows(points: list[dict]) -> dict[str, dict[str, list[float]]]:
+    """``{row: {"warm": [NDCG@10 per point], "cold": [...]}}`` from :func:`run_dial`'s output."""
+    rows: dict[str, dict[str, list[float]]] = {}
+    for p in points:
+        for row, groups in p["report"]["mean_std"].items():
+            for g in ("warm", "cold"):
+                rows.setdefault(row, {}).setdefault(g, []).append(groups[g]["NDCG@10"]["mean"])
+    return rows

@@ -196,3 +196,20 @@ def test_cli_cold_start_writes_the_table(ds, tmp_path, capsys):
     table = out.with_suffix(".md").read_text()
     assert "| Content k-NN |" in table and "cold median rank" in table and "drawn at random" in table
     assert "| Content k-NN |" in capsys.readouterr().out
+
+
+def test_dial_moves_transitions_from_attributes_to_item_specific_follow_ups():
+    from qbert4rec_lib.synthetic import SyntheticConfig, default_folder, generate
+
+    def attribute_share(cat):
+        sub, brand = cat.attributes["subcategory"], cat.attributes["brand"]
+        comp = {i: cat.labels["subcategory"].index(cat.complements[s]) for i, s in enumerate(cat.labels["subcategory"])}
+        pairs = [(a, b) for s in cat.sequences for a, b in zip(s[:-1], s[1:])]
+        return np.mean([sub[b] == comp[sub[a]] or brand[b] == brand[a] for a, b in pairs])
+
+    small = dict(num_items=300, num_users=500)
+    content, ids = generate(SyntheticConfig(**small)), generate(SyntheticConfig(id_driven=1.0, **small))
+    assert attribute_share(content) > 0.45 and attribute_share(ids) < 0.25
+    assert default_folder(SyntheticConfig(**small)) != default_folder(SyntheticConfig(id_driven=0.5, **small))
+    with pytest.raises(ValueError, match="id_driven"):
+        SyntheticConfig(id_driven=1.5)
