@@ -30,7 +30,8 @@ HR@50 and the median rank of the target (HR@10 alone hides the signal on small c
 item is cold (never used for early stopping) form the cold validation set that picks the stage-1 path below.
 
 **A new item's semantic ID** (:func:`cold_semantic_ids`) comes from its content through the *frozen* stages 1-2.
-Stage 1 needs a query for an item that has no trained ID query; three paths (``QUERY_PATHS``):
+Stage 1 needs a query for an item that has no trained ID query (and it has no structural features); four paths
+(``QUERY_PATHS``):
 
 * ``"content"``: the mean trained query of the item's ``content_k`` nearest warm items by content (cosine of the
   concatenated, L2-normalised text and image vectors). A new item borrows the ID queries of items that look like it.
@@ -38,6 +39,14 @@ Stage 1 needs a query for an item that has no trained ID query; three paths (``Q
 * ``"unknown"``: a learned "unknown item" query, fitted after stage 1 with every stage-1 weight frozen
   (:func:`~qbert4rec_lib.fusion.fit_unknown_query`) to minimise the multi-view loss of the warm items when they use
   it and their structural modality is hidden, as a new item's is.
+* ``"content+structure"``: the ``"content"`` query, and a structural vector imputed as the mean structural vector of
+  the same content neighbours (so the item enters stage 1 with every modality a warm item has).
+
+The path is chosen on the cold *validation* users (:func:`run_cold_start`'s ``chosen_path``), never on test users.
+Measured on the default catalog (smoke preset, 10 % newest items, seed 0): cold-validation NDCG@10 content 0.0115,
+mean 0.0124, unknown 0.0168, content+structure 0.0263; warm items sent through the path land on their own level-1
+code 38 %, 32 %, 41 %, 38 % of the time (the trained ID query and the structural features shape the warm IDs; a
+new item has neither). Raw-text IDs (no stage 1) do not have this gap: their new-item path is the training path.
 
 The fused vector is quantized by the trained RQ-VAE (:func:`~qbert4rec_lib.quantize.encode_frozen`: same
 standardisation, encoder and codebooks), and a cold item whose codes equal existing items' codes takes the next
