@@ -205,7 +205,7 @@ class SASRec(SequentialRecommender):
         if not predict.any():  # every sequence has a single item: nothing to predict
             return LossOutput(_zero_loss(self), {"ce": 0.0, "targets": 0.0})
         hidden = self.backbone.forward_by_length(inputs)  # [B, T-1, d]
-        logits = self._item_logits(hidden[predict])  # [M, N] only at non-pad positions
+        logits = self.mask_unknown_items(self._item_logits(hidden[predict]))  # [M, N] only at non-pad positions
         loss = F.cross_entropy(logits, targets[predict] - 1)
         return LossOutput(loss, {"ce": float(loss.detach()), "targets": float(predict.sum())})
 
@@ -285,7 +285,7 @@ class BERT4RecID(SequentialRecommender):
             return LossOutput(_zero_loss(self), {"ce": 0.0, "targets": 0.0})
         inputs = sequences.masked_fill(masked, self.mask_token)  # [B, T]
         hidden = self.backbone.forward_by_length(inputs)  # [B, T, d]
-        logits = self._item_logits(hidden[masked])  # [M, N]
+        logits = self.mask_unknown_items(self._item_logits(hidden[masked]))  # [M, N]
         loss = F.cross_entropy(logits, sequences[masked] - 1)
         return LossOutput(loss, {"ce": float(loss.detach()), "targets": float(masked.sum())})
 

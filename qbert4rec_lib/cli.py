@@ -13,6 +13,7 @@ Commands (each prints a short human summary, or JSON with ``--json``):
     evaluate DATA           test metrics + protocol of a model (trains it first if not cached)
     experiment DATA         the results table: Q-Bert4Rec vs baselines over several seeds
     ablations DATA          Q-Bert4Rec with one switch flipped per row
+    cold-start DATA         new items: warm / cold users table (Q-Bert4Rec, baselines, content k-NN) over seeds
     study DATA              what makes Q-Bert4Rec competitive: variants, each to early stopping (--records)
     reproduce --set smoke   run every notebook through papermill under a parameter set
 
@@ -239,6 +240,23 @@ def cmd_study(args) -> int:
     return _emit(args, {n: [r.test.metrics for r in rs] for n, rs in runs.items()}, table)
 
 
+def cmd_cold_start(args) -> int:
+    from pathlib import Path
+
+    from .cache import atomic_write_json, atomic_write_text
+    from .coldstart import run_cold_start
+
+    cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
+    report = run_cold_start(ds, cfg, fraction=args.fraction, by=args.by, seeds=args.seeds, models=args.models,
+                            log=None if args.json else print)
+    table = report.table()
+    payload = {"dataset": ds.name, "config": args.config} | report.to_json()
+    if args.out:
+        atomic_write_json(Path(args.out).with_suffix(".json"), payload)
+        atomic_write_text(Path(args.out).with_suffix(".md"), table)
+    return _emit(args, payload, table + f"\n({report.seconds:.0f} s)")
+
+
 def cmd_cross_domain(args) -> int:
     from .crossdomain import run_cross_domain
 
@@ -383,6 +401,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write the markdown table here")
     p.add_argument("--list", action="store_true", help="list the study rows and exit")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+
+    from .coldstart import MODELS as COLD_MODELS
+
+    p = stage("cold-start", "new items: warm/cold table (protocol in coldstart.py)", cmd_cold_start)
+    p.add_argument("--seeds", nargs="*", type=_count, default=[0, 1, 2])
+    p.add_argument("--fraction", type=_positive, default=0.1, help="share of the items held out (default 0.1)")
+    p.add_argument("--by", default="time", choices=["time", "random"], help="which items are new (default: time)")
+    p.add_argument("--models", nargs="*", default=list(COLD_MODELS), choices=list(COLD_MODELS), metavar="MODEL",
+                   help=f"rows of the table (default: all of {', '.join(COLD_MODELS)})")
+    p.add_argument("--out", default=None, help="write <out>.json and <out>.md")
 
     p = stage("cross-domain", "pretrain on a source catalog, fine-tune on a target (shared semantic IDs)",
               cmd_cross_domain, data=False)

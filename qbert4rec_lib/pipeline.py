@@ -654,50 +654,5 @@ def preset(name: str) -> ExperimentConfig:
 
 
 # ---- cold start ----------------------------------------------------------------------------
-@dataclass
-class ColdStart:
-    """Items held out of training entirely, and the split with them removed."""
-
-    split: object  # LeaveOneOutSplit without any cold item in training parts or histories
-    cold_items: np.ndarray  # int64 ids held out
-    cold_users: np.ndarray  # int64 user indices whose test target is a cold item
-    warm_users: np.ndarray  # the other users
-
-
-def cold_start_split(dataset, fraction: float = 0.1, *, seed: int = 0, max_len: int = 50) -> ColdStart:
-    """Hold out ``fraction`` of the items from training entirely (and from every history).
-
-    Test targets stay as they are: users whose test target is a cold item measure how well a model recommends items it
-    has never seen in an interaction. Semantic IDs for those items still come from their *content* (text, image).
-    """
-    from .data import LeaveOneOutSplit
-
-    if not 0 < fraction < 1:
-        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
-    base = dataset.split(max_len=0)
-    rng = np.random.default_rng(seed)
-    cold = np.sort(rng.choice(np.arange(1, dataset.num_items + 1), size=max(1, int(fraction * dataset.num_items)),
-                              replace=False))
-    is_cold = np.zeros(dataset.num_items + 1, dtype=bool)
-    is_cold[cold] = True
-
-    def drop(seqs):
-        out = [s[~is_cold[s]] for s in seqs]
-        return [s[-max_len:] if max_len else s for s in out]
-
-    split = LeaveOneOutSplit(train=drop(base.train), valid_history=drop(base.valid_history),
-                             valid_target=base.valid_target, test_history=drop(base.test_history),
-                             test_target=base.test_target, num_items=dataset.num_items, max_len=max_len)
-    cold_users = np.flatnonzero(is_cold[base.test_target])
-    warm_users = np.flatnonzero(~is_cold[base.test_target])
-    return ColdStart(split, cold, cold_users, warm_users)
-
-
-def evaluate_users(model, split, users: np.ndarray, cfg: EvalConfig = EvalConfig(), which: str = "test") -> EvalResult:
-    """Evaluate on a subset of users (e.g. those whose target is a cold item)."""
-    from .evaluate import evaluate
-
-    hist = split.test_history if which == "test" else split.valid_history
-    targ = split.test_target if which == "test" else split.valid_target
-    return evaluate(model, [hist[u] for u in users], targ[users], split.num_items, cfg, max_len=split.max_len,
-                    split_name=f"{which} ({len(users):,} selected users)")
+# The protocol, the new-item path through stages 1-2, the baselines and the warm/cold table live in coldstart.py.
+from .coldstart import ColdStart, cold_start_split, evaluate_users  # noqa: E402,F401  (re-exported)

@@ -306,7 +306,7 @@ class QBert4Rec(SequentialRecommender):
         total = hidden.new_zeros(())
         parts: dict[str, float] = {}
         if self.item_encoder is not None:  # token_mlp head: one softmax over the catalog's items
-            item_ce = F.cross_entropy(self.token_item_logits(hidden, vectors), target_items - 1)
+            item_ce = F.cross_entropy(self.mask_unknown_items(self.token_item_logits(hidden, vectors)), target_items - 1)
             parts.update(ce_item=float(item_ce.detach()), loss=float(item_ce.detach()))
             parts["masked_fraction"] = float(masked.sum()) / max(1, int((sequences > 0).sum()))
             return LossOutput(loss=item_ce, parts=parts)
@@ -319,7 +319,7 @@ class QBert4Rec(SequentialRecommender):
                 ce = F.cross_entropy(level_logits.detach(), targets[:, level])
             parts[f"ce_level{level}"] = float(ce.detach())
         if self.config.item_loss_weight > 0:
-            item_ce = F.cross_entropy(self._item_logits(logits), target_items - 1)  # over all N items
+            item_ce = F.cross_entropy(self.mask_unknown_items(self._item_logits(logits)), target_items - 1)  # over all N items
             total = total + self.config.item_loss_weight * item_ce
             parts["ce_item"] = float(item_ce.detach())
         parts["loss"] = float(total.detach())

@@ -61,6 +61,8 @@ __all__ = [
     "train_rqvae",
     "run_quantize",
     "disambiguate",
+    "encode_frozen",
+    "extend_ids",
     "code_health",
     "usage_counts",
     "category_purity",
@@ -352,6 +354,8 @@ class QuantizeResult:
     seconds: float  # training time
     from_cache: bool = False
     key: str = ""
+    encoder: dict | None = dataclasses.field(default=None, repr=False, compare=False)  # fresh runs only:
+    # {"model": the trained RQVAE, "mean", "std": the input standardisation} (what :func:`encode_frozen` needs)
 
     def summary(self) -> dict:
         """JSON-able health figures (for the CLI and notebooks)."""
@@ -430,8 +434,8 @@ def _train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig, *, progress: bool, de
     if cfg.kmeans_init and codebook_size > num_items:
         raise ValueError(f"codebook size {codebook_size} > {num_items} items: k-means cannot initialise it; "
                          "use adapt_codebook_size=True or a smaller codebook_size")
-    if cfg.standardize:
-        x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-6)
+    mean, std = (x.mean(0), np.maximum(x.std(0), 1e-6)) if cfg.standardize else (0.0, 1.0)
+    x = (x - mean) / std
     data = torch.from_numpy(np.ascontiguousarray(x)).to(device)
     torch.manual_seed(cfg.seed)
     model = RQVAE(x.shape[1], cfg, codebook_size).to(device)
@@ -482,7 +486,35 @@ def _train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig, *, progress: bool, de
     health = code_health(codes, codebook_size) | {"reconstruction_mse": mse}
     table = SemanticIDTable(semantic_ids, (codebook_size,) * cfg.levels + (health["max_disambiguation"] + 1,))
     return QuantizeResult(codes, semantic_ids, table, model.quantizer.codebooks.detach().cpu().numpy().copy(),
-                          health, history, cfg, codebook_size, seconds)
+                          health, history, cfg, codebook_size, seconds, encoder={"model": model, "mean": mean, "std": std})
+
+
+def encode_frozen(result: QuantizeResult, embeddings: np.ndarray) -> np.ndarray:
+    """Codes ``[n, L]`` of new item vectors ``[n, D]`` through the trained, frozen RQ-VAE of ``result`` (the same
+    standardisation, encoder and codebooks as its training items; nothing is updated)."""
+    if result.encoder is None:
+        raise ValueError("encode_frozen needs a freshly trained QuantizeResult (a cached one has no model)")
+    model = result.encoder["model"]
+    x = (np.asarray(embeddings, dtype=np.float32) - result.encoder["mean"]) / result.encoder["std"]
+    device = next(model.parameters()).device
+    codes, _, _ = _encode_all(model, torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device))
+    return codes.astype(np.int64)
+
+
+def extend_ids(ids: np.ndarray, new_codes: np.ndarray) -> np.ndarray:
+    """Semantic IDs ``[n, L + 1]`` for new items with codes ``new_codes [n, L]``, next to existing IDs ``[N, L + 1]``
+    that stay as they are: a new item whose codes equal existing items' codes (or an earlier new item's) takes the
+    next free disambiguation token of that group, in the given order."""
+    ids, new_codes = np.asarray(ids, dtype=np.int64), np.asarray(new_codes, dtype=np.int64)
+    taken: dict[tuple, int] = {}
+    for row in ids:
+        key = tuple(row[:-1])
+        taken[key] = max(taken.get(key, -1), int(row[-1]))
+    suffix = np.empty(len(new_codes), dtype=np.int64)
+    for k, row in enumerate(new_codes):
+        key = tuple(row)
+        taken[key] = suffix[k] = taken.get(key, -1) + 1
+    return np.concatenate([new_codes, suffix[:, None]], axis=1)
 
 
 def run_quantize(dataset, source, cfg: RQVAEConfig = RQVAEConfig(), *, cache_root=None, source_key: str | None = None,

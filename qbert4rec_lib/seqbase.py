@@ -36,6 +36,17 @@ class SequentialRecommender(nn.Module):
 
     name: str = "model"
     num_items: int
+    # bool [N + 1] (index = item id) or None: the items that exist while the model trains. Items marked False
+    # (cold-start items, :mod:`qbert4rec_lib.coldstart`) get a -inf logit in every training softmax, so they are
+    # neither targets nor negatives; None (the default) = every item exists.
+    train_item_mask: torch.Tensor | None = None
+
+    def mask_unknown_items(self, logits: torch.Tensor) -> torch.Tensor:
+        """``[M, N]`` logits over item ids ``1..N`` with the items outside :attr:`train_item_mask` at -inf."""
+        mask = self.train_item_mask
+        if mask is None:
+            return logits
+        return logits.masked_fill(~mask[1:].to(logits.device), float("-inf"))
 
     def loss(self, sequences: torch.Tensor, generator: torch.Generator | None = None) -> LossOutput:
         raise NotImplementedError

@@ -150,6 +150,10 @@ class SyntheticConfig:
     length_sigma: float = 1.0  # lognormal sigma of sequence lengths (larger = longer tail)
     max_sequence_length: int = 60  # longest simulated sequence
     core: int = 5  # k of the k-core filter applied to users and items
+    id_driven: float = 0.0  # the dial: chance that the next item is one of the previous item's own follow-up items
+    # (id_follow_ups random items per item, no attribute explains them) instead of the attribute-driven draw above;
+    # 0 = content-driven world (the default catalog), 1 = every transition is item-specific
+    id_follow_ups: int = 3  # follow-up items per item when id_driven > 0
 
     def __post_init__(self) -> None:
         checks = [
@@ -161,6 +165,8 @@ class SyntheticConfig:
             (0 <= self.complement_prob + self.same_brand_prob <= 1, "complement_prob + same_brand_prob must be in [0, 1]"),
             (1 <= self.min_sequence_length <= self.max_sequence_length, "need 1 <= min_sequence_length <= max_sequence_length"),
             (self.num_items >= 10 and self.num_users >= 10, "num_items and num_users must be >= 10"),
+            (0 <= self.id_driven <= 1, "id_driven must be in [0, 1]"),
+            (self.id_follow_ups >= 1, "id_follow_ups must be >= 1"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -305,6 +311,10 @@ def _simulate_users(cfg: SyntheticConfig, rng: np.random.Generator, attrs: dict,
     by_brand = [np.flatnonzero(brand == b) for b in range(brand.max() + 1)]
     everything = np.arange(n_items)
     sequences = []
+    rng_id = follow_ups = None
+    if cfg.id_driven > 0:  # its own generator: the default world's draws are unchanged
+        rng_id = np.random.default_rng(np.random.SeedSequence([cfg.seed, 7919]))
+        follow_ups = np.stack([rng_id.choice(n_items, cfg.id_follow_ups, replace=False) for _ in range(n_items)])
     for _ in range(cfg.num_users):
         top_pref = rng.dirichlet(np.full(top.max() + 1, cfg.user_category_concentration))
         colour_pref = 0.5 * rng.dirichlet(np.full(colour.max() + 1, cfg.user_taste_concentration)) + 0.5 / (colour.max() + 1)
@@ -315,6 +325,14 @@ def _simulate_users(cfg: SyntheticConfig, rng: np.random.Generator, attrs: dict,
         seq: list[int] = []
         for _step in range(min(length, n_items)):
             r = rng.random()
+            if seq and rng_id is not None and rng_id.random() < cfg.id_driven and (~seen[follow_ups[seq[-1]]]).any():
+                pool = follow_ups[seq[-1]]  # an item-specific transition: popularity decides, not taste
+                w = popularity[pool] * ~seen[pool]
+                cum = np.cumsum(w)
+                item = int(pool[min(np.searchsorted(cum, rng_id.random() * cum[-1], side="right"), len(pool) - 1)])
+                seen[item] = True
+                seq.append(item)
+                continue
             if seq and r < cfg.complement_prob:
                 pool = by_sub[complement_idx[sub[seq[-1]]]]
             elif seq and r < cfg.complement_prob + cfg.same_brand_prob:
@@ -561,7 +579,12 @@ def folder_fingerprint(folder: str | Path) -> str:
 
 def default_folder(cfg: SyntheticConfig | None = None, root: str | Path | None = None) -> Path:
     """Where :func:`load_default` keeps the generated folder for ``cfg`` in the cache."""
-    return stage_dir("synthetic", GENERATOR_VERSION, cfg or SyntheticConfig(), root=root).path
+    cfg = cfg or SyntheticConfig()
+    key = to_dict(cfg)
+    for name in ("id_driven", "id_follow_ups"):  # fields added later: at their defaults the folder keeps its old key
+        if key[name] == getattr(SyntheticConfig, name):
+            key.pop(name)
+    return stage_dir("synthetic", GENERATOR_VERSION, key, root=root).path
 
 
 # ---- datasets ---------------------------------------------------------------------------------

@@ -18,6 +18,9 @@ __all__ = ["figures_dir", "png_available", "save_figure", "show", "show_markdown
            "label_breakdown_html", "thumbnail_html", "item_card_html", "neighbours_html",
            "neighbours_figure", "scatter_panels", "CATEGORY_COLORS"]
 
+
+__all__ = ["figures_dir", "png_available", "save_figure", "show", "CATEGORY_COLORS", "dial_figure"]
+
 # a qualitative palette with enough distinct colours for top-level categories
 CATEGORY_COLORS = [
     "#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#EECA3B", "#B279A2", "#FF9DA6",
@@ -323,4 +326,28 @@ def scatter_panels(panels: dict, title: str = "", order=None, colors: dict | Non
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False)
     fig.update_layout(title=title, template="plotly_white")
+
+
+def dial_figure(points: list[dict], metric: str = "NDCG@10"):
+    """Warm-user and cold-user test ``metric`` of each model against the generator's ``id_driven`` dial (the output
+    of :func:`qbert4rec_lib.coldstart.run_dial`): where content-driven models and ID models cross."""
+    from plotly.subplots import make_subplots
+
+    xs = [p["id_driven"] for p in points]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("warm users (test item seen in training)",
+                                                        "cold users (test item new)"), horizontal_spacing=0.08)
+    names = list(points[0]["report"]["mean_std"]) if points else []
+    for i, name in enumerate(names):
+        color = CATEGORY_COLORS[i % len(CATEGORY_COLORS)]
+        for col, group in ((1, "warm"), (2, "cold")):
+            stats = [p["report"]["mean_std"][name][group][metric] for p in points]
+            several = len(points[0]["report"]["seeds"]) > 1
+            fig.add_scatter(x=xs, y=[s["mean"] for s in stats], mode="lines+markers", name=name, line_color=color,
+                            showlegend=col == 1, row=1, col=col,
+                            error_y=dict(type="data", array=[s["std"] for s in stats]) if several else None)
+    for col in (1, 2):
+        fig.update_xaxes(title_text="id_driven (0 = content-driven, 1 = ID-driven)", row=1, col=col)
+    fig.update_yaxes(title_text=f"test {metric}", row=1, col=1)
+    fig.update_layout(title=f"When do semantic IDs help? test {metric} along the content-to-ID dial",
+                      template="plotly_white", legend=dict(orientation="h", y=-0.25))
     return fig

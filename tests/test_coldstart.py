@@ -1,0 +1,215 @@
+"""Cold-start protocol: cold items absent from every training input, frozen new-item IDs, baselines (tiny catalog)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from qbert4rec_lib import coldstart as C
+from qbert4rec_lib.baselines import BERT4RecID, BERT4RecConfig, Popularity, SASRec, SASRecConfig
+from qbert4rec_lib.pipeline import smoke_config
+from qbert4rec_lib.quantize import extend_ids
+from qbert4rec_lib.synthetic import load_default
+from qbert4rec_lib.train import TrainConfig
+
+TINY = dict(num_items=240, num_users=360)
+
+
+@pytest.fixture(scope="module")
+def ds():
+    return load_default(seed=41, **TINY)
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg():
+    cfg = smoke_config(0.1)
+    return replace(cfg, features=replace(cfg.features, modalities=("text", "structural")),
+                   fusion=replace(cfg.fusion, epochs=2), rqvae=replace(cfg.rqvae, epochs=3, kmeans_iters=10),
+                   pretrain=TrainConfig(epochs=2, eval_every=1), finetune=TrainConfig(epochs=1),
+                   baseline_train=TrainConfig(epochs=2), max_len=20)
+
+
+def _all_train_items(cs):
+    return np.concatenate([s for s in cs.split.train + cs.train_full if len(s)])
+
+
+def test_time_split_holds_out_the_latest_items(ds):
+    cs = C.cold_start_split(ds, 0.1, by="time", max_len=20)
+    first = C.first_appearance(ds)
+    assert len(cs.cold_items) == int(0.1 * ds.num_items)
+    # every cold item arrives no earlier than every warm item
+    assert first[cs.cold_items].min() >= first[np.setdiff1d(np.arange(1, ds.num_items + 1), cs.cold_items)].max()
+    assert not np.isin(_all_train_items(cs), cs.cold_items).any()
+    for hist in cs.split.valid_history + cs.split.test_history:
+        assert not np.isin(hist, cs.cold_items).any()
+    assert np.array_equal(cs.split.test_target, ds.split(max_len=0).test_target)  # targets kept
+    assert np.isin(cs.split.test_target[cs.cold_users], cs.cold_items).all()
+    assert not np.isin(cs.split.test_target[cs.warm_users], cs.cold_items).any()
+    assert not np.isin(cs.train_split.valid_target, cs.cold_items).any()  # early stopping never sees a cold item
+    assert len(cs.train_split.valid_target) + len(cs.cold_valid_users) == ds.num_users
+    rnd = C.cold_start_split(ds, 0.1, by="random", max_len=20)
+    assert not np.array_equal(rnd.cold_items, cs.cold_items)
+    with pytest.raises(ValueError, match="by must be"):
+        C.cold_start_split(ds, 0.1, by="popularity")
+
+
+def test_cold_items_absent_from_stage_1_2_inputs_and_frozen_ids_valid(ds, tiny_cfg, monkeypatch):
+    import qbert4rec_lib.features as F
+    import qbert4rec_lib.fusion as FU
+    import qbert4rec_lib.quantize as Q
+
+    cs = C.cold_start_split(ds, 0.15, by="time", max_len=20)
+    seen = {}
+    real_fusion, real_rqvae, real_struct = FU.train_fusion, Q.train_rqvae, F.structural_features
+
+    def spy_fusion(features, cfg, **kw):
+        seen["fusion_rows"] = {m: f.vectors.shape[0] for m, f in features.modalities.items()}
+        seen["fusion_text"] = features.modalities["text"].vectors.copy()
+        return real_fusion(features, cfg, **kw)
+
+    def spy_rqvae(x, cfg, **kw):
+        seen.setdefault("rqvae_rows", []).append(len(x))
+        return real_rqvae(x, cfg, **kw)
+
+    def spy_struct(train, num_items, **kw):
+        seen["structural_items"] = np.concatenate([s for s in train if len(s)])
+        return real_struct(train, num_items, **kw)
+
+    monkeypatch.setattr(FU, "train_fusion", spy_fusion)
+    monkeypatch.setattr(Q, "train_rqvae", spy_rqvae)
+    monkeypatch.setattr(F, "structural_features", spy_struct)
+    ids = C.cold_semantic_ids(ds, cs, tiny_cfg, "fused", cache_root=None)
+    n_warm = ds.num_items - len(cs.cold_items)
+    assert set(seen["fusion_rows"].values()) == {n_warm}  # ID queries and contrastive batches: warm rows only
+    text = F.build_features(ds, tiny_cfg.features, split=replace(cs.split, train=cs.train_full, max_len=0)
+                            ).modalities["text"].vectors
+    assert np.array_equal(seen["fusion_text"], text[cs.warm_rows])
+    assert seen["rqvae_rows"] == [n_warm]  # RQ-VAE training set and k-means init: warm items only
+    assert not np.isin(seen["structural_items"], cs.cold_items).any()  # co-occurrence: warm sequences only
+    assert set(ids.paths) == set(C.QUERY_PATHS)
+    warm = ids.tables["content"][cs.warm_rows]
+    for path, table in ids.tables.items():
+        assert table.shape == (ds.num_items, 4)
+        assert len(np.unique(table, axis=0)) == ds.num_items  # every item, cold included, has a unique ID
+        assert (table < np.array(ids.vocab_sizes)).all() and (table >= 0).all()
+        assert np.array_equal(table[cs.warm_rows], warm)  # warm IDs do not depend on the new-item path
+    raw = C.cold_semantic_ids(ds, cs, tiny_cfg, "raw_text")
+    assert len(np.unique(raw.tables["frozen"], axis=0)) == ds.num_items
+
+
+def test_extend_ids_continues_the_disambiguation():
+    old = np.array([[1, 2, 0], [1, 2, 1], [3, 4, 0]])
+    new = extend_ids(old, np.array([[1, 2], [5, 5], [1, 2], [3, 4]]))
+    assert new.tolist() == [[1, 2, 2], [5, 5, 0], [1, 2, 3], [3, 4, 1]]
+
+
+@pytest.mark.parametrize("make", [lambda n: SASRec(n, SASRecConfig(hidden_size=16, max_len=8, inner_size=32)),
+                                  lambda n: BERT4RecID(n, BERT4RecConfig(hidden_size=16, max_len=8, inner_size=32))])
+def test_training_softmax_gives_cold_items_no_gradient(make):
+    torch.manual_seed(0)
+    n, cold = 30, torch.tensor([5, 17, 29])
+    model = make(n)
+    mask = torch.ones(n + 1, dtype=torch.bool)
+    mask[0] = False
+    mask[cold] = False
+    model.train_item_mask = mask
+    seqs = torch.randint(1, n + 1, (16, 8))
+    seqs[torch.isin(seqs, cold)] = 1  # cold items never occur in training sequences
+    model.loss(seqs, torch.Generator().manual_seed(0)).loss.backward()
+    grad = model.backbone.item_embedding.weight.grad
+    assert torch.all(grad[cold] == 0) and grad[:n + 1][mask].abs().sum() > 0
+    if isinstance(model, BERT4RecID):
+        assert torch.all(model.output_bias.grad[cold] == 0)
+    model.zero_grad()
+    model.train_item_mask = None  # without the mask a cold item is a negative: it gets pushed down
+    model.loss(seqs, torch.Generator().manual_seed(0)).loss.backward()
+    assert model.backbone.item_embedding.weight.grad[cold].abs().sum() > 0
+
+
+def test_qbert_loss_ignores_cold_rows_of_the_id_table():
+    from qbert4rec_lib.qbert import QBert4Rec, QBertConfig
+
+    rng = np.random.default_rng(0)
+    ids = np.concatenate([rng.integers(0, 6, (40, 2)), np.zeros((40, 1), np.int64)], 1)
+    ids[:, 2] = np.arange(40) % 4
+    cold = np.array([3, 11, 38])  # item ids
+    cfg = QBertConfig(hidden=16, heads=2, max_len=8, dropout=0.0)
+    seqs = torch.randint(1, 41, (12, 8))
+    seqs[torch.isin(seqs, torch.as_tensor(cold))] = 1
+    losses = []
+    for variant, masked in ((0, True), (1, True), (1, False), (0, False)):
+        table = ids.copy()
+        if variant:
+            table[cold - 1, :2] = rng.integers(0, 6, (len(cold), 2))  # other tokens for the cold items
+        torch.manual_seed(0)
+        model = QBert4Rec(table, (6, 6, 4), cfg)
+        mask = torch.ones(41, dtype=torch.bool)
+        mask[0] = False
+        mask[cold] = False
+        model.train_item_mask = mask if masked else None
+        losses.append(float(model.loss(seqs, torch.Generator().manual_seed(0)).loss.detach()))
+    assert losses[0] == pytest.approx(losses[1], abs=1e-6)  # masked: the cold rows do not matter
+    assert losses[2] != pytest.approx(losses[3], abs=1e-6)  # unmasked they would (as negatives)
+
+
+def test_id_baselines_know_nothing_about_cold_items(ds, tiny_cfg):
+    from qbert4rec_lib.config import seed_everything
+
+    cs = C.cold_start_split(ds, 0.1, by="time", max_len=20)
+    model, fits = C.train_cold_model("SASRec-CE", ds, cs, tiny_cfg, seed=0)
+    assert model.train_item_mask is None  # lifted after training
+    seed_everything(0)
+    init = SASRec(ds.num_items, replace(tiny_cfg.sasrec, max_len=tiny_cfg.max_len))
+    w, w0 = model.backbone.item_embedding.weight, init.backbone.item_embedding.weight
+    assert torch.equal(w[cs.cold_items], w0[cs.cold_items])  # never updated: still the random initial rows
+    assert not torch.equal(w[cs.warm_rows + 1], w0[cs.warm_rows + 1])
+    pop = C.evaluate_cold(Popularity(cs.split.train_item_counts()), cs)
+    assert pop["cold"]["HR@50"] == 0.0 and pop["cold"]["median_rank"] > ds.num_items - len(cs.cold_items)
+
+
+def test_content_knn_ranks_a_cold_item_by_its_content():
+    rng = np.random.default_rng(0)
+    vec = rng.normal(size=(20, 8)).astype(np.float32)
+    vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+    vec[19] = vec[[2, 4]].mean(0) / np.linalg.norm(vec[[2, 4]].mean(0))  # item 20 (never seen) looks like 3 and 5
+    knn = C.ContentKNN(vec, k=2)
+    scores = knn.score_all(torch.tensor([[0, 7, 3, 5]]))[0]  # history ends with items 3 and 5
+    scores[[3, 5, 7]] = -torch.inf  # the evaluator excludes the history
+    assert int(scores.argmax()) == 20
+    assert float(scores[0]) == -np.inf
+
+
+def test_cli_cold_start_writes_the_table(ds, tmp_path, capsys):
+    import json
+
+    from qbert4rec_lib.cli import main
+
+    out = tmp_path / "cold"
+    rc = main(["cold-start", ds.source, "--seeds", "0", "1", "--fraction", "0.1", "--by", "random",
+               "--models", "Content k-NN", "Popularity", "--set", 'features.modalities=["text"]', "--out", str(out)])
+    assert rc == 0
+    payload = json.loads(out.with_suffix(".json").read_text())
+    assert payload["seeds"] == [0, 1] and set(payload["runs"]) == {"Content k-NN", "Popularity"}
+    assert payload["mean_std"]["Popularity"]["cold"]["HR@10"]["mean"] == 0.0
+    table = out.with_suffix(".md").read_text()
+    assert "| Content k-NN |" in table and "cold median rank" in table and "drawn at random" in table
+    assert "| Content k-NN |" in capsys.readouterr().out
+
+
+def test_dial_moves_transitions_from_attributes_to_item_specific_follow_ups():
+    from qbert4rec_lib.synthetic import SyntheticConfig, default_folder, generate
+
+    def attribute_share(cat):
+        sub, brand = cat.attributes["subcategory"], cat.attributes["brand"]
+        comp = {i: cat.labels["subcategory"].index(cat.complements[s]) for i, s in enumerate(cat.labels["subcategory"])}
+        pairs = [(a, b) for s in cat.sequences for a, b in zip(s[:-1], s[1:])]
+        return np.mean([sub[b] == comp[sub[a]] or brand[b] == brand[a] for a, b in pairs])
+
+    small = dict(num_items=300, num_users=500)
+    content, ids = generate(SyntheticConfig(**small)), generate(SyntheticConfig(id_driven=1.0, **small))
+    assert attribute_share(content) > 0.45 and attribute_share(ids) < 0.25
+    assert default_folder(SyntheticConfig(**small)) != default_folder(SyntheticConfig(id_driven=0.5, **small))
+    with pytest.raises(ValueError, match="id_driven"):
+        SyntheticConfig(id_driven=1.5)
