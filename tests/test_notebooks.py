@@ -53,8 +53,11 @@ CHECKS: dict[str, dict] = {
         "test_ndcg10": _between(0.0, 1.0),
     },
     "06_evaluation": {
-        "q_bert4rec_ndcg10": _between(0.0, 1.0),
-        "sasrec_ce_ndcg10": _between(0.0, 1.0),
+        # pinned to the smoke run of 2026-12-02 (Q-Bert4Rec 0.0923, SASRec-CE 0.0960, BERT4Rec-ID 0.0512, Popularity
+        # 0.0482; every model trained to early stopping), with room for other CPUs' floating-point differences
+        "q_bert4rec_ndcg10": _between(0.080, 0.105),
+        "sasrec_ce_ndcg10": _between(0.085, 0.105),
+        "bert4rec_id_ndcg10": _between(0.040, 0.065),
         "popularity_ndcg10": _between(0.0, 1.0),
         "protocol": lambda v: "full ranking" in v and "leave-one-out" in v,
     },
@@ -124,5 +127,7 @@ def test_notebook_executes_and_records_expected_figures(notebook, smoke_run):
     if notebook == "06_evaluation":  # the trained sequence models must beat the popularity floor
         assert values["q_bert4rec_ndcg10"] > values["popularity_ndcg10"]
         assert values["sasrec_ce_ndcg10"] > values["popularity_ndcg10"]
+        assert values["bert4rec_id_ndcg10"] > values["popularity_ndcg10"]
+        assert values["q_bert4rec_ndcg10"] > 0.9 * values["sasrec_ce_ndcg10"]  # within 10% of SASRec-CE (-3.9% here)
     figures = list(smoke_run["figures"].glob(f"{notebook}_*.html"))
     assert figures, f"{notebook} wrote no figure to {smoke_run['figures']}"
