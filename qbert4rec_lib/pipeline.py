@@ -58,6 +58,7 @@ __all__ = [
     "study_config",
     "run_study",
     "study_table",
+    "study_runs_from_records",
     "ablation_config",
     "run_ablations",
     "smoke_config",
@@ -210,7 +211,8 @@ def _phase_log(log: Callable[[dict], None] | None, phase: str) -> Callable[[dict
 
 def train_model(name: str, dataset, cfg: ExperimentConfig = ExperimentConfig(), *, seed: int = 0, split=None,
                 ids: SemanticIDs | None = None, cache_root=None, progress: bool = True, init_from=None,
-                log: Callable[[dict], None] | None = None, records_dir=None, train: bool = True) -> ModelRun | None:
+                log: Callable[[dict], None] | None = None, records_dir=None, train: bool = True,
+                record_label: str | None = None) -> ModelRun | None:
     """Train ``name`` (one of :data:`MODEL_NAMES`) on ``dataset`` with ``seed``, or load it from the cache.
 
     Q-Bert4Rec runs two phases through ``train.fit``: pretraining with ``cfg.pretrain_masks`` (skipped when
@@ -291,7 +293,7 @@ def train_model(name: str, dataset, cfg: ExperimentConfig = ExperimentConfig(), 
                         binary={"model.safetensors": lambda p: save_file(weights, p)})
     run = ModelRun(name, seed, model, fits, test, valid, from_cache, time.perf_counter() - t0)
     if records_dir is not None:
-        write_record(records_dir, run, store.key, dataset.name, relevant)
+        write_record(records_dir, run, store.key, dataset.name, relevant, label=record_label)
     return run
 
 
@@ -311,7 +313,7 @@ def _compact_history(history: list[dict]) -> list[dict]:
             for e in history]
 
 
-def write_record(records_dir, run: ModelRun, key: str, dataset_name: str, config: dict) -> None:
+def write_record(records_dir, run: ModelRun, key: str, dataset_name: str, config: dict, label: str | None = None) -> None:
     """Write ``run``'s result record (atomic JSON): test/valid metrics, protocol, per-phase curves, timings."""
     from .cache import _jsonable, atomic_write_json, library_versions
 
@@ -323,7 +325,8 @@ def write_record(records_dir, run: ModelRun, key: str, dataset_name: str, config
     path = _record_path(records_dir, run.name, run.seed, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, {
-        "model": run.name, "seed": run.seed, "dataset": dataset_name, "key": key, "config": _jsonable(config),
+        "model": run.name, "seed": run.seed, "dataset": dataset_name, "key": key, "label": label,
+        "config": _jsonable(config),
         "test": run.test.metrics, "valid": run.valid.metrics, "protocol": run.test.protocol,
         "num_users": run.test.num_users, "train_seconds": sum(f.get("seconds", 0.0) for f in fits.values()),
         "fits": fits, "from_cache": run.from_cache, "versions": library_versions(),
@@ -566,7 +569,7 @@ def run_study(dataset, cfg: ExperimentConfig, names: Sequence[str] = tuple(STUDY
             if ids is None:
                 ids = semantic_ids(dataset, rcfg, cache_root=cache_root, progress=False)
             run = train_model("Q-Bert4Rec", dataset, rcfg, seed=seed, split=split, ids=ids, cache_root=cache_root,
-                              progress=False, records_dir=records_dir,
+                              progress=False, records_dir=records_dir, record_label=name,
                               log=epoch_logger(f"study {name} seed {seed}") if epoch_log else None)
             out.setdefault(name, []).append(run)
             if log:
@@ -576,9 +579,26 @@ def run_study(dataset, cfg: ExperimentConfig, names: Sequence[str] = tuple(STUDY
     return out
 
 
+def study_runs_from_records(records_dir) -> dict[str, list[ModelRun]]:
+    """The study rows a records folder holds (records written by :func:`run_study` carry their row name), in
+    :data:`STUDY` order; nothing is trained. Use it to tabulate a study whose runs were made earlier or elsewhere."""
+    from pathlib import Path
+
+    rows: dict[str, list[ModelRun]] = {}
+    for path in sorted(Path(records_dir).glob("*.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if record.get("label"):
+            rows.setdefault(record["label"], []).append(run_from_record(record))
+    if not rows:
+        raise ValueError(f"no labelled study records in {records_dir}")
+    order = {name: i for i, name in enumerate(STUDY)}
+    return {k: sorted(rows[k], key=lambda r: r.seed) for k in sorted(rows, key=lambda k: order.get(k, len(order)))}
+
+
 def _best_epochs(run: ModelRun) -> str:
     parts = []
-    for phase, f in run.fits.items():
+    for phase in run.curves():
+        f = run.fits[phase]
         best = f.best_epoch if isinstance(f, FitResult) else f["best_epoch"]
         stop = f.stop_reason if isinstance(f, FitResult) else f.get("stop_reason", "?")
         parts.append(f"{phase} {best} ({stop})")

@@ -65,3 +65,23 @@ def test_epoch_logger_tracks_the_best_per_phase(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "Q seed 0 pretrain | epoch 1 | loss 2.0000 | valid NDCG@10 0.1000 (best 0.1000 @ 1) | 1.0 s + 0.5 s eval"
     assert "(best 0.0500 @ 1)" in out[1] and out[1].startswith("Q seed 0 finetune")
+
+
+def test_study_table_is_assembled_from_labelled_records(tmp_path):
+    from qbert4rec_lib.pipeline import study_runs_from_records, study_table
+
+    def record(label, seed, ndcg):
+        fits = {"finetune": {"history": [], "best_epoch": 3, "stop_reason": "patience", "seconds": 1.0},
+                "pretrain": {"history": [], "best_epoch": 50, "stop_reason": "patience", "seconds": 9.0}}
+        return {"model": "Q-Bert4Rec", "seed": seed, "key": f"k{label}{seed}", "label": label, "fits": fits,
+                "test": {"NDCG@10": ndcg, "HR@10": 2 * ndcg}, "valid": {"NDCG@10": ndcg, "HR@10": 2 * ndcg},
+                "protocol": "leave-one-out, full ranking, test split", "num_users": 10}
+
+    for i, (label, seed, ndcg) in enumerate([("no_pretrain", 0, 0.05), ("default", 1, 0.09), ("default", 0, 0.07)]):
+        (tmp_path / f"r{i}.json").write_text(json.dumps(record(label, seed, ndcg)))
+    (tmp_path / "unlabelled.json").write_text(json.dumps({**record("x", 0, 0.1), "label": None}))
+    runs = study_runs_from_records(tmp_path)
+    assert list(runs) == ["default", "no_pretrain"]  # STUDY order; the unlabelled record is not a row
+    assert [r.seed for r in runs["default"]] == [0, 1]
+    table = study_table(runs)
+    assert "| default |" in table and "0.0800 ± 0.0141" in table and "pretrain 50 (patience), finetune 3" in table
