@@ -326,6 +326,7 @@ def scatter_panels(panels: dict, title: str = "", order=None, colors: dict | Non
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False)
     fig.update_layout(title=title, template="plotly_white")
+    return fig
 
 
 def dial_figure(points: list[dict], metric: str = "NDCG@10"):
