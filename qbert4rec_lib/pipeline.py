@@ -413,7 +413,7 @@ def run_experiment(dataset, cfg: ExperimentConfig = ExperimentConfig(), *, model
             runs.setdefault(name, []).append(run)
             if log:
                 log(f"{name} seed {seed}: test NDCG@10 {run.test.metrics['NDCG@10']:.4f} HR@10 "
-                    f"{run.test.metrics['HR@10']:.4f} ({'cache' if run.from_cache else f'{run.seconds:.0f} s'})")
+                    f"{run.test.metrics['HR@10']:.4f} ({'record' if run.model is None else 'cache' if run.from_cache else f'{run.seconds:.0f} s'})")
     if not runs:
         raise ValueError(f"no finished runs to tabulate (missing: {', '.join(missing)})")
     table = results_table({n: [r.test for r in rs] for n, rs in runs.items()}, ("NDCG@10", "HR@10", "NDCG@5", "HR@1", "MRR"))
