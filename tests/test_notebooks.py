@@ -128,8 +128,8 @@ def test_notebook_executes_and_records_expected_figures(notebook, smoke_run):
         assert values["q_bert4rec_ndcg10"] > values["popularity_ndcg10"]
         assert values["sasrec_ce_ndcg10"] > values["popularity_ndcg10"]
         assert values["bert4rec_id_ndcg10"] > values["popularity_ndcg10"]
+        assert values["q_bert4rec_ndcg10"] > 0.9 * values["sasrec_ce_ndcg10"]  # within 10% of SASRec-CE (-3.9% here)
     if notebook == "00_overview":  # the tiny run: every model trained to early stopping has learned something
         assert values["qbert_ndcg10"] > values["popularity_ndcg10"]
-        assert values["q_bert4rec_ndcg10"] > 0.9 * values["sasrec_ce_ndcg10"]  # within 10% of SASRec-CE (-3.9% here)
     figures = list(smoke_run["figures"].glob(f"{notebook}_*.html"))
     assert figures, f"{notebook} wrote no figure to {smoke_run['figures']}"
