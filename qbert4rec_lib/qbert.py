@@ -122,6 +122,14 @@ class QBertConfig:
             "item_loss_weight": "[0, inf)", "init_std": "[0, inf)"})
         if self.hidden % self.heads:
             raise ConfigError(f"QBertConfig.hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        for name, allowed in (("item_head", ("token_mlp", "level_sum")), ("item_encoder", ("mlp", "linear")),
+                              ("input_embedding", ("token_sum", "item_vector"))):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"QBertConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.input_embedding == "item_vector" and self.item_head != "token_mlp":
+            raise ConfigError("QBertConfig: input_embedding='item_vector' needs item_head='token_mlp'")
+        if self.item_head == "token_mlp" and self.level_loss_weight > 0:
+            raise ConfigError("QBertConfig: item_head='token_mlp' scores items directly; level_loss_weight must be 0")
 
 
 class QBert4Rec(SequentialRecommender):
@@ -158,16 +166,6 @@ class QBert4Rec(SequentialRecommender):
         if cfg.level_loss_weight < 0 or cfg.item_loss_weight < 0 or cfg.level_loss_weight + cfg.item_loss_weight <= 0:
             raise ValueError(f"QBertConfig: loss weights must be >= 0 with a positive sum, got level_loss_weight="
                              f"{cfg.level_loss_weight}, item_loss_weight={cfg.item_loss_weight}")
-        if cfg.item_head not in ("level_sum", "token_mlp"):
-            raise ValueError(f"QBertConfig.item_head must be 'level_sum' or 'token_mlp', got {cfg.item_head!r}")
-        if cfg.item_encoder not in ("mlp", "linear"):
-            raise ValueError(f"QBertConfig.item_encoder must be 'mlp' or 'linear', got {cfg.item_encoder!r}")
-        if cfg.input_embedding not in ("token_sum", "item_vector"):
-            raise ValueError(f"QBertConfig.input_embedding must be 'token_sum' or 'item_vector', got {cfg.input_embedding!r}")
-        if cfg.input_embedding == "item_vector" and cfg.item_head != "token_mlp":
-            raise ValueError("QBertConfig: input_embedding='item_vector' needs item_head='token_mlp'")
-        if cfg.item_head == "token_mlp" and cfg.level_loss_weight > 0:
-            raise ValueError("QBertConfig: item_head='token_mlp' scores items directly; level_loss_weight must be 0")
         if cfg.hidden % cfg.heads:
             raise ValueError(f"hidden {cfg.hidden} is not divisible by heads {cfg.heads}")
 
