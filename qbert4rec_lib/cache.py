@@ -157,9 +157,38 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+KEY_NEUTRAL = "key_neutral"  # dataclass field metadata: the value that behaves as if the field did not exist
+
+
+def _key_view(obj: Any) -> Any:
+    """``obj`` as it enters a content key: a dataclass field that holds its ``key_neutral`` value is left out.
+
+    A config field added to the library after results were filed declares (``field(metadata={KEY_NEUTRAL: v})``)
+    the value ``v`` under which the code behaves exactly as before the field existed. Leaving such fields out of
+    the key keeps every earlier cache entry and result record valid, and still can never give a wrong hit: a
+    different value (or a later change of the field's *default*) is in the key. Any other field is always keyed.
+    """
+    if hasattr(obj, "__dataclass_fields__") and not isinstance(obj, type):
+        from dataclasses import fields
+
+        out = {}
+        for f in fields(obj):
+            value = getattr(obj, f.name)
+            if KEY_NEUTRAL in f.metadata and value == f.metadata[KEY_NEUTRAL]:
+                continue
+            out[f.name] = _key_view(value)
+        return out
+    if isinstance(obj, Mapping):
+        return {k: _key_view(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_key_view(v) for v in obj]
+    return obj
+
+
 def stable_hash(*parts: Any, length: int = 16) -> str:
-    """A short, stable hex digest of JSON-able parts (dataclasses, dicts, strings, numbers)."""
-    payload = json.dumps([_jsonable(p) for p in parts], sort_keys=True, separators=(",", ":"))
+    """A short, stable hex digest of JSON-able parts (dataclasses, dicts, strings, numbers); dataclass fields at
+    their ``key_neutral`` value are left out (see :func:`_key_view`)."""
+    payload = json.dumps([_jsonable(_key_view(p)) for p in parts], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:length]
 
 

@@ -75,7 +75,7 @@ from .evaluate import EvalConfig, EvalResult, evaluate
 from .seqbase import SequentialRecommender
 
 __all__ = [
-    "ColdStart", "cold_start_split", "evaluate_users", "first_appearance", "SPLITS", "QUERY_PATHS",
+    "ColdStart", "cold_start_split", "dial_table", "evaluate_users", "first_appearance", "SPLITS", "QUERY_PATHS",
     "ColdIDs", "cold_semantic_ids", "ContentKNN", "content_vectors", "train_cold_model", "evaluate_cold",
     "COLD_EVAL", "ColdStartReport", "run_cold_start", "cold_start_table", "run_dial", "dial_rows", "DIAL_MODELS",
 ]
@@ -624,6 +624,25 @@ def run_dial(cfg, values: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0), *, seed
                 f"{row} warm NDCG@10 {report.mean(row, 'warm', 'NDCG@10'):.4f} cold {report.mean(row, 'cold', 'NDCG@10'):.4f}"
                 for row in report.rows))
     return out
+
+
+def dial_table(points: list[dict], metric: str = "NDCG@10") -> str:
+    """Markdown: one row per model, one column per dial value, cells ``warm / cold`` test ``metric`` (mean over
+    seeds), then the protocol of the first point."""
+    if not points:
+        return "(no dial points)\n"
+    values = [p["id_driven"] for p in points]
+    lines = ["| model | " + " | ".join(f"id_driven {v:g}" for v in values) + " |",
+             "|---|" + "---|" * len(values)]
+    for row in points[0]["report"]["mean_std"]:
+        cells = []
+        for p in points:
+            g = p["report"]["mean_std"][row]
+            cells.append(f"{g['warm'][metric]['mean']:.4f} / {g['cold'][metric]['mean']:.4f}")
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    first = points[0]["report"]
+    return ("\n".join(lines) + f"\n\nCells: warm-user / cold-user test {metric} (mean over seeds "
+            f"{first['seeds']}). Protocol: {first['protocol']}. Split: {first['split']}\n")
 
 
 def dial_rows(points: list[dict]) -> dict[str, dict[str, list[float]]]:

@@ -43,7 +43,7 @@ any, is unknown; the usual BERT-style range is 15–30%.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
@@ -61,6 +61,7 @@ __all__ = [
     "tail_mask",
     "multi_region_mask",
     "apply_mixture",
+    "crop_prefixes",
 ]
 
 STRATEGIES = ("cloze", "span", "tail", "multi_region")  # order = the codes in MixtureMask.strategy
@@ -83,6 +84,9 @@ class MaskConfig:
     max_region_len: int = 3  # each region's length uniform in [1, max_region_len]
     max_mask_fraction: float = 0.4  # never mask more than this share of a row's items (min 1 item)
     always_mask_last_prob: float = 0.0  # also mask the row's last item with this probability (fine-tuning)
+    # before masking, cut a row after a uniformly drawn item (>= 2 items kept) with this probability: with the tail /
+    # last-item masks the targets then cover every position (sliding windows); key-neutral: added later
+    prefix_crop_prob: float = field(default=0.0, metadata={"key_neutral": 0.0})
 
     def __post_init__(self) -> None:
         from .config import check_config
@@ -92,7 +96,7 @@ class MaskConfig:
         weights = self.weights()
         if any(w < 0 for w in weights) or sum(weights) <= 0:
             raise ValueError(f"MaskConfig: strategy weights must be >= 0 with a positive sum, got {dict(zip(STRATEGIES, weights))}")
-        for name in ("cloze_ratio", "span_p", "max_mask_fraction", "always_mask_last_prob"):
+        for name in ("cloze_ratio", "span_p", "max_mask_fraction", "always_mask_last_prob", "prefix_crop_prob"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"MaskConfig.{name} must lie in [0, 1], got {value}")
@@ -235,6 +239,27 @@ def multi_region_mask(sequences: torch.Tensor, generator: torch.Generator | None
         start = _uniform_int(seg_start, seg_start + room - length, generator)
         mask |= _interval(T, start, length) & active.unsqueeze(1)
     return mask
+
+
+# ---- prefix crops (sliding windows) ----------------------------------------------------------
+def crop_prefixes(sequences: torch.Tensor, prob: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each row, with probability ``prob``, keeps only its first ``e`` real items, ``e`` uniform in ``[2, n]``
+    (rows of fewer than 2 items are kept whole); the result is left-padded again.
+
+    With the tail or last-item masks this turns the row's last-item question into "the next item after any
+    prefix": over the epochs every position of every training sequence becomes a target, as in SASRec's
+    next-item loss and RecBole's sliding-window augmentation, without copying the data.
+    """
+    is_real, n = real_items(sequences)
+    B, T = sequences.shape
+    if prob <= 0 or B == 0:
+        return sequences
+    crop = torch.rand(B, generator=generator, device=sequences.device) < prob  # [B]
+    keep = _uniform_int(n.clamp(max=2), n, generator)  # [B] items kept, in [min(2, n), n]
+    shift = torch.where(crop, n - keep, torch.zeros_like(n))  # [B] items dropped from the right
+    src = torch.arange(T, device=sequences.device).unsqueeze(0) - shift.unsqueeze(1)  # [B, T] source column
+    out = sequences.gather(1, src.clamp(min=0))
+    return out.masked_fill(src < 0, 0)
 
 
 # ---- the mixture ----------------------------------------------------------------------------

@@ -526,6 +526,18 @@ STUDY: dict[str, tuple[str, Callable[[ExperimentConfig], ExperimentConfig]]] = {
                           "sum of its level embeddings", lambda c: _q(c, input_embedding="item_vector")),
     **{f"mask_ratio_{r}": (f"pretraining Cloze ratio {r} (cap raised to ratio + 0.2)",
                            (lambda r: lambda c: _mask_ratio(c, r))(r)) for r in (0.2, 0.4, 0.6)},
+    "pretrain_last_item_0.5": ("pretraining also masks each row's last item with probability 0.5 (RecBole's "
+                               "ft_ratio rows: the test question seen during pretraining)",
+                               lambda c: replace(c, pretrain_masks=replace(c.pretrain_masks,
+                                                                           always_mask_last_prob=0.5))),
+    **{f"finetune_crop_{p}": (f"fine-tuning rows cut to a random prefix with probability {p} (sliding windows: "
+                              "the last-item target moves over every position)",
+                              (lambda p: lambda c: replace(c, finetune_masks=replace(c.finetune_masks,
+                                                                                     prefix_crop_prob=p)))(p))
+       for p in (0.5, 1.0)},
+    "crop_0.5": ("pretraining and fine-tuning rows cut to a random prefix with probability 0.5",
+                 lambda c: replace(c, pretrain_masks=replace(c.pretrain_masks, prefix_crop_prob=0.5),
+                                   finetune_masks=replace(c.finetune_masks, prefix_crop_prob=0.5))),
     "ids_raw_text": ("semantic IDs from the RQ-VAE on raw text features (no stage-1 injection)",
                      lambda c: replace(c, semantic_source="raw_text")),
     "finetune_mixture": ("fine-tuning with the pretraining mixture (no next-item emphasis)",

@@ -72,7 +72,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .masking import FINETUNE_MASKS, PRETRAIN_MASKS, MaskConfig, apply_mixture
+from .masking import FINETUNE_MASKS, PRETRAIN_MASKS, MaskConfig, apply_mixture, crop_prefixes
 from .seqbase import LossOutput, SequentialRecommender, length_groups
 
 __all__ = [
@@ -111,7 +111,8 @@ class QBertConfig:
     group_by_length: bool = True  # training runs the encoder per length group (same values, less padding work)
     item_head: str = "token_mlp"  # how an item's score is formed: "token_mlp" | "level_sum" (see the module doc)
     item_encoder: str = "mlp"  # token_mlp head: tokens -> item vector by "mlp" (2 layers, GELU) or "linear"
-    input_embedding: str = "token_sum"  # an input item = sum of its level embeddings, or "item_vector" (token_mlp's v_i)
+    # an input item = sum of its level embeddings, or "item_vector" (token_mlp's v_i); key-neutral: added later
+    input_embedding: str = field(default="token_sum", metadata={"key_neutral": "token_sum"})
 
     def __post_init__(self) -> None:
         from .config import ConfigError, check_config
@@ -297,6 +298,8 @@ class QBert4Rec(SequentialRecommender):
     def loss(self, sequences: torch.Tensor, generator: torch.Generator | None = None) -> LossOutput:
         """Mask with ``self.masking``, predict every level's token at the masked positions, sum the CEs."""
         sequences = self._fit_window(sequences)
+        if self.masking.prefix_crop_prob > 0:  # sliding windows: a random prefix of the row (no RNG draw at 0)
+            sequences = crop_prefixes(sequences, self.masking.prefix_crop_prob, generator)
         masked = apply_mixture(sequences, self.masking, generator).mask  # [B, T]
         vectors = self.item_vectors() if self.item_encoder is not None else None  # [N, d + 1], once per step
         hidden, target_items = self.masked_states(sequences, masked, vectors)  # [M, d], [M]

@@ -74,3 +74,29 @@ def test_config_round_trip_and_override():
         override(cfg, depth=3)
     with pytest.raises(TypeError, match="expected int"):
         override(cfg, width="'wide'")
+
+
+def test_key_neutral_fields_leave_old_keys_valid_and_never_give_a_wrong_hit():
+    """A field added later is left out of content keys at its key-neutral value only."""
+    from dataclasses import dataclass, field
+
+    from qbert4rec_lib.cache import stable_hash
+
+    @dataclass(frozen=True)
+    class Before:
+        a: int = 1
+
+    @dataclass(frozen=True)
+    class After:
+        a: int = 1
+        b: float = field(default=0.0, metadata={"key_neutral": 0.0})
+
+    @dataclass(frozen=True)
+    class LaterDefault:  # the default moved away from the neutral value: keyed again
+        a: int = 1
+        b: float = field(default=0.5, metadata={"key_neutral": 0.0})
+
+    assert stable_hash(After()) == stable_hash({"a": 1}) == stable_hash(Before().__dict__)
+    assert stable_hash(After(b=0.5)) != stable_hash(After())
+    assert stable_hash(LaterDefault()) == stable_hash(After(b=0.5)) != stable_hash(After())
+    assert stable_hash([After()], {"x": After()}) == stable_hash([{"a": 1}], {"x": {"a": 1}})

@@ -213,3 +213,18 @@ def test_dial_moves_transitions_from_attributes_to_item_specific_follow_ups():
     assert default_folder(SyntheticConfig(**small)) != default_folder(SyntheticConfig(id_driven=0.5, **small))
     with pytest.raises(ValueError, match="id_driven"):
         SyntheticConfig(id_driven=1.5)
+
+
+def test_dial_table_lists_warm_and_cold_per_dial_value():
+    from qbert4rec_lib.coldstart import dial_table
+
+    def point(v, warm, cold):
+        ms = lambda x: {"NDCG@10": {"mean": x, "std": 0.0}}  # noqa: E731
+        return {"id_driven": v, "report": {"mean_std": {"Q-Bert4Rec": {"warm": ms(warm), "cold": ms(cold)}},
+                                           "seeds": [0], "protocol": "P", "split": "S"}}
+
+    table = dial_table([point(0.0, 0.1, 0.05), point(1.0, 0.2, 0.01)])
+    assert "| model | id_driven 0 | id_driven 1 |" in table
+    assert "| Q-Bert4Rec | 0.1000 / 0.0500 | 0.2000 / 0.0100 |" in table
+    assert "Protocol: P" in table
+    assert dial_table([]).startswith("(no dial points)")

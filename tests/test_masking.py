@@ -196,3 +196,33 @@ def test_rejects_right_padding_and_bad_config():
         MaskConfig(cloze_ratio=1.5)
     with pytest.raises(ValueError, match="unknown mask strategy"):
         only("random")
+
+
+def test_crop_prefixes_keeps_a_left_padded_prefix_of_every_row():
+    from qbert4rec_lib.masking import crop_prefixes, real_items
+
+    g = torch.Generator().manual_seed(0)
+    seqs = torch.tensor([[0, 0, 0, 5, 6, 7, 8, 9], [0, 0, 0, 0, 0, 0, 0, 3], [1, 2, 3, 4, 5, 6, 7, 8]])
+    seen_lengths = set()
+    for _ in range(200):
+        out = crop_prefixes(seqs, 1.0, g)
+        _, n = real_items(out)  # raises unless left-padded
+        for row, m in zip(range(3), n.tolist()):
+            original = seqs[row][seqs[row] > 0].tolist()
+            kept = out[row][out[row] > 0].tolist()
+            assert kept == original[:m]  # a prefix, order kept
+            assert m >= min(2, len(original))
+        seen_lengths.add(int(n[2]))
+    assert seen_lengths == set(range(2, 9))  # every cut point of the full row is drawn
+    assert torch.equal(crop_prefixes(seqs, 0.0, g), seqs)
+
+
+def test_prefix_crop_draws_no_randomness_at_zero():
+    """A config at prefix_crop_prob 0 masks exactly as before the field existed (the key leaves it out)."""
+    from qbert4rec_lib.cache import stable_hash
+    from qbert4rec_lib.masking import MaskConfig
+
+    assert stable_hash(MaskConfig()) == stable_hash(MaskConfig(prefix_crop_prob=0.0))
+    assert stable_hash(MaskConfig()) != stable_hash(MaskConfig(prefix_crop_prob=0.5))
+    with pytest.raises(ValueError, match="prefix_crop_prob"):
+        MaskConfig(prefix_crop_prob=1.5)
