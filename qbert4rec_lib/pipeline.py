@@ -601,9 +601,11 @@ def study_runs_from_records(records_dir) -> dict[str, list[ModelRun]]:
         record = json.loads(path.read_text(encoding="utf-8"))
         if record.get("label"):
             rows.setdefault(record["label"], []).append(run_from_record(record))
-    if not rows:
+        elif record["model"] != "Q-Bert4Rec":  # a baseline trained into the same folder: a reference row
+            rows.setdefault(f"reference: {record['model']}", []).append(run_from_record(record))
+    if not any(k in STUDY for k in rows):
         raise ValueError(f"no labelled study records in {records_dir}")
-    order = {name: i for i, name in enumerate(STUDY)}
+    order = {name: i for i, name in enumerate(STUDY)} | {k: -1 for k in rows if k.startswith("reference: ")}
     return {k: sorted(rows[k], key=lambda r: r.seed) for k in sorted(rows, key=lambda k: order.get(k, len(order)))}
 
 
@@ -626,7 +628,8 @@ def study_table(runs: dict[str, list[ModelRun]], metrics: Sequence[str] = ("NDCG
     for name, rs in runs.items():
         agg, vagg = aggregate([r.test for r in rs]), aggregate([r.valid for r in rs])
         cell = lambda ms: f"{ms[0]:.4f} ± {ms[1]:.4f}" if len(rs) > 1 else f"{ms[0]:.4f}"  # noqa: E731
-        lines.append(f"| {name} | {STUDY.get(name, ('',))[0]} | " + " | ".join(cell(agg[m]) for m in metrics)
+        what = STUDY[name][0] if name in STUDY else "same protocol, the baseline's own preset settings"
+        lines.append(f"| {name} | {what} | " + " | ".join(cell(agg[m]) for m in metrics)
                      + f" | {cell(vagg['NDCG@10'])} | {'; '.join(_best_epochs(r) for r in rs)} | {len(rs)} |")
     protocol = next(iter(runs.values()))[0].test.protocol if runs else ""
     return "\n".join(lines) + f"\n\nProtocol: {protocol}. Each run trained to early stopping on validation NDCG@10.\n"

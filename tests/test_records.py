@@ -85,3 +85,10 @@ def test_study_table_is_assembled_from_labelled_records(tmp_path):
     assert [r.seed for r in runs["default"]] == [0, 1]
     table = study_table(runs)
     assert "| default |" in table and "0.0800 ± 0.0141" in table and "pretrain 50 (patience), finetune 3" in table
+    # a baseline trained into the same folder becomes a reference row, first
+    sas = {**record("x", 0, 0.095), "label": None, "model": "SASRec-CE", "key": "ks",
+           "fits": {"train": {"history": [], "best_epoch": 20, "stop_reason": "patience", "seconds": 5.0}}}
+    (tmp_path / "sasrec.json").write_text(json.dumps(sas))
+    runs = study_runs_from_records(tmp_path)
+    assert list(runs) == ["reference: SASRec-CE", "default", "no_pretrain"]
+    assert "| reference: SASRec-CE | same protocol" in study_table(runs)
