@@ -616,19 +616,15 @@ def load_default(cfg: SyntheticConfig | None = None, root: str | Path | None = N
     """The embedded default dataset: generated into the cache once, then read like any data folder.
 
     ``overrides`` change config fields (``load_default(seed=1, num_users=500)``). The folder is
-    read through :func:`qbert4rec_lib.loaders.load_dataset` (the real-data code path) when that
-    module exists, else built in memory by :func:`build_dataset`.
+    read through :func:`qbert4rec_lib.loaders.load_dataset`, the real-data code path (:func:`build_dataset`
+    gives the same Dataset in memory).
     """
+    from .loaders import load_dataset
+
     cfg = override(cfg or SyntheticConfig(), **overrides) if overrides else (cfg or SyntheticConfig())
     folder = default_folder(cfg, root)
     if not _is_generated_folder(folder):
         generate_catalog(cfg, folder, replace=False)
-    try:
-        from .loaders import load_dataset
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.loaders":
-            raise
-        return build_dataset(cfg, folder)
     ds = load_dataset(folder)  # reads ground_truth.tsv with the generator's label order (ground_truth_labels.json)
     ds.name = "synthetic"
     ds.report.notes.append(_generator_note(cfg, json.loads((folder / "config.json").read_text(encoding="utf-8"))["counts"]))
