@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -141,19 +142,28 @@ def cache_root() -> Path:
     return root
 
 
-def _jsonable(obj: Any) -> Any:
+def _jsonable(obj: Any, *, sort: bool = True, finite: bool = False) -> Any:
+    """``obj`` in plain JSON types, the kit's one JSON-ifier (cache metas, config hashes, result records, notebook
+    records): dataclasses -> dicts, mappings -> dicts with str keys (sorted by key unless ``sort=False``),
+    lists / tuples / arrays -> lists, numpy scalars -> Python scalars, paths -> str. ``finite=True`` writes NaN and
+    infinities as None (strict JSON, for notebook records); otherwise they stay floats."""
     if hasattr(obj, "__dataclass_fields__"):
         from dataclasses import asdict
 
-        return _jsonable(asdict(obj))
+        return _jsonable(asdict(obj), sort=sort, finite=finite)
     if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+        items = sorted(obj.items(), key=lambda kv: str(kv[0])) if sort else obj.items()
+        return {str(k): _jsonable(v, sort=sort, finite=finite) for k, v in items}
+    if isinstance(obj, np.ndarray):
+        obj = obj.tolist()
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [_jsonable(v, sort=sort, finite=finite) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
     if isinstance(obj, np.generic):
-        return obj.item()
+        obj = obj.item()
+    if finite and isinstance(obj, float) and not math.isfinite(obj):
+        return None
     return obj
 
 

@@ -154,7 +154,7 @@ def cmd_quantize(args) -> int:
 def _model_payload(run) -> dict:
     return {"model": run.name, "seed": run.seed, "test": run.test.metrics, "valid": run.valid.metrics,
             "protocol": run.test.protocol, "from_cache": run.from_cache,
-            "best_epochs": {k: (v.best_epoch if hasattr(v, "best_epoch") else v["best_epoch"]) for k, v in run.fits.items()}}
+            "best_epochs": {k: v.best_epoch for k, v in run.fits.items()}}
 
 
 def cmd_pretrain(args) -> int:

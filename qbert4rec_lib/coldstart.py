@@ -412,14 +412,14 @@ def _set_cold_rows(model, table: np.ndarray) -> None:
 def train_cold_model(name: str, dataset, cs: ColdStart, cfg, *, seed: int = 0, ids: ColdIDs | None = None,
                      cache_root=None, progress: bool = False, log: Callable[[dict], None] | None = None):
     """Train ``name`` (Q-Bert4Rec, SASRec-CE or BERT4Rec-ID) under the protocol, or load it from the cache. Returns
-    ``(model, fits)`` with the training mask lifted (every item scored). Q-Bert4Rec reads ``ids`` (its first path's
+    ``(model, fits)`` (phase -> ``FitResult``) with the training mask lifted (every item scored). Q-Bert4Rec reads ``ids`` (its first path's
     table; the cold rows never reach the loss, so any path gives the same model)."""
     from safetensors.torch import save_file
 
     from .baselines import BERT4RecID, SASRec
     from .cache import stable_hash, stage_dir
     from .config import seed_everything
-    from .pipeline import _baseline_train, _fit_json
+    from .pipeline import _baseline_train, _fit_from_json, _fit_json
     from .qbert import QBert4Rec
     from .train import fit
 
@@ -448,7 +448,7 @@ def train_cold_model(name: str, dataset, cs: ColdStart, cfg, *, seed: int = 0, i
             model = BERT4RecID(dataset.num_items, replace(cfg.bert4rec, max_len=cfg.max_len))
         if store.usable(require=("model.safetensors",)):
             model.load_state_dict(store.load_safetensors("model.safetensors"))
-            return model.eval(), store.meta()["fits"]
+            return model.eval(), {k: _fit_from_json(f) for k, f in store.meta()["fits"].items()}
         mask = cs.train_item_mask()
         model.train_item_mask = mask
         wrapped = _Existing(model, mask)
@@ -462,11 +462,12 @@ def train_cold_model(name: str, dataset, cs: ColdStart, cfg, *, seed: int = 0, i
             if masks is not None:
                 model.masking = masks
             phase_log = None if log is None else (lambda e, p=phase: log({**e, "phase": p}))
-            fits[phase] = _fit_json(fit(wrapped, cs.train_split, replace(tcfg, seed=seed, max_len=cfg.max_len),
-                                        eval_cfg=cfg.eval, progress=progress, log=phase_log))
+            fits[phase] = fit(wrapped, cs.train_split, replace(tcfg, seed=seed, max_len=cfg.max_len),
+                              eval_cfg=cfg.eval, progress=progress, log=phase_log)
         model.train_item_mask = None  # the cold items arrive
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        store.write({}, {"model": name, "seed": seed, "config": relevant, "fits": fits, "protocol": cs.describe()},
+        store.write({}, {"model": name, "seed": seed, "config": relevant,
+                         "fits": {k: _fit_json(f) for k, f in fits.items()}, "protocol": cs.describe()},
                     binary={"model.safetensors": lambda p: save_file(weights, p)})
         return model.eval(), fits
 

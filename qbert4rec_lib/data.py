@@ -26,9 +26,23 @@ __all__ = [
     "Dataset",
     "LeaveOneOutSplit",
     "PAD",
+    "kcore_mask",
 ]
 
 PAD = 0  # item id 0 is padding in every downstream tensor
+
+
+def kcore_mask(user_idx: np.ndarray, item_idx: np.ndarray, k: int) -> np.ndarray:
+    """The k-core of a log of (user, item) interactions: a bool mask keeping, iteratively, the interactions whose
+    user AND item both have >= k kept interactions (the loaders and the generator both filter with it)."""
+    keep = np.ones(len(user_idx), dtype=bool)
+    while True:
+        u_counts = np.bincount(user_idx[keep], minlength=user_idx.max() + 1)
+        i_counts = np.bincount(item_idx[keep], minlength=item_idx.max() + 1)
+        new = keep & (u_counts[user_idx] >= k) & (i_counts[item_idx] >= k)
+        if new.sum() == keep.sum():
+            return keep
+        keep = new
 
 
 class DataFormatError(ValueError):

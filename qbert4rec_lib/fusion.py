@@ -77,7 +77,6 @@ __all__ = [
     "encode_with_queries",
     "fit_unknown_query",
     "features_key",
-    "torch_threads",
 ]
 
 

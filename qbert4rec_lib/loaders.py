@@ -62,9 +62,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .data import DataFormatError, Dataset, ItemTable, LoadReport, Modalities
+from .data import DataFormatError, Dataset, ItemTable, LoadReport, Modalities, kcore_mask
 
-__all__ = ["FORMATS", "DetectedFormat", "detect_format", "describe_format", "load_dataset"]
+__all__ = ["FORMATS", "DetectedFormat", "detect_format", "describe_format", "load_dataset", "read_ground_truth"]
 
 FORMATS = ("seqfile", "recbole", "amazon2014", "amazon2018")
 DEFAULT_KCORE = {"seqfile": 0, "recbole": 5, "amazon2014": 5, "amazon2018": 5}
@@ -509,18 +509,6 @@ def _read_amazon_meta(path: Path, needed: set[str], report: LoadReport, literal:
 
 
 # ---- interactions -> sequences ------------------------------------------------------------
-def _kcore_mask(user_idx: np.ndarray, item_idx: np.ndarray, k: int) -> np.ndarray:
-    """Iteratively keep interactions whose user AND item both have >= k kept interactions."""
-    keep = np.ones(len(user_idx), dtype=bool)
-    while True:
-        u_counts = np.bincount(user_idx[keep], minlength=user_idx.max() + 1)
-        i_counts = np.bincount(item_idx[keep], minlength=item_idx.max() + 1)
-        new = keep & (u_counts[user_idx] >= k) & (i_counts[item_idx] >= k)
-        if new.sum() == keep.sum():
-            return keep
-        keep = new
-
-
 def _sequences(log: _Interactions, kcore: int, dedupe: bool, report: LoadReport, strict: bool):
     """Chronological per-user sequences of raw item ids, filtered. Users in first-appearance order."""
     if not log.users:
@@ -542,7 +530,7 @@ def _sequences(log: _Interactions, kcore: int, dedupe: bool, report: LoadReport,
             report.skip("repeated user-item interaction (earliest kept)", int((~keep).sum()))
     order = order[keep]
     if kcore > 0:
-        mask = _kcore_mask(user_rank[order], item_idx[order], kcore)
+        mask = kcore_mask(user_rank[order], item_idx[order], kcore)
         for what, idx in (("users", user_rank), ("items", item_idx), ("interactions", None)):
             before = len(np.unique(idx[order])) if idx is not None else len(order)
             after = len(np.unique(idx[order[mask]])) if idx is not None else int(mask.sum())
@@ -642,11 +630,13 @@ def _build(name: str, folder: Path, log: _Interactions, meta: dict | None, meta_
                  report=report, source=str(folder))
     gt_path = folder / "ground_truth.tsv"
     if gt_path.is_file():
-        ds.ground_truth, ds.ground_truth_labels = _read_ground_truth(gt_path, raw_ids)
+        ds.ground_truth, ds.ground_truth_labels = read_ground_truth(gt_path, raw_ids)
     return ds
 
 
-def _read_ground_truth(path: Path, raw_ids: list[str]):
+def read_ground_truth(path: Path, raw_ids: list[str]) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    """Codes (aligned with ``raw_ids``) and labels of a ``ground_truth.tsv``: each attribute's names in the code
+    order of ``ground_truth_labels.json`` beside it (the generator's order), else sorted as strings."""
     lines = list(_iter_lines(path))
     header = lines[0][1].split("\t") if lines else []
     if not header or header[0] != "item_id" or len(header) < 2:

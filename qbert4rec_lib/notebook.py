@@ -12,14 +12,11 @@ tests assert them within tolerances, the way recommenders-team/recommenders test
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from .cache import atomic_write_json
+from .cache import _jsonable, atomic_write_json
 
 __all__ = ["Recorder", "results_dir", "MIME_TYPE", "interactive", "quiet_outputs"]
 
@@ -33,20 +30,6 @@ def results_dir(path: str | Path | None = None) -> Path:
     p = Path(path)
     p.mkdir(parents=True, exist_ok=True)
     return p
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _clean(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def interactive() -> bool:
@@ -144,7 +127,7 @@ class Recorder:
 
         Returns ``None``, so a ``rec.record(...)`` that ends a notebook cell prints no ``Out[]`` echo either.
         """
-        value = _clean(value)
+        value = _jsonable(value, sort=False, finite=True)  # NaN -> null; the caller's key order kept
         json.dumps(value)  # fail early on values that cannot be recorded
         self.values[name] = value
         atomic_write_json(self.path, {"notebook": self.notebook, "values": self.values})

@@ -165,7 +165,7 @@ class ModelRun:
     name: str
     seed: int
     model: torch.nn.Module | None  # None when the run was read from a result record (no weights)
-    fits: dict[str, FitResult | dict]  # phase -> FitResult (fresh) or its JSON form (from the cache / a record)
+    fits: dict[str, FitResult]  # phase -> FitResult (fresh, or rebuilt from the cache / a record's JSON)
     test: EvalResult
     valid: EvalResult
     from_cache: bool = False
@@ -176,13 +176,19 @@ class ModelRun:
         record or cache file stored them in)."""
         order = {"pretrain": 0, "finetune": 1, "train": 2}
         phases = sorted(self.fits, key=lambda p: order.get(p, 3))
-        return {p: (self.fits[p].history if isinstance(self.fits[p], FitResult) else self.fits[p]["history"])
-                for p in phases}
+        return {p: self.fits[p].history for p in phases}
 
 
 def _fit_json(f: FitResult) -> dict:
     return {"history": f.history, "best_epoch": f.best_epoch, "best_valid": f.best_valid, "seconds": f.seconds,
             "train_sequences_per_second": f.train_sequences_per_second, "stop_reason": f.stop_reason}
+
+
+def _fit_from_json(d: dict) -> FitResult:
+    """The :class:`FitResult` that :func:`_fit_json` stored (cache meta, result record); fields older files
+    lack read as unknown: no metrics, 0 s, NaN throughput, stop reason "?"."""
+    return FitResult(d["history"], d["best_epoch"], d.get("best_valid", {}), d.get("seconds", 0.0),
+                     d.get("train_sequences_per_second", float("nan")), d.get("stop_reason", "?"))
 
 
 def _build(name: str, dataset, split, cfg: ExperimentConfig, ids: SemanticIDs | None):
@@ -261,7 +267,7 @@ def train_model(name: str, dataset, cfg: ExperimentConfig = ExperimentConfig(), 
                 model.load_state_dict(weights)
             except RuntimeError as exc:
                 raise CacheError(store.path / "model.safetensors", f"does not fit {name}: {exc}") from None
-            fits, from_cache = meta["fits"], True
+            fits, from_cache = {k: _fit_from_json(f) for k, f in meta["fits"].items()}, True
         else:
             fits = {}
             if name == "Q-Bert4Rec":
@@ -319,7 +325,7 @@ def write_record(records_dir, run: ModelRun, key: str, dataset_name: str, config
 
     fits = {}
     for phase, f in run.fits.items():
-        d = _fit_json(f) if isinstance(f, FitResult) else dict(f)
+        d = _fit_json(f)
         d["history"] = _compact_history(d["history"])
         fits[phase] = d
     path = _record_path(records_dir, run.name, run.seed, key)
@@ -354,7 +360,8 @@ def read_record(records_dir, name: str, seed: int, key: str) -> dict | None:
 def run_from_record(record: dict) -> ModelRun:
     test = EvalResult(record["test"], record.get("num_users", 0), record["protocol"], 0.0)
     valid = EvalResult(record["valid"], record.get("num_users", 0), record["protocol"].replace("test split", "valid split"), 0.0)
-    return ModelRun(record["model"], record["seed"], None, record["fits"], test, valid, True,
+    fits = {k: _fit_from_json(f) for k, f in record["fits"].items()}
+    return ModelRun(record["model"], record["seed"], None, fits, test, valid, True,
                     record.get("train_seconds", 0.0))
 
 
@@ -432,12 +439,10 @@ def _training_lines(runs: dict[str, list[ModelRun]]) -> str:
         per_seed = []
         for r in rs:
             phases = []
-            for phase, f in r.curves().items():
-                fd = r.fits[phase]
-                best = fd.best_epoch if isinstance(fd, FitResult) else fd["best_epoch"]
-                stop = fd.stop_reason if isinstance(fd, FitResult) else fd.get("stop_reason", "?")
-                secs = fd.seconds if isinstance(fd, FitResult) else fd.get("seconds", 0.0)
-                phases.append(f"{phase} best epoch {best} of {len(f)} ({stop}, {secs / 60:.0f} min)")
+            for phase in r.curves():
+                f = r.fits[phase]
+                phases.append(f"{phase} best epoch {f.best_epoch} of {len(f.history)} ({f.stop_reason}, "
+                              f"{f.seconds / 60:.0f} min)")
             per_seed.append(f"seed {r.seed}: " + "; ".join(phases))
         lines.append(f"- {name}: " + " | ".join(per_seed))
     return ("\nTraining (best epoch of the epochs run, what stopped it, wall time):\n" + "\n".join(lines) + "\n") if lines else ""
@@ -613,9 +618,7 @@ def _best_epochs(run: ModelRun) -> str:
     parts = []
     for phase in run.curves():
         f = run.fits[phase]
-        best = f.best_epoch if isinstance(f, FitResult) else f["best_epoch"]
-        stop = f.stop_reason if isinstance(f, FitResult) else f.get("stop_reason", "?")
-        parts.append(f"{phase} {best} ({stop})")
+        parts.append(f"{phase} {f.best_epoch} ({f.stop_reason})")
     return ", ".join(parts)
 
 

@@ -47,8 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import atomic_save_npy, atomic_write_json, stage_dir
-from .config import from_dict, to_dict
-from .fusion import torch_threads
+from .config import from_dict, to_dict, torch_threads
 
 __all__ = [
     "RQVAEConfig",

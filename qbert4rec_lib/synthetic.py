@@ -52,12 +52,12 @@ from PIL import Image, ImageDraw
 
 from .cache import stage_dir
 from .config import override, to_dict
-from .data import Dataset, ItemTable, LoadReport, Modalities
+from .data import Dataset, ItemTable, LoadReport, Modalities, kcore_mask
 
 __all__ = [
     "SyntheticConfig", "GeneratedCatalog", "CATEGORY_TREE", "COLOURS", "PRICE_BANDS", "BRAND_FAMILIES",
     "SHAPES", "GROUND_TRUTH_ATTRIBUTES", "generate", "render_item_image", "generate_catalog",
-    "build_dataset", "load_default", "default_folder", "folder_fingerprint", "read_ground_truth", "k_core",
+    "build_dataset", "load_default", "default_folder", "folder_fingerprint",
 ]
 
 GENERATOR_VERSION = 2  # bump when the output changes for an unchanged config (keys the cache)
@@ -350,27 +350,6 @@ def _simulate_users(cfg: SyntheticConfig, rng: np.random.Generator, attrs: dict,
     return sequences
 
 
-class KCore(NamedTuple):
-    users: list[int]  # indices of the users kept
-    keep_item: np.ndarray  # bool [num_items]: items kept
-
-
-def k_core(sequences: list[np.ndarray], k: int) -> KCore:
-    """Repeatedly drop items with < k interactions and users with < k items; returns kept users and items."""
-    users = list(range(len(sequences)))
-    n_items = max((int(s.max()) for s in sequences if len(s)), default=-1) + 1
-    keep_item = np.ones(n_items, dtype=bool)
-    current = {u: sequences[u] for u in users}
-    while True:
-        counts = np.bincount(np.concatenate(list(current.values()) or [np.zeros(0, np.int64)]), minlength=n_items)
-        keep_item &= counts >= k
-        nxt = {u: s[keep_item[s]] for u, s in current.items()}
-        nxt = {u: s for u, s in nxt.items() if len(s) >= k}
-        if len(nxt) == len(current) and all(len(nxt[u]) == len(current[u]) for u in nxt):
-            return KCore(sorted(nxt), keep_item & (np.bincount(np.concatenate(list(nxt.values()) or [np.zeros(0, np.int64)]), minlength=n_items) > 0))
-        current = nxt
-
-
 @functools.lru_cache(maxsize=4)
 def generate(cfg: SyntheticConfig) -> GeneratedCatalog:
     """Run the generator in memory (no files). Cached per config; treat the result as read-only."""
@@ -379,7 +358,12 @@ def generate(cfg: SyntheticConfig) -> GeneratedCatalog:
     attrs, labels, price, popularity, text = _simulate_items(cfg, rng_items, tops, subs, sub_top)
     complement_idx = np.array([subs.index(complements[s]) for s in subs])
     raw_sequences = _simulate_users(cfg, rng_users, attrs, popularity, complement_idx)
-    kept_users, keep_item = k_core(raw_sequences, cfg.core)
+    user_of = np.repeat(np.arange(len(raw_sequences)), [len(s) for s in raw_sequences])
+    item_of = np.concatenate(raw_sequences)
+    kept = kcore_mask(user_of, item_of, cfg.core)  # the loaders' k-core (users and items, interactions counted)
+    kept_users = np.unique(user_of[kept])
+    keep_item = np.zeros(cfg.num_items, dtype=bool)
+    keep_item[item_of[kept]] = True
     kept_items = np.flatnonzero(keep_item)
     row_of = np.full(cfg.num_items, -1, dtype=np.int64)
     row_of[kept_items] = np.arange(len(kept_items))
@@ -628,45 +612,20 @@ def _generator_note(cfg: SyntheticConfig, counts: dict) -> str:
             f"{counts['users']}/{counts['users_generated']} users and {counts['items']}/{counts['items_generated']} items")
 
 
-def read_ground_truth(folder: str | Path, raw_ids: list[str]) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
-    """Codes (aligned with ``raw_ids``) and labels (sorted names) from a folder's ``ground_truth.tsv``."""
-    path = Path(folder) / "ground_truth.tsv"
-    rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines() if line]
-    header, body = rows[0], {r[0]: r[1:] for r in rows[1:]}
-    missing = [rid for rid in raw_ids if rid not in body]
-    if missing:
-        from .data import DataFormatError
-
-        raise DataFormatError(f"{len(missing)} item(s) have no ground-truth row (first: {missing[0]!r})", path=path)
-    codes, labels = {}, {}
-    for j, attr in enumerate(header[1:]):
-        values = [body[rid][j] for rid in raw_ids]
-        labels[attr] = sorted(set(values))
-        index = {v: i for i, v in enumerate(labels[attr])}
-        codes[attr] = np.array([index[v] for v in values], dtype=np.int64)
-    return codes, labels
-
-
 def load_default(cfg: SyntheticConfig | None = None, root: str | Path | None = None, **overrides) -> Dataset:
     """The embedded default dataset: generated into the cache once, then read like any data folder.
 
     ``overrides`` change config fields (``load_default(seed=1, num_users=500)``). The folder is
-    read through :func:`qbert4rec_lib.loaders.load_dataset` (the real-data code path) when that
-    module exists, else built in memory by :func:`build_dataset`.
+    read through :func:`qbert4rec_lib.loaders.load_dataset`, the real-data code path (:func:`build_dataset`
+    gives the same Dataset in memory).
     """
+    from .loaders import load_dataset
+
     cfg = override(cfg or SyntheticConfig(), **overrides) if overrides else (cfg or SyntheticConfig())
     folder = default_folder(cfg, root)
     if not _is_generated_folder(folder):
         generate_catalog(cfg, folder, replace=False)
-    try:
-        from .loaders import load_dataset
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.loaders":
-            raise
-        return build_dataset(cfg, folder)
-    ds = load_dataset(folder)
-    if ds.ground_truth is None:
-        ds.ground_truth, ds.ground_truth_labels = read_ground_truth(folder, ds.items.raw_ids)
+    ds = load_dataset(folder)  # reads ground_truth.tsv with the generator's label order (ground_truth_labels.json)
     ds.name = "synthetic"
     ds.report.notes.append(_generator_note(cfg, json.loads((folder / "config.json").read_text(encoding="utf-8"))["counts"]))
     return ds

@@ -36,9 +36,13 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
   fi
 fi
 
-# Make `import qbert4rec_lib` work from anywhere in this venv (notebooks run with cwd=notebooks/).
+# Install the kit itself (pyproject.toml), editable: `import qbert4rec_lib` works from anywhere in this venv
+# (notebooks run with cwd=notebooks/) and .venv/bin/qbert4rec is the CLI. Offline: no dependencies (they are
+# requirements.txt's) and no build isolation (setuptools is already in the venv; torch requires it).
 site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-echo "$PWD" > "$site/qbert4rec_kit.pth"
+rm -f "$site/qbert4rec_kit.pth"  # the .pth file earlier versions of this script wrote
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-index --no-deps --no-build-isolation -e . \
+  || { echo "[setup] ERROR: could not install the kit into .venv (pip install -e .)" >&2; exit 1; }
 # The `python3` kernel papermill and nbval start must be this venv's interpreter.
 .venv/bin/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (qbert4rec kit)" >/dev/null
 echo "[setup] ready: .venv ($(.venv/bin/python --version 2>&1))"

@@ -26,6 +26,23 @@ def test_stable_hash_depends_on_content_only():
     assert stable_hash({"a": 1, "b": 2}) == stable_hash({"b": 2, "a": 1})
 
 
+def test_one_json_ifier_for_cache_keys_and_notebook_records():
+    import math
+    from pathlib import Path
+
+    from qbert4rec_lib.cache import _jsonable
+
+    value = {"b": (1, 2.5, np.float32(0.25)), "a": Path("x/y"), 3: [math.inf, np.int64(7)]}
+    # cache keys / metas: keys sorted, non-finite floats kept; the digest is the one the kit has always written
+    assert stable_hash(value) == "a2101f674a1bd85c"
+    assert list(_jsonable(value)) == ["3", "a", "b"] and _jsonable(value)["3"] == [math.inf, 7]
+    assert _jsonable(_Cfg()) == {"levels": [1, 2], "name": "x", "tau": 0.1, "width": 8}
+    # notebook records: the caller's key order, NaN / inf -> None (strict JSON), arrays -> lists
+    rec = _jsonable({"z": np.array([1.5, np.nan]), "a": {"y": np.float64("inf"), "x": 1}}, sort=False, finite=True)
+    assert rec == {"z": [1.5, None], "a": {"y": None, "x": 1}} and list(rec) == ["z", "a"] and list(rec["a"]) == ["y", "x"]
+    json.dumps(rec, allow_nan=False)
+
+
 def test_stage_dir_write_is_atomic_and_loadable(tmp_path):
     sd = stage_dir("features", "fp", _Cfg(), root=tmp_path)
     assert not sd.exists()

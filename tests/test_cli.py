@@ -36,3 +36,25 @@ def test_bad_override_is_a_clear_error(capsys):
 def test_module_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "qbert4rec_lib", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "reproduce" in out.stdout
+
+
+def test_console_command_is_declared_and_is_the_module_main():
+    """`qbert4rec` (pyproject's console script) and `python -m qbert4rec_lib` run the same `cli.main`."""
+    import ast
+    import importlib.metadata as md
+    import tomllib
+    from pathlib import Path
+
+    import qbert4rec_lib.cli as cli
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    value = project["scripts"]["qbert4rec"]
+    assert md.EntryPoint("qbert4rec", value, "console_scripts").load() is cli.main
+    # __main__.py calls that same function (read, not imported: importing it would run the CLI)
+    tree = ast.parse((root / "qbert4rec_lib" / "__main__.py").read_text())
+    imported = {("." * n.level + (n.module or ""), a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert (value.split(":")[0].removeprefix("qbert4rec_lib"), "main") in imported
+    # where this venv has the kit installed with pip, its metadata declares the same entry point
+    installed = [e for e in md.entry_points(group="console_scripts") if e.name == "qbert4rec"]
+    assert all(e.value == value for e in installed)

@@ -160,6 +160,11 @@ def test_id_baselines_know_nothing_about_cold_items(ds, tiny_cfg):
     cs = C.cold_start_split(ds, 0.1, by="time", max_len=20)
     model, fits = C.train_cold_model("SASRec-CE", ds, cs, tiny_cfg, seed=0)
     assert model.train_item_mask is None  # lifted after training
+    from qbert4rec_lib.train import FitResult
+
+    _, cached = C.train_cold_model("SASRec-CE", ds, cs, tiny_cfg, seed=0)  # the cache hit gives the same fits
+    assert list(fits) == list(cached) == ["train"] and all(isinstance(f, FitResult) for f in (*fits.values(), *cached.values()))
+    assert cached["train"].history == fits["train"].history and cached["train"].best_epoch == fits["train"].best_epoch
     seed_everything(0)
     init = SASRec(ds.num_items, replace(tiny_cfg.sasrec, max_len=tiny_cfg.max_len))
     w, w0 = model.backbone.item_embedding.weight, init.backbone.item_embedding.weight

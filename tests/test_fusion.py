@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from qbert4rec_lib.features import FeatureSet, ModalityFeatures
 from qbert4rec_lib.fusion import (
     FusionConfig,
     FusionModel,
@@ -17,23 +18,6 @@ from qbert4rec_lib.fusion import (
     run_fusion,
     train_fusion,
 )
-
-try:  # the real feature containers when present; identical fields otherwise
-    from qbert4rec_lib.features import FeatureSet, ModalityFeatures
-except ImportError:  # pragma: no cover - until features.py lands
-    @dataclasses.dataclass
-    class ModalityFeatures:  # type: ignore[no-redef]
-        name: str
-        vectors: np.ndarray
-        present: np.ndarray
-        meta: dict
-
-    @dataclasses.dataclass
-    class FeatureSet:  # type: ignore[no-redef]
-        dataset_fingerprint: str
-        modalities: dict
-        absent: dict
-
 
 
 SMALL = FusionConfig(width=32, heads=2, max_depth=3, epochs=3, batch_size=64)

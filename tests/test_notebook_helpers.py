@@ -21,6 +21,10 @@ def test_recorder_is_silent_and_returns_none(tmp_path, capsys):
     rec.record("y", {"a": np.arange(2)}, display=True)  # outside IPython: still no output, no error
     assert capsys.readouterr().out == ""
     assert json.loads((tmp_path / "nb.json").read_text())["values"] == {"x": 0.5, "y": {"a": [0, 1]}}
+    rec.record("z", {"b": float("nan"), "a": (np.int64(1), np.inf)})  # strict JSON: non-finite -> null
+    assert list(rec.values["z"]) == ["b", "a"] and rec.values["z"] == {"b": None, "a": [1, None]}
+    text = (tmp_path / "nb.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text and json.loads(text)["values"]["z"] == {"a": [1, None], "b": None}
 
 
 def test_quiet_outputs_in_a_batch_kernel_disables_progress_bars_and_known_warnings(tmp_path):

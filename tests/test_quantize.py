@@ -221,3 +221,13 @@ def test_run_quantize_caches_and_keys_on_the_source(tmp_path):
     assert third.key != first.key  # keyed on the FusionResult's cache key
     with pytest.raises(ValueError, match="200 embedding rows"):
         run_quantize(SimpleNamespace(name="x", num_items=5, fingerprint=lambda: "x"), x, cfg, cache_root=tmp_path)
+
+
+def test_stage_2_takes_its_thread_helper_from_config_not_from_stage_1():
+    import subprocess
+    import sys
+
+    code = ("import sys, qbert4rec_lib.quantize as q, qbert4rec_lib.config as c; "
+            "assert q.torch_threads is c.torch_threads; assert 'qbert4rec_lib.fusion' not in sys.modules")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -8,7 +8,7 @@ import pytest
 
 from qbert4rec_lib import open_dataset
 from qbert4rec_lib.pipeline import run_experiment, smoke_config
-from qbert4rec_lib.train import TrainConfig, epoch_logger
+from qbert4rec_lib.train import FitResult, TrainConfig, epoch_logger
 
 TINY = dict(num_items=260, num_users=380)
 
@@ -42,6 +42,16 @@ def test_records_are_written_read_back_and_missing_runs_listed(tiny, tmp_path, c
     assert again.runs["SASRec-CE"][0].test.metrics == first.runs["SASRec-CE"][0].test.metrics
     assert "Not finished yet (no record): SASRec-CE seed 1" in again.table_md
     assert "best epoch" in again.table_md and len(list(records.iterdir())) == 2
+
+    # fresh, read from a record or from the cache: ModelRun.fits always holds FitResult objects
+    cached = run_experiment(tiny, _cfg(), models=["SASRec-CE"], seeds=[0], progress=False, log=None)
+    fresh, recorded, hit = first.runs["SASRec-CE"][0], again.runs["SASRec-CE"][0], cached.runs["SASRec-CE"][0]
+    assert hit.from_cache and recorded.from_cache and not fresh.from_cache
+    for run in (fresh, recorded, hit):
+        assert set(run.fits) == {"train"} and isinstance(run.fits["train"], FitResult)
+        f = run.fits["train"]
+        assert (f.best_epoch, f.stop_reason, len(f.history)) == (fresh.fits["train"].best_epoch, "epochs", 2)
+    assert hit.fits["train"].history == fresh.fits["train"].history  # the cache keeps the whole curve
 
     # another config is another record: a changed epoch cap does not reuse the old result
     with pytest.raises(ValueError, match="no finished runs.*SASRec-CE seed 0"):
@@ -81,6 +91,7 @@ def test_study_table_is_assembled_from_labelled_records(tmp_path):
         (tmp_path / f"r{i}.json").write_text(json.dumps(record(label, seed, ndcg)))
     (tmp_path / "unlabelled.json").write_text(json.dumps({**record("x", 0, 0.1), "label": None}))
     runs = study_runs_from_records(tmp_path)
+    assert all(isinstance(f, FitResult) for rs in runs.values() for r in rs for f in r.fits.values())
     assert list(runs) == ["default", "no_pretrain"]  # STUDY order; the unlabelled record is not a row
     assert [r.seed for r in runs["default"]] == [0, 1]
     table = study_table(runs)

@@ -9,6 +9,8 @@ import pytest
 from PIL import Image
 
 from qbert4rec_lib import synthetic as S
+from qbert4rec_lib.data import kcore_mask
+from qbert4rec_lib.loaders import read_ground_truth
 from qbert4rec_lib.synthetic import SyntheticConfig
 
 SMALL = SyntheticConfig(num_items=300, num_users=500)
@@ -84,12 +86,16 @@ def test_default_counts_and_five_core(default):
 
 
 def test_k_core_filter_is_a_fixed_point():
+    """The one k-core (data.kcore_mask), which the generator and the loaders both apply."""
     rng = np.random.default_rng(0)
     popularity = 1.0 / np.arange(1, 61)
     seqs = [rng.choice(60, size=rng.integers(3, 12), replace=False, p=popularity / popularity.sum()) for _ in range(80)]
-    users, keep = S.k_core(seqs, 5)
+    user_of, item_of = np.repeat(np.arange(80), [len(s) for s in seqs]), np.concatenate(seqs)
+    mask = kcore_mask(user_of, item_of, 5)
+    users, keep = np.unique(user_of[mask]).tolist(), np.bincount(item_of[mask], minlength=60) > 0
     assert 0 < len(users) < 80 and 0 < keep.sum() < 60  # both users and items were dropped
     kept = [s[keep[s]] for s in (seqs[u] for u in users)]
+    assert sum(map(len, kept)) == mask.sum()  # the core is induced: kept users keep every kept item they had
     assert all(len(s) >= 5 for s in kept)
     counts = np.bincount(np.concatenate(kept), minlength=60)
     assert counts[keep].min() >= 5 and counts[~keep].sum() == 0
@@ -180,9 +186,28 @@ def test_ground_truth_shapes_and_consistency(default):
         assert len(np.unique(gt["top_category"][gt["brand"] == b])) <= 2  # a brand sells in 1-2 categories
     rows = (folder / "ground_truth.tsv").read_text().splitlines()
     assert rows[0].split("\t") == ["item_id", *S.GROUND_TRUTH_ATTRIBUTES] and len(rows) == ds.num_items + 1
-    codes, file_labels = S.read_ground_truth(folder, ds.items.raw_ids)
+    codes, file_labels = read_ground_truth(folder / "ground_truth.tsv", ds.items.raw_ids)
     for attr in S.GROUND_TRUTH_ATTRIBUTES:
         assert [file_labels[attr][c] for c in codes[attr]] == [labels[attr][c] for c in gt[attr]]
+
+
+def test_ground_truth_labels_have_one_order_on_every_path(default, cache_root):
+    """Codes number each attribute's names in the generator's order (category tree, colours, price bands, brand
+    families as declared; brands as generated), not sorted: in memory, on disk and through the folder loader."""
+    folder, ds = default
+    cat = S.generate(SyntheticConfig())
+    loaded = S.load_default(root=cache_root)
+    codes, file_labels = read_ground_truth(folder / "ground_truth.tsv", ds.items.raw_ids)
+    on_disk = json.loads((folder / "ground_truth_labels.json").read_text(encoding="utf-8"))
+    generator = {a: list(cat.labels[a]) for a in S.GROUND_TRUTH_ATTRIBUTES}
+    assert generator["top_category"] == list(S.CATEGORY_TREE)[:6] and generator["price_band"] == list(S.PRICE_BANDS)
+    assert generator["colour"] == list(S.COLOURS)[: len(generator["colour"])] != sorted(generator["colour"])
+    assert generator["brand_family"] == list(S.BRAND_FAMILIES) != sorted(generator["brand_family"])
+    for labels in (ds.ground_truth_labels, loaded.ground_truth_labels, file_labels, on_disk):
+        assert {a: list(labels[a]) for a in S.GROUND_TRUTH_ATTRIBUTES} == generator
+    for attr in S.GROUND_TRUTH_ATTRIBUTES:  # hence the same codes too, aligned with item ids
+        assert np.array_equal(ds.ground_truth[attr], loaded.ground_truth[attr])
+        assert np.array_equal(ds.ground_truth[attr], codes[attr])
 
 
 # ---- the sequential signal is learnable -------------------------------------------------------
@@ -235,12 +260,6 @@ def test_load_default_reuses_the_cache_and_accepts_overrides(default, cache_root
 
 
 def test_folder_loader_matches_build_dataset(default, cache_root):
-    try:
-        from qbert4rec_lib.loaders import load_dataset  # noqa: F401
-    except ModuleNotFoundError as exc:
-        if exc.name != "qbert4rec_lib.loaders":
-            raise
-        pytest.skip("qbert4rec_lib.loaders is not written yet")
     folder, ds = default
     loaded = S.load_default(root=cache_root)
     assert (loaded.num_users, loaded.num_items, loaded.num_interactions) == (ds.num_users, ds.num_items, ds.num_interactions)
