@@ -275,11 +275,9 @@ def train_model(name: str, dataset, cfg: ExperimentConfig = ExperimentConfig(), 
                     from .qbert import transfer_weights
 
                     transfer_weights(init_from, model)
-                if cfg.do_pretrain:
-                    model.masking = cfg.pretrain_masks
-                    fits["pretrain"] = fit(model, split, replace(cfg.pretrain, seed=seed, max_len=cfg.max_len),
-                                           eval_cfg=cfg.eval, progress=progress, log=_phase_log(log, "pretrain"),
-                                           checkpoint_dir=store.partial() / "pretrain")
+                if cfg.do_pretrain:  # its own cache entry: runs that differ only in fine-tuning share it
+                    fits["pretrain"] = _pretrain_phase(model, dataset, split, split_key, cfg, seed, relevant,
+                                                       cache_root=cache_root, progress=progress, log=log)
                 model.masking = cfg.finetune_masks
                 fits["finetune"] = fit(model, split, replace(cfg.finetune, seed=seed, max_len=cfg.max_len),
                                        eval_cfg=cfg.eval, progress=progress, log=_phase_log(log, "finetune"),
@@ -301,6 +299,33 @@ def train_model(name: str, dataset, cfg: ExperimentConfig = ExperimentConfig(), 
     if records_dir is not None:
         write_record(records_dir, run, store.key, dataset.name, relevant, label=record_label)
     return run
+
+
+def _pretrain_phase(model, dataset, split, split_key: str, cfg: ExperimentConfig, seed: int, relevant: dict, *,
+                    cache_root=None, progress: bool = False, log=None) -> FitResult:
+    """Q-Bert4Rec's pretraining, cached under a key without the fine-tuning settings (so a study row that changes
+    only fine-tuning reuses the pretrained weights). The weights are the best-validation ones :func:`fit` restores;
+    fine-tuning seeds its own RNGs, so a hit here gives the same final model as a fresh pretraining."""
+    from safetensors.torch import save_file
+
+    from .cache import CacheError
+
+    key = {k: relevant[k] for k in ("max_len", "eval", "ids", "qbert", "pretrain", "pretrain_masks", "init_from")}
+    pre = stage_dir("qbert-pretrain", dataset.fingerprint(), split_key, key, seed, root=cache_root)
+    with pre.lock():
+        if pre.usable(require=("model.safetensors",)):
+            try:
+                model.load_state_dict(pre.load_safetensors("model.safetensors"))
+            except RuntimeError as exc:
+                raise CacheError(pre.path / "model.safetensors", f"does not fit Q-Bert4Rec: {exc}") from None
+            return _fit_from_json(pre.meta()["fit"])
+        model.masking = cfg.pretrain_masks
+        result = fit(model, split, replace(cfg.pretrain, seed=seed, max_len=cfg.max_len), eval_cfg=cfg.eval,
+                     progress=progress, log=_phase_log(log, "pretrain"), checkpoint_dir=pre.partial() / "pretrain")
+        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        pre.write({}, {"seed": seed, "config": key, "dataset": dataset.name, "fit": _fit_json(result)},
+                  binary={"model.safetensors": lambda p: save_file(weights, p)})
+        return result
 
 
 # ---- result records: one small committed JSON per finished (model, config, seed) -------------------------

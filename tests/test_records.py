@@ -103,3 +103,25 @@ def test_study_table_is_assembled_from_labelled_records(tmp_path):
     runs = study_runs_from_records(tmp_path)
     assert list(runs) == ["reference: SASRec-CE", "default", "no_pretrain"]
     assert "| reference: SASRec-CE | same protocol" in study_table(runs)
+
+
+def test_runs_that_differ_only_in_fine_tuning_share_the_cached_pretraining(tiny, tmp_path):
+    """The pretraining phase has its own cache entry; a hit gives exactly the model a fresh pretraining gives."""
+    from qbert4rec_lib.pipeline import train_model
+
+    base = dataclasses.replace(smoke_config(), pretrain=TrainConfig(epochs=2, eval_every=1, lr=2e-3),
+                               finetune=TrainConfig(epochs=1, eval_every=1, lr=1e-3))
+    other = dataclasses.replace(base, finetune=TrainConfig(epochs=1, eval_every=1, lr=5e-4))
+    shared = tmp_path / "shared"
+    first = train_model("Q-Bert4Rec", tiny, base, seed=0, cache_root=shared, progress=False)
+    second = train_model("Q-Bert4Rec", tiny, other, seed=0, cache_root=shared, progress=False)
+    assert len([p for p in (shared / "qbert-pretrain").iterdir() if p.is_dir()]) == 1  # one pretraining, both runs
+    assert not second.from_cache and second.fits["pretrain"].history == first.fits["pretrain"].history
+    # the same second run with nothing cached but the semantic IDs: identical result
+    alone = tmp_path / "alone"
+    import shutil
+
+    for stage in (p for p in shared.iterdir() if p.name not in ("qbert-pretrain", "seqmodel")):
+        shutil.copytree(stage, alone / stage.name)
+    fresh = train_model("Q-Bert4Rec", tiny, other, seed=0, cache_root=alone, progress=False)
+    assert fresh.test.metrics == second.test.metrics and fresh.valid.metrics == second.valid.metrics
