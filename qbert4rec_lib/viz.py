@@ -16,10 +16,8 @@ from pathlib import Path
 
 __all__ = ["figures_dir", "png_available", "save_figure", "show", "show_markdown", "FigurePaths", "agreement_heatmap",
            "label_breakdown_html", "thumbnail_html", "item_card_html", "neighbours_html",
-           "neighbours_figure", "scatter_panels", "CATEGORY_COLORS"]
-
-
-__all__ = ["figures_dir", "png_available", "save_figure", "show", "CATEGORY_COLORS", "dial_figure"]
+           "neighbours_figure", "scatter_panels", "CATEGORY_COLORS", "dial_figure", "semantic_id_html",
+           "items_table_html", "learning_curves"]
 
 # a qualitative palette with enough distinct colours for top-level categories
 CATEGORY_COLORS = [
@@ -258,6 +256,41 @@ def item_card_html(ds, item: int, score: float | None = None, width: int = 48) -
     s = "" if score is None else f"<br><small>cos {score:.2f}</small>"
     return (f"<td style='vertical-align:top;text-align:left'>{thumbnail_html(ds.items.images[item - 1], width)}<br><b>{item}</b> "
             f"{html.escape(ds.items.titles[item - 1][:60])}<br><small>{html.escape(cats)}</small>{s}</td>")
+
+
+def semantic_id_html(tokens, shared=None) -> str:
+    """A semantic ID as text, e.g. ``(12 <b>3</b> 40 0)``: the tokens whose ``shared`` flag is true are bold."""
+    shared = list(shared) if shared is not None else [False] * len(tokens)
+    return "(" + " ".join(f"<b>{int(t)}</b>" if s else str(int(t)) for t, s in zip(tokens, shared + [False] * len(tokens))) + ")"
+
+
+def items_table_html(ds, item_ids, table=None, limit: int = 12, thumb: int = 40, columns: dict | None = None,
+                     shared=None) -> str:
+    """Items as an HTML table: thumbnail, id, title, category path and (with ``table``, a
+    :class:`~qbert4rec_lib.quantize.SemanticIDTable` or its ``ids`` array) the semantic ID.
+
+    ``columns``: extra column name -> one value (HTML) per listed item, shown first; ``shared``: item -> per-token
+    flags, those tokens in bold. Lists longer than ``limit`` end with "... and n more".
+    """
+    import html
+
+    ids = [int(i) for i in item_ids]
+    shown = ids[:limit]
+    array = None if table is None else getattr(table, "ids", table)
+    extra = {name: list(values)[:len(shown)] for name, values in (columns or {}).items()}
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in extra) + "<th></th><th>item</th><th>title</th><th>category</th>"
+    head += "<th>semantic ID</th>" if array is not None else ""
+    rows = []
+    for r, i in enumerate(shown):
+        cells = "".join(f"<td>{extra[n][r]}</td>" for n in extra)
+        cells += (f"<td>{thumbnail_html(ds.items.images[i - 1], thumb)}</td><td>{i}</td>"
+                  f"<td style='text-align:left'>{html.escape(ds.items.titles[i - 1][:70])}</td>"
+                  f"<td style='text-align:left'>{html.escape(' > '.join(ds.items.categories[i - 1]))}</td>")
+        if array is not None:
+            cells += f"<td>{semantic_id_html(array[i - 1], (shared or {}).get(i))}</td>"
+        rows.append(f"<tr>{cells}</tr>")
+    more = f"<p><i>... and {len(ids) - limit} more</i></p>" if len(ids) > limit else ""
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>{more}"
 
 
 def neighbours_html(ds, item: int, neighbours: dict) -> str:
