@@ -360,19 +360,23 @@ class RecommendationExplorer(Explorer):
         self.users = list(dict.fromkeys([int(user)] + users))
         self._cache: dict[int, tuple] = {}
         self.popular = popular_items(ds, more_items)
-        hits = self._batch_top(self.users)
-        self._user_labels = {u: f"user {ds.user_ids[u]} ({len(histories[u])} items{', hit' if hit else ''})"
-                             for u, hit in zip(self.users, hits)}
+        self._batch_top([int(user)])  # alone first: its top-k is exactly :func:`recommend` for that one history
+        self._batch_top(self.users[1:])
+        self._user_labels = {u: f"user {ds.user_ids[u]} ({len(histories[u])} items"
+                                f"{', held-out item in the top-' + str(k) if int(self.targets[u]) in self.top(u) else ''})"
+                             for u in self.users}
         top = self.top(int(user))
         target = int(self.targets[user])
         super().__init__({"user": int(user), "item": target if target in top else int(top[0])})
 
-    def _batch_top(self, users) -> list[bool]:
+    def _batch_top(self, users) -> None:
+        users = [u for u in users if u not in self._cache]
+        if not users:
+            return
         scores = _scores(self.model, [self.histories[u] for u in users], self.max_len)
         tops = recommend(None, [self.histories[u] for u in users], self.max_len, self.k, scores=scores)
         for u, s, t in zip(users, scores, tops):
             self._cache[u] = (s, t)
-        return [int(self.targets[u]) in t for u, t in zip(users, tops)]
 
     def scores(self, user: int):
         if user not in self._cache:

@@ -17,7 +17,8 @@ from pathlib import Path
 __all__ = ["figures_dir", "png_available", "save_figure", "show", "show_markdown", "FigurePaths", "agreement_heatmap",
            "label_breakdown_html", "thumbnail_html", "item_card_html", "neighbours_html",
            "neighbours_figure", "scatter_panels", "CATEGORY_COLORS", "dial_figure", "semantic_id_html",
-           "items_table_html", "learning_curves"]
+           "items_table_html", "learning_curves", "grouped_bars", "cold_start_bars", "phase_curves",
+           "mask_grid_figure", "strategy_curves"]
 
 # a qualitative palette with enough distinct colours for top-level categories
 CATEGORY_COLORS = [
@@ -384,4 +385,81 @@ def dial_figure(points: list[dict], metric: str = "NDCG@10"):
     fig.update_yaxes(title_text=f"test {metric}", row=1, col=1)
     fig.update_layout(title=f"When do semantic IDs help? test {metric} along the content-to-ID dial",
                       template="plotly_white", legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def grouped_bars(groups: dict, title: str, yaxis_title: str, errors: dict | None = None, x_wrap: bool = False):
+    """Grouped bars: ``groups`` maps a series name to ``{x label: value}`` (one colour per series, in order);
+    ``errors``: the same shape with standard deviations (error bars), or ``None``."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for j, (series, values) in enumerate(groups.items()):
+        err = None if errors is None else dict(type="data", array=list(errors[series].values()))
+        xs = [x.replace(" (", "<br>(") if x_wrap else x for x in values]
+        fig.add_bar(name=series, x=xs, y=list(values.values()), error_y=err, marker_color=CATEGORY_COLORS[j % len(CATEGORY_COLORS)])
+    fig.update_layout(barmode="group", title=title, yaxis_title=yaxis_title, template="plotly_white")
+    return fig
+
+
+def cold_start_bars(report, names, title: str):
+    """Cold HR@10, cold HR@50 and warm HR@10 of each row of a cold-start report (means over seeds; error bars = one
+    standard deviation when there are several seeds)."""
+    import numpy as np
+
+    groups, errors = {}, {}
+    for metric, label in (("HR@10", "cold HR@10"), ("HR@50", "cold HR@50"), ("HR@10", "warm HR@10")):
+        group = label.split()[0]
+        ys = {n: [r[group][metric] for r in report.rows[n]] for n in names}
+        groups[label] = {n: float(np.mean(y)) for n, y in ys.items()}
+        errors[label] = {n: float(np.std(y, ddof=1)) if len(y) > 1 else 0.0 for n, y in ys.items()}
+    return grouped_bars(groups, title, "hit rate", errors if len(report.seeds) > 1 else None, x_wrap=True)
+
+
+def phase_curves(curves: dict, metric: str = "NDCG@10", title: str = "", continuous: bool = True):
+    """Validation ``metric`` per epoch of training phases (``phase -> history``), one line each. ``continuous``: later
+    phases continue the epoch axis of earlier ones; otherwise every phase counts its own epochs from 1 in order of
+    its entries (``i + 1``)."""
+    import plotly.graph_objects as go
+
+    fig, offset = go.Figure(), 0
+    for k, (phase, hist) in enumerate(curves.items()):
+        if continuous:
+            pts = [(h["epoch"] + offset, h["valid"][metric]) for h in hist if h.get("valid")]
+            offset += max((h["epoch"] for h in hist), default=0)
+        else:
+            pts = [(i + 1, h["valid"][metric]) for i, h in enumerate(hist) if h.get("valid")]
+        fig.add_scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=phase,
+                        line_color=CATEGORY_COLORS[k % len(CATEGORY_COLORS)])
+    fig.update_layout(title=title, xaxis_title="epoch", yaxis_title=metric, template="plotly_white")
+    return fig
+
+
+def mask_grid_figure(grid, labels, example, title: str):
+    """Rows of masked positions (``grid[r, t]`` 1 = masked) over one sequence whose item ids label the cells."""
+    import numpy as np
+    import plotly.graph_objects as go
+
+    grid = np.asarray(grid, dtype=float)
+    text = [[str(i) for i in example] for _ in labels]
+    fig = go.Figure(go.Heatmap(z=grid[::-1], x=list(range(len(example))), y=list(labels)[::-1], text=text, texttemplate="%{text}",
+                               colorscale=[[0, "#F2F2F2"], [1, CATEGORY_COLORS[0]]], showscale=False, xgap=2, ygap=2))
+    fig.update_layout(title=title, xaxis_title="position in the sequence (0 = oldest)", template="plotly_white", height=560)
+    return fig
+
+
+def strategy_curves(curves: dict, metric: str = "NDCG@10"):
+    """Per mask strategy: training loss (solid, left axis) and validation ``metric`` (dotted, right axis) per epoch."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for k, (strategy, hist) in enumerate(curves.items()):
+        color = CATEGORY_COLORS[k % len(CATEGORY_COLORS)]
+        fig.add_scatter(x=[h["epoch"] for h in hist], y=[h["train_loss"] for h in hist], name=f"{strategy} (loss)", line_color=color)
+        fig.add_scatter(x=[h["epoch"] for h in hist], y=[h["valid"][metric] for h in hist], name=f"{strategy} ({metric})",
+                        line=dict(color=color, dash="dot"), yaxis="y2")
+    fig.update_layout(title=f"Pretraining per mask strategy: training loss (solid) and validation {metric} (dotted)",
+                      xaxis=dict(title="epoch", dtick=1), yaxis_title="training loss", template="plotly_white",
+                      yaxis2=dict(title=f"validation {metric}", overlaying="y", side="right"),
+                      legend=dict(font=dict(size=10), orientation="h", y=-0.25), margin=dict(r=90))
     return fig
