@@ -18,7 +18,7 @@ __all__ = ["figures_dir", "png_available", "save_figure", "show", "show_markdown
            "label_breakdown_html", "thumbnail_html", "item_card_html", "neighbours_html",
            "neighbours_figure", "scatter_panels", "CATEGORY_COLORS", "dial_figure", "semantic_id_html",
            "items_table_html", "learning_curves", "grouped_bars", "cold_start_bars", "phase_curves",
-           "mask_grid_figure", "strategy_curves"]
+           "mask_grid_figure", "strategy_curves", "box_figure"]
 
 # a qualitative palette with enough distinct colours for top-level categories
 CATEGORY_COLORS = [
@@ -462,4 +462,15 @@ def strategy_curves(curves: dict, metric: str = "NDCG@10"):
                       xaxis=dict(title="epoch", dtick=1), yaxis_title="training loss", template="plotly_white",
                       yaxis2=dict(title=f"validation {metric}", overlaying="y", side="right"),
                       legend=dict(font=dict(size=10), orientation="h", y=-0.25), margin=dict(r=90))
+    return fig
+
+
+def box_figure(values: dict, title: str, yaxis_title: str):
+    """One box per entry of ``values`` (name -> numbers), the mean marked, the kit's palette in order."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for k, (name, ys) in enumerate(values.items()):
+        fig.add_box(y=ys, name=name, marker_color=CATEGORY_COLORS[k % len(CATEGORY_COLORS)], boxmean=True)
+    fig.update_layout(title=title, yaxis_title=yaxis_title, template="plotly_white")
     return fig
