@@ -177,15 +177,19 @@ class Explorer:
     def render(self, **selection) -> str:
         raise NotImplementedError
 
+    def fallback(self, name: str, selection: dict, options: list):
+        """The value a control takes when an earlier control's change leaves its value outside its options."""
+        return options[0][1]
+
     # common behaviour
     def selection(self, **changes) -> dict:
         """The default selection with ``changes``; a later control whose value is no longer among its options falls
-        back to its first option (e.g. a code when the level changes)."""
+        back to :meth:`fallback` (by default its first option; e.g. a code when the level changes)."""
         sel = {**self.defaults, **changes}
         for name in self.controls:
-            values = [v for _, v in self.options(name, sel)]
-            if values and sel.get(name) not in values:
-                sel[name] = values[0]
+            opts = self.options(name, sel)
+            if opts and sel.get(name) not in [v for _, v in opts]:
+                sel[name] = self.fallback(name, sel, opts)
         return sel
 
     def html(self, **changes) -> str:
@@ -222,7 +226,7 @@ class Explorer:
                 for n in after:  # later controls may depend on this one
                     opts = self.options(n, current)
                     if opts != list(boxes[n].options):
-                        value = current[n] if current[n] in [v for _, v in opts] else opts[0][1]
+                        value = self.fallback(n, current, opts)  # new options: start from the control's default
                         boxes[n].options = opts
                         boxes[n].value = value
                         current[n] = value
@@ -345,7 +349,7 @@ class PrefixExplorer(Explorer):
 class RecommendationExplorer(Explorer):
     """Notebook 07: pick a user, see the history and the top-``k`` with the tokens each recommendation shares with
     the history (bold); pick an item (the top-``k``, the held-out item, or any popular item) and see its rank and why:
-    its semantic ID level by level against the history."""
+    its semantic ID level by level against the history. The item shown first is the user's held-out test item."""
 
     kind = "recommendations"
     controls = ("user", "item")
@@ -365,9 +369,7 @@ class RecommendationExplorer(Explorer):
         self._user_labels = {u: f"user {ds.user_ids[u]} ({len(histories[u])} items"
                                 f"{', held-out item in the top-' + str(k) if int(self.targets[u]) in self.top(u) else ''})"
                              for u in self.users}
-        top = self.top(int(user))
-        target = int(self.targets[user])
-        super().__init__({"user": int(user), "item": target if target in top else int(top[0])})
+        super().__init__({"user": int(user), "item": int(self.targets[user])})
 
     def _batch_top(self, users) -> None:
         users = [u for u in users if u not in self._cache]
@@ -398,6 +400,9 @@ class RecommendationExplorer(Explorer):
         if target not in top:
             opts.append((f"held-out {_item_label(self.ds, target, 40)}", target))
         return opts + [(_item_label(self.ds, i, 40), i) for i in self.popular if i not in top and i != target]
+
+    def fallback(self, name, selection, options):
+        return int(self.targets[selection["user"]]) if name == "item" else options[0][1]
 
     def why(self, user: int, item: int) -> dict:
         """The item's rank and score for the user, and :func:`history_match` of its semantic ID."""

@@ -111,7 +111,7 @@ def test_explorers_render_and_fall_back_to_static_html(monkeypatch):
 
     model = FixedScores(SCORES)
     rec = explore.RecommendationExplorer(ds, model, [[1, 2], [5], [6]], [3, 6, 4], IDS, max_len=4, k=3, more_items=2)
-    assert rec.defaults == {"user": 0, "item": 3}  # the held-out item is in the top-3: it is the default
+    assert rec.defaults == {"user": 0, "item": 3}  # the held-out item comes first
     assert rec.top(0) == [3, 4, 6] or rec.top(0) == [4, 3, 6]
     why = rec.why(0, 3)
     assert why["rank"] == 2 and not why["in_history"]
@@ -121,6 +121,11 @@ def test_explorers_render_and_fall_back_to_static_html(monkeypatch):
     assert "Top-3" in page and "✔" in page and "rank 2 of 6" in page
     assert rec.html(user=1) != page
     assert [v for _, v in rec.options("item", {"user": 1})][:3] == rec.top(1)
+    assert rec.selection(user=2, item=99)["item"] == 4  # an item outside the options: the user's held-out item
+    box = rec.widget()
+    user, item = box.children[0].children
+    user.value = 2
+    assert item.value == 4 and box.children[1].value == rec.html(user=2, item=4)
 
     shown = []
     monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
@@ -137,8 +142,8 @@ def test_widget_changes_update_the_view():
     view = box.children[1]
     assert "qbert4rec-explorer-codes" in box._dom_classes
     before = view.value
-    level.value = 3
-    assert [v for _, v in code.options] == [2, 0, 3] and view.value != before
+    level.value = 3  # new code options: the code starts from the most used one
+    assert [v for _, v in code.options] == [2, 0, 3] and code.value == 2 and view.value != before
     after_level = view.value
     code.value = 3
     assert view.value != after_level and view.value == codes.html(level=3, code=3)
