@@ -417,24 +417,25 @@ class RecommendationExplorer(Explorer):
         top = self.top(user)
         flags = {i: shared_token_flags(self.ids, i, history, self.columns) for i in top + [item]}
         last = history[-self.history_shown:]
-        parts = [f"<h4>User {html.escape(str(ds.user_ids[user]))}: the last {len(last)} of {len(history)} history items"
-                 " (most recent last)</h4>", viz.items_table_html(ds, last, self.ids, limit=len(last)),
-                 f"<h4>Top-{self.k} recommendations</h4><p>✔ = the held-out test item; bold = a token some history item"
-                 " has at the same level</p>",
-                 viz.items_table_html(ds, top, self.ids, limit=self.k, shared=flags, columns={
-                     "rank": [f"{r + 1}{' ✔' if i == target else ''}" for r, i in enumerate(top)],
-                     "shared tokens": [str(sum(flags[i])) for i in top]})]
+        left = (f"<h4>User {html.escape(str(ds.user_ids[user]))}: the last {len(last)} of {len(history)} history items"
+                f" (most recent last)</h4>" + viz.items_table_html(ds, last, self.ids, limit=len(last), thumb=28))
         why = self.why(user, item)
         state = " (in the history: excluded from recommendations)" if why["in_history"] else ""
-        parts.append(f"<h4>Item {item}: rank {why['rank']:,} of {self.ids.shape[0]:,}{state}; score {why['score']:.3f}"
-                     f"{' — the held-out test item' if item == target else ''}</h4>")
-        parts.append(viz.items_table_html(ds, [item], self.ids, shared={item: flags[item]}))
         rows = []
         for lv in why["levels"][:self.columns]:
             near = ", ".join(_item_label(ds, i, 30) for i in lv["prefix_items"][:3]) or "—"
             rows.append(f"<tr><td>{lv['level']}</td><td>{lv['token']}</td><td>{lv['same_token']}</td>"
                         f"<td>{lv['same_prefix']}</td><td style='text-align:left'>{html.escape(near)}</td></tr>")
-        parts.append("<table><tr><th>level</th><th>token</th><th>history items with this token at this level</th>"
-                     "<th>... sharing the whole prefix up to here</th><th>most recent of those</th></tr>"
-                     + "".join(rows) + "</table>")
-        return "".join(parts)
+        right = (f"<h4>Item {item}: rank {why['rank']:,} of {self.ids.shape[0]:,}{state}; score {why['score']:.3f}"
+                 f"{' — the held-out test item' if item == target else ''}</h4>"
+                 + viz.items_table_html(ds, [item], self.ids, shared={item: flags[item]}, thumb=28)
+                 + "<table><tr><th>level</th><th>token</th><th>history items with<br>this token at this level</th>"
+                 "<th>... sharing the whole<br>prefix up to here</th><th>most recent of those</th></tr>"
+                 + "".join(rows) + "</table>")
+        bottom = (f"<h4>Top-{self.k} recommendations</h4><p>✔ = the held-out test item; bold = a token some history item"
+                  " has at the same level</p>"
+                  + viz.items_table_html(ds, top, self.ids, limit=self.k, shared=flags, thumb=28, columns={
+                      "rank": [f"{r + 1}{' ✔' if i == target else ''}" for r, i in enumerate(top)],
+                      "shared tokens": [str(sum(flags[i])) for i in top]}))
+        return (f"<div style='display:flex;flex-wrap:wrap;gap:8px 32px;align-items:flex-start'><div>{left}</div>"
+                f"<div>{right}</div></div>{bottom}")

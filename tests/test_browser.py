@@ -209,7 +209,7 @@ def test_explorers_react_in_a_real_browser(lab, name):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=_chromium(), headless=True, args=["--no-sandbox", "--disable-gpu"])
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page = browser.new_page(viewport={"width": 1400, "height": 1600})  # tall: whole explorers in the screenshots
             page.set_default_timeout(60_000)
             page.on("pageerror", lambda exc: js_errors.append(str(exc)))
             # a workspace of its own: no notebook of another test is restored beside this one
