@@ -18,7 +18,7 @@ __all__ = ["figures_dir", "png_available", "save_figure", "show", "show_markdown
            "label_breakdown_html", "thumbnail_html", "item_card_html", "neighbours_html",
            "neighbours_figure", "scatter_panels", "CATEGORY_COLORS", "dial_figure", "semantic_id_html",
            "items_table_html", "learning_curves", "grouped_bars", "cold_start_bars", "phase_curves",
-           "mask_grid_figure", "strategy_curves", "box_figure"]
+           "mask_grid_figure", "strategy_curves", "box_figure", "stages_diagram"]
 
 # a qualitative palette with enough distinct colours for top-level categories
 CATEGORY_COLORS = [
@@ -473,4 +473,30 @@ def box_figure(values: dict, title: str, yaxis_title: str):
     for k, (name, ys) in enumerate(values.items()):
         fig.add_box(y=ys, name=name, marker_color=CATEGORY_COLORS[k % len(CATEGORY_COLORS)], boxmean=True)
     fig.update_layout(title=title, yaxis_title=yaxis_title, template="plotly_white")
+    return fig
+
+
+def stages_diagram():
+    """The overview diagram of notebook 00 (and the README): item data -> features -> the three stages."""
+    import plotly.graph_objects as go
+
+    boxes = [
+        (0.00, "Item data", "text · image · interactions", "#BAB0AC"),
+        (0.20, "Features", "MiniLM text · CLIP image ·\nstructural (PPMI-SVD)", "#72B7B2"),
+        (0.40, "Stage 1: injection", "ID query ⟶ gated cross-modal\ntransformer · contrastive loss", "#4C78A8"),
+        (0.60, "Stage 2: RQ-VAE", "fused vector ⟶ (c1, c2, c3, d)\nsemantic ID", "#F58518"),
+        (0.80, "Stage 3: Q-BERT", "multi-mask pretraining ⟶\nfine-tuning ⟶ full ranking", "#54A24B"),
+    ]
+    fig = go.Figure()
+    for x, title, sub, colour in boxes:
+        fig.add_shape(type="rect", x0=x, x1=x + 0.17, y0=0.25, y1=0.75, fillcolor=colour, opacity=0.9, line_width=0)
+        fig.add_annotation(x=x + 0.085, y=0.62, text=f"<b>{title}</b>", showarrow=False, font=dict(color="white", size=14))
+        fig.add_annotation(x=x + 0.085, y=0.42, text=sub.replace("\n", "<br>"), showarrow=False,
+                           font=dict(color="white", size=11))
+    for x, _, _, _ in boxes[:-1]:
+        fig.add_annotation(x=x + 0.20, y=0.5, ax=x + 0.17, ay=0.5, xref="x", yref="y", axref="x", ayref="y",
+                           showarrow=True, arrowhead=3, arrowsize=1.2, arrowwidth=2, arrowcolor="#444")
+    fig.update_layout(title="Q-Bert4Rec in three stages (what flows between the library modules)",
+                      xaxis=dict(visible=False, range=[-0.01, 0.98]), yaxis=dict(visible=False, range=[0.1, 0.9]),
+                      template="plotly_white", height=320, width=1100, margin=dict(l=10, r=10, t=50, b=10))
     return fig
