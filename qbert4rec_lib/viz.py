@@ -16,10 +16,9 @@ from pathlib import Path
 
 __all__ = ["figures_dir", "png_available", "save_figure", "show", "show_markdown", "FigurePaths", "agreement_heatmap",
            "label_breakdown_html", "thumbnail_html", "item_card_html", "neighbours_html",
-           "neighbours_figure", "scatter_panels", "CATEGORY_COLORS"]
-
-
-__all__ = ["figures_dir", "png_available", "save_figure", "show", "CATEGORY_COLORS", "dial_figure"]
+           "neighbours_figure", "scatter_panels", "CATEGORY_COLORS", "dial_figure", "semantic_id_html",
+           "items_table_html", "learning_curves", "grouped_bars", "cold_start_bars", "phase_curves",
+           "mask_grid_figure", "strategy_curves", "box_figure", "stages_diagram"]
 
 # a qualitative palette with enough distinct colours for top-level categories
 CATEGORY_COLORS = [
@@ -260,6 +259,41 @@ def item_card_html(ds, item: int, score: float | None = None, width: int = 48) -
             f"{html.escape(ds.items.titles[item - 1][:60])}<br><small>{html.escape(cats)}</small>{s}</td>")
 
 
+def semantic_id_html(tokens, shared=None) -> str:
+    """A semantic ID as text, e.g. ``(12 <b>3</b> 40 0)``: the tokens whose ``shared`` flag is true are bold."""
+    shared = list(shared) if shared is not None else [False] * len(tokens)
+    return "(" + " ".join(f"<b>{int(t)}</b>" if s else str(int(t)) for t, s in zip(tokens, shared + [False] * len(tokens))) + ")"
+
+
+def items_table_html(ds, item_ids, table=None, limit: int = 12, thumb: int = 40, columns: dict | None = None,
+                     shared=None) -> str:
+    """Items as an HTML table: thumbnail, id, title, category path and (with ``table``, a
+    :class:`~qbert4rec_lib.quantize.SemanticIDTable` or its ``ids`` array) the semantic ID.
+
+    ``columns``: extra column name -> one value (HTML) per listed item, shown first; ``shared``: item -> per-token
+    flags, those tokens in bold. Lists longer than ``limit`` end with "... and n more".
+    """
+    import html
+
+    ids = [int(i) for i in item_ids]
+    shown = ids[:limit]
+    array = None if table is None else getattr(table, "ids", table)
+    extra = {name: list(values)[:len(shown)] for name, values in (columns or {}).items()}
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in extra) + "<th></th><th>item</th><th>title</th><th>category</th>"
+    head += "<th>semantic ID</th>" if array is not None else ""
+    rows = []
+    for r, i in enumerate(shown):
+        cells = "".join(f"<td>{extra[n][r]}</td>" for n in extra)
+        cells += (f"<td>{thumbnail_html(ds.items.images[i - 1], thumb)}</td><td>{i}</td>"
+                  f"<td style='text-align:left'>{html.escape(ds.items.titles[i - 1][:70])}</td>"
+                  f"<td style='text-align:left'>{html.escape(' > '.join(ds.items.categories[i - 1]))}</td>")
+        if array is not None:
+            cells += f"<td>{semantic_id_html(array[i - 1], (shared or {}).get(i))}</td>"
+        rows.append(f"<tr>{cells}</tr>")
+    more = f"<p><i>... and {len(ids) - limit} more</i></p>" if len(ids) > limit else ""
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>{more}"
+
+
 def neighbours_html(ds, item: int, neighbours: dict) -> str:
     """The query item, then one row per modality with its nearest items (``{modality: [(item, cosine), ...]}``)."""
     rows = [f"<tr><th>query</th>{item_card_html(ds, item)}</tr>"]
@@ -351,4 +385,118 @@ def dial_figure(points: list[dict], metric: str = "NDCG@10"):
     fig.update_yaxes(title_text=f"test {metric}", row=1, col=1)
     fig.update_layout(title=f"When do semantic IDs help? test {metric} along the content-to-ID dial",
                       template="plotly_white", legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def grouped_bars(groups: dict, title: str, yaxis_title: str, errors: dict | None = None, x_wrap: bool = False):
+    """Grouped bars: ``groups`` maps a series name to ``{x label: value}`` (one colour per series, in order);
+    ``errors``: the same shape with standard deviations (error bars), or ``None``."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for j, (series, values) in enumerate(groups.items()):
+        err = None if errors is None else dict(type="data", array=list(errors[series].values()))
+        xs = [x.replace(" (", "<br>(") if x_wrap else x for x in values]
+        fig.add_bar(name=series, x=xs, y=list(values.values()), error_y=err, marker_color=CATEGORY_COLORS[j % len(CATEGORY_COLORS)])
+    fig.update_layout(barmode="group", title=title, yaxis_title=yaxis_title, template="plotly_white")
+    return fig
+
+
+def cold_start_bars(report, names, title: str):
+    """Cold HR@10, cold HR@50 and warm HR@10 of each row of a cold-start report (means over seeds; error bars = one
+    standard deviation when there are several seeds)."""
+    import numpy as np
+
+    groups, errors = {}, {}
+    for metric, label in (("HR@10", "cold HR@10"), ("HR@50", "cold HR@50"), ("HR@10", "warm HR@10")):
+        group = label.split()[0]
+        ys = {n: [r[group][metric] for r in report.rows[n]] for n in names}
+        groups[label] = {n: float(np.mean(y)) for n, y in ys.items()}
+        errors[label] = {n: float(np.std(y, ddof=1)) if len(y) > 1 else 0.0 for n, y in ys.items()}
+    return grouped_bars(groups, title, "hit rate", errors if len(report.seeds) > 1 else None, x_wrap=True)
+
+
+def phase_curves(curves: dict, metric: str = "NDCG@10", title: str = "", continuous: bool = True):
+    """Validation ``metric`` per epoch of training phases (``phase -> history``), one line each. ``continuous``: later
+    phases continue the epoch axis of earlier ones; otherwise every phase counts its own epochs from 1 in order of
+    its entries (``i + 1``)."""
+    import plotly.graph_objects as go
+
+    fig, offset = go.Figure(), 0
+    for k, (phase, hist) in enumerate(curves.items()):
+        if continuous:
+            pts = [(h["epoch"] + offset, h["valid"][metric]) for h in hist if h.get("valid")]
+            offset += max((h["epoch"] for h in hist), default=0)
+        else:
+            pts = [(i + 1, h["valid"][metric]) for i, h in enumerate(hist) if h.get("valid")]
+        fig.add_scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=phase,
+                        line_color=CATEGORY_COLORS[k % len(CATEGORY_COLORS)])
+    fig.update_layout(title=title, xaxis_title="epoch", yaxis_title=metric, template="plotly_white")
+    return fig
+
+
+def mask_grid_figure(grid, labels, example, title: str):
+    """Rows of masked positions (``grid[r, t]`` 1 = masked) over one sequence whose item ids label the cells."""
+    import numpy as np
+    import plotly.graph_objects as go
+
+    grid = np.asarray(grid, dtype=float)
+    text = [[str(i) for i in example] for _ in labels]
+    fig = go.Figure(go.Heatmap(z=grid[::-1], x=list(range(len(example))), y=list(labels)[::-1], text=text, texttemplate="%{text}",
+                               colorscale=[[0, "#F2F2F2"], [1, CATEGORY_COLORS[0]]], showscale=False, xgap=2, ygap=2))
+    fig.update_layout(title=title, xaxis_title="position in the sequence (0 = oldest)", template="plotly_white", height=560)
+    return fig
+
+
+def strategy_curves(curves: dict, metric: str = "NDCG@10"):
+    """Per mask strategy: training loss (solid, left axis) and validation ``metric`` (dotted, right axis) per epoch."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for k, (strategy, hist) in enumerate(curves.items()):
+        color = CATEGORY_COLORS[k % len(CATEGORY_COLORS)]
+        fig.add_scatter(x=[h["epoch"] for h in hist], y=[h["train_loss"] for h in hist], name=f"{strategy} (loss)", line_color=color)
+        fig.add_scatter(x=[h["epoch"] for h in hist], y=[h["valid"][metric] for h in hist], name=f"{strategy} ({metric})",
+                        line=dict(color=color, dash="dot"), yaxis="y2")
+    fig.update_layout(title=f"Pretraining per mask strategy: training loss (solid) and validation {metric} (dotted)",
+                      xaxis=dict(title="epoch", dtick=1), yaxis_title="training loss", template="plotly_white",
+                      yaxis2=dict(title=f"validation {metric}", overlaying="y", side="right"),
+                      legend=dict(font=dict(size=10), orientation="h", y=-0.25), margin=dict(r=90))
+    return fig
+
+
+def box_figure(values: dict, title: str, yaxis_title: str):
+    """One box per entry of ``values`` (name -> numbers), the mean marked, the kit's palette in order."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for k, (name, ys) in enumerate(values.items()):
+        fig.add_box(y=ys, name=name, marker_color=CATEGORY_COLORS[k % len(CATEGORY_COLORS)], boxmean=True)
+    fig.update_layout(title=title, yaxis_title=yaxis_title, template="plotly_white")
+    return fig
+
+
+def stages_diagram():
+    """The overview diagram of notebook 00 (and the README): item data -> features -> the three stages."""
+    import plotly.graph_objects as go
+
+    boxes = [
+        (0.00, "Item data", "text · image · interactions", "#BAB0AC"),
+        (0.20, "Features", "MiniLM text · CLIP image ·\nstructural (PPMI-SVD)", "#72B7B2"),
+        (0.40, "Stage 1: injection", "ID query ⟶ gated cross-modal\ntransformer · contrastive loss", "#4C78A8"),
+        (0.60, "Stage 2: RQ-VAE", "fused vector ⟶ (c1, c2, c3, d)\nsemantic ID", "#F58518"),
+        (0.80, "Stage 3: Q-BERT", "multi-mask pretraining ⟶\nfine-tuning ⟶ full ranking", "#54A24B"),
+    ]
+    fig = go.Figure()
+    for x, title, sub, colour in boxes:
+        fig.add_shape(type="rect", x0=x, x1=x + 0.17, y0=0.25, y1=0.75, fillcolor=colour, opacity=0.9, line_width=0)
+        fig.add_annotation(x=x + 0.085, y=0.62, text=f"<b>{title}</b>", showarrow=False, font=dict(color="white", size=14))
+        fig.add_annotation(x=x + 0.085, y=0.42, text=sub.replace("\n", "<br>"), showarrow=False,
+                           font=dict(color="white", size=11))
+    for x, _, _, _ in boxes[:-1]:
+        fig.add_annotation(x=x + 0.20, y=0.5, ax=x + 0.17, ay=0.5, xref="x", yref="y", axref="x", ayref="y",
+                           showarrow=True, arrowhead=3, arrowsize=1.2, arrowwidth=2, arrowcolor="#444")
+    fig.update_layout(title="Q-Bert4Rec in three stages (what flows between the library modules)",
+                      xaxis=dict(visible=False, range=[-0.01, 0.98]), yaxis=dict(visible=False, range=[0.1, 0.9]),
+                      template="plotly_white", height=320, width=1100, margin=dict(l=10, r=10, t=50, b=10))
     return fig

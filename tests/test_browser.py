@@ -1,13 +1,15 @@
-"""A real browser drives JupyterLab: notebook 04's token explorer must run and react to its controls.
+"""A real browser drives JupyterLab: every notebook explorer must run and react to its controls.
 
 The test starts JupyterLab on 127.0.0.1 (free port, random token) from this interpreter, with ``PYTHONPATH`` set to the
-root of the checkout that holds this file, and serves a *copy* of ``notebooks/04_quantization.ipynb`` from a temporary
-folder (``figures_dir`` / ``results_dir`` pointed there too), so ``notebooks/`` and ``figures/`` are never rewritten.
-Playwright drives Debian's Chromium (``executable_path``; no browser download is possible offline): Run All, wait
-until every code cell has run, then change the explorer's level and code dropdowns and check that the listed items
-change each time. Any JavaScript error (``pageerror``) or a cell error fails the test. Screenshots of the explorer
-before and after each change go to ``outputs/browser/``. Skipped, with the reason, when Chromium, Playwright or
-JupyterLab is missing. The server (and its kernels) always stop at the end.
+root of the checkout that holds this file, and serves *copies* of notebooks 02, 04 and 07 from a temporary folder
+(``figures_dir`` / ``results_dir`` pointed there too), so ``notebooks/`` and ``figures/`` are never rewritten; the copy
+of 07 ends after its explorer (its cold-start study would retrain several models). For each notebook Playwright drives
+Debian's Chromium (``executable_path``; no browser download is possible offline): Run All, wait until every code cell
+has run, then change each control of each explorer (:mod:`qbert4rec_lib.explore`: 02's item, 04's level and code,
+04's prefix item, 07's user and item) and check that the explorer's view changes each time. Any JavaScript error
+(``pageerror``) or a cell error fails the test. Screenshots of each explorer before and after each change go to
+``outputs/browser/``. Skipped, with the reason, when Chromium, Playwright or JupyterLab is missing. The server (and its
+kernels) always stop at the end.
 """
 from __future__ import annotations
 
@@ -27,7 +29,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOK = REPO / "notebooks" / "04_quantization.ipynb"
+NOTEBOOKS = REPO / "notebooks"
+# notebook -> (explorer kind, [(control index, option index to pick), ...]) in the order they are worked, and whether
+# the copy ends after the last explorer cell
+EXPLORERS = {
+    "02_features": ([("neighbours", [(0, 1)])], False),
+    "04_quantization": ([("codes", [(0, 1), (1, 2)]), ("prefix", [(0, 1)])], False),
+    "07_interpretability": ([("recommendations", [(0, 1), (1, 3)])], True),
+}
 SCREENSHOTS = REPO / "outputs" / "browser"
 RUN_ALL_TIMEOUT_S = float(os.environ.get("QBERT4REC_BROWSER_TIMEOUT", "480"))  # a cold cache builds features first
 
@@ -55,21 +64,27 @@ def _tree_digest(paths) -> dict[str, str]:
     return out
 
 
-def _notebook_copy(folder: Path) -> Path:
-    """Notebook 04 with a cell after its parameters cell that points figures and results at ``folder``."""
-    nb = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
+def _notebook_copy(folder: Path, name: str, truncate: bool) -> Path:
+    """The notebook with a cell after its parameters cell that points figures and results at ``folder`` (and, with
+    ``truncate``, without the cells after its last explorer)."""
+    source_path = NOTEBOOKS / f"{name}.ipynb"
+    nb = json.loads(source_path.read_text(encoding="utf-8"))
+    if truncate:
+        last = max(i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code" and "Explorer(" in "".join(c["source"]))
+        nb["cells"] = nb["cells"][:last + 1]
     at = next(i for i, c in enumerate(nb["cells"]) if "parameters" in c.get("metadata", {}).get("tags", []))
     source = f"figures_dir = {str(folder / 'figures')!r}\nresults_dir = {str(folder / 'results')!r}\n"
     nb["cells"].insert(at + 1, {"cell_type": "code", "id": "browser-test-parameters", "metadata": {"tags": ["injected-parameters"]},
                                 "execution_count": None, "outputs": [], "source": source})
-    path = folder / NOTEBOOK.name
+    path = folder / source_path.name
     path.write_text(json.dumps(nb, indent=1), encoding="utf-8")
     return path
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """A JupyterLab server on 127.0.0.1 serving a copy of notebook 04; yields (url, token, folder); always stopped."""
+    """A JupyterLab server on 127.0.0.1 serving copies of the notebooks with explorers; yields (url, token, folder);
+    always stopped."""
     import importlib.util
 
     if importlib.util.find_spec("playwright") is None:
@@ -79,7 +94,8 @@ def lab(tmp_path_factory):
     if importlib.util.find_spec("jupyterlab") is None:
         pytest.skip("jupyterlab is not installed")
     folder = tmp_path_factory.mktemp("browser_lab")
-    _notebook_copy(folder)
+    for name, (_, truncate) in EXPLORERS.items():
+        _notebook_copy(folder, name, truncate)
     settings = folder / ".settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     settings.parent.mkdir(parents=True)
     settings.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))  # no news toast over the screenshots
@@ -170,55 +186,62 @@ def _changed(locator, before: str, timeout_s: float = 60.0) -> str:
     pytest.fail("the explorer's output did not change after its dropdown changed")
 
 
-def test_quantization_explorer_reacts_in_a_real_browser(lab):
+def _kernel_idle(page, timeout_ms: int) -> None:
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext.session"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
+                           timeout=timeout_ms)
+
+
+@pytest.mark.parametrize("name", list(EXPLORERS))
+def test_explorers_react_in_a_real_browser(lab, name):
     from playwright.sync_api import sync_playwright
 
     url, token, folder = lab
-    protected = _tree_digest([NOTEBOOK, REPO / "figures"])
+    explorers, _ = EXPLORERS[name]
+    protected = _tree_digest([NOTEBOOKS, REPO / "figures"])
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     js_errors: list[str] = []
+    views: dict[str, list[str]] = {}
     start = time.monotonic()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=_chromium(), headless=True, args=["--no-sandbox", "--disable-gpu"])
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page = browser.new_page(viewport={"width": 1400, "height": 1600})  # tall: whole explorers in the screenshots
             page.set_default_timeout(60_000)
             page.on("pageerror", lambda exc: js_errors.append(str(exc)))
-            page.goto(f"{url}/lab/tree/{NOTEBOOK.name}?token={token}")
+            # a workspace of its own: no notebook of another test is restored beside this one
+            page.goto(f"{url}/lab/workspaces/{name.replace('_', '-')}/tree/{name}.ipynb?token={token}")
             page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=90_000)
-            page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                                   " && window.jupyterapp.shell.currentWidget.sessionContext"
-                                   " && window.jupyterapp.shell.currentWidget.sessionContext.session"
-                                   " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
-                                   " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
-                                   timeout=90_000)
+            _kernel_idle(page, 90_000)
             page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
             _wait_all_cells_ran(page, RUN_ALL_TIMEOUT_S)
-            page.wait_for_function("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
-                                   timeout=120_000)
+            _kernel_idle(page, 120_000)
             ran_s = time.monotonic() - start
-
-            explorer = page.locator(".jp-OutputArea-output .widget-vbox").filter(has=page.locator(".widget-dropdown")).first
-            explorer.scroll_into_view_if_needed()
-            level = explorer.locator(".widget-dropdown", has_text="level").locator("select")
-            code = explorer.locator(".widget-dropdown", has_text="code").locator("select")
-            view = explorer.locator(".widget-html").first
-            page.wait_for_function("el => el.innerText.includes('semantic ID')", arg=view.element_handle(), timeout=30_000)
-            first = view.inner_text()
-            explorer.screenshot(path=str(SCREENSHOTS / "04_explorer_0_initial.png"))
-
-            level.select_option(index=1)  # level 1 -> level 2: new code list, new items
-            second = _changed(view, first)
-            explorer.screenshot(path=str(SCREENSHOTS / "04_explorer_1_level_changed.png"))
-
-            code.select_option(index=2)  # another code of that level
-            third = _changed(view, second)
-            explorer.screenshot(path=str(SCREENSHOTS / "04_explorer_2_code_changed.png"))
-            page.screenshot(path=str(SCREENSHOTS / "04_notebook_after.png"))
+            for kind, changes in explorers:
+                explorer = page.locator(f".jp-OutputArea-output .qbert4rec-explorer-{kind}").first
+                explorer.scroll_into_view_if_needed()
+                view = explorer.locator(".qbert4rec-explorer-view").first
+                page.wait_for_function("el => el.innerText.trim().length > 0", arg=view.element_handle(), timeout=30_000)
+                seen = [view.inner_text()]
+                explorer.screenshot(path=str(SCREENSHOTS / f"{name[:2]}_{kind}_0_initial.png"))
+                for step, (control, option) in enumerate(changes, start=1):
+                    select = explorer.locator("select").nth(control)
+                    label = explorer.locator(".widget-dropdown").nth(control).locator("label").inner_text().strip()
+                    select.select_option(index=option)
+                    seen.append(_changed(view, seen[-1]))
+                    explorer.screenshot(path=str(SCREENSHOTS / f"{name[:2]}_{kind}_{step}_{label}_changed.png"))
+                views[kind] = seen
+            page.screenshot(path=str(SCREENSHOTS / f"{name[:2]}_notebook_after.png"))
+            page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
         finally:
             browser.close()
-    assert len({first, second, third}) == 3
+    for kind, seen in views.items():
+        assert len(set(seen)) == len(seen), f"{kind}: a change left the view as it was"
+    assert set(views) == {kind for kind, _ in explorers}
     assert not js_errors, f"JavaScript errors in the page: {js_errors}"
-    assert _tree_digest([NOTEBOOK, REPO / "figures"]) == protected, "the browser test changed notebooks/ or figures/"
-    assert (folder / "results" / "04_quantization.json").is_file(), "the copy did not record into its own results folder"
-    print(f"browser test: Run All + explorer in {time.monotonic() - start:.0f} s (Run All {ran_s:.0f} s)")
+    assert _tree_digest([NOTEBOOKS, REPO / "figures"]) == protected, "the browser test changed notebooks/ or figures/"
+    assert (folder / "results" / f"{name}.json").is_file(), "the copy did not record into its own results folder"
+    print(f"browser test {name}: Run All + explorers in {time.monotonic() - start:.0f} s (Run All {ran_s:.0f} s)")
