@@ -385,9 +385,23 @@ def read_record(records_dir, name: str, seed: int, key: str) -> dict | None:
 def run_from_record(record: dict) -> ModelRun:
     test = EvalResult(record["test"], record.get("num_users", 0), record["protocol"], 0.0)
     valid = EvalResult(record["valid"], record.get("num_users", 0), record["protocol"].replace("test split", "valid split"), 0.0)
-    fits = {k: _fit_from_json(f) for k, f in record["fits"].items()}
+    phase_order = {"pretrain": 0, "finetune": 1, "train": 2}  # records store sorted keys; show phases in order
+    fits = {k: _fit_from_json(record["fits"][k]) for k in sorted(record["fits"], key=lambda k: phase_order.get(k, 9))}
     return ModelRun(record["model"], record["seed"], None, fits, test, valid, True,
                     record.get("train_seconds", 0.0))
+
+
+def runs_from_records(records_dir) -> dict[str, list[ModelRun]]:
+    """Every record of a folder as runs, ``{model (or "model [label]"): [runs by seed]}``; nothing is trained and no
+    dataset is opened (a notebook can show a committed table, e.g. Beauty's, without the data)."""
+    from pathlib import Path
+
+    runs: dict[str, list[ModelRun]] = {}
+    for path in sorted(Path(records_dir).glob("*.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        name = record["model"] + (f" [{record['label']}]" if record.get("label") else "")
+        runs.setdefault(name, []).append(run_from_record(record))
+    return {k: sorted(v, key=lambda r: r.seed) for k, v in runs.items()}
 
 
 def hashlib_state(model: torch.nn.Module) -> str:
