@@ -170,6 +170,7 @@ def run_set(param_set: str = "smoke", *, out_dir: str | Path | None = None, figu
         tasks.append((nb, {k: v for k, v in params.items() if k in declared}))
 
     env = dict(os.environ)
+    env["QBERT4REC_STATIC_FIGURES"] = "1"  # batch runs show the saved PNGs (viz.interactive)
     if threads:
         env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
     t_all = time.perf_counter()

@@ -129,15 +129,28 @@ class FigurePaths(dict):
         pass
 
 
+STATIC_ENV = "QBERT4REC_STATIC_FIGURES"  # "1": notebooks show PNGs (set by `reproduce` for its papermill kernels)
+
+
+def interactive() -> bool:
+    """Whether :func:`show` displays live plotly figures (hover, zoom): yes in a notebook opened in JupyterLab, no in
+    batch runs (``reproduce`` / papermill set ``QBERT4REC_STATIC_FIGURES=1``), which show the saved PNG instead, so
+    that executed notebooks stay small and readable anywhere."""
+    return os.environ.get(STATIC_ENV, "") != "1"
+
+
 def show(fig, name: str, directory: str | Path | None = None, **kwargs):
-    """Save the figure and display it statically in a notebook (PNG if made, else the live figure)."""
+    """Save the figure (HTML, and PNG when possible) and display it: live and interactive in a notebook front end,
+    the PNG in batch runs (see :func:`interactive`)."""
     paths = save_figure(fig, name, directory, **kwargs)
     try:
         from IPython import get_ipython
         from IPython.display import Image, display
 
         if get_ipython() is not None:
-            if "png" in paths:
+            if interactive():
+                fig.show()
+            elif "png" in paths:
                 display(Image(filename=str(paths["png"])))
             else:
                 fig.show()
@@ -499,4 +512,29 @@ def stages_diagram():
     fig.update_layout(title="Q-Bert4Rec in three stages (what flows between the library modules)",
                       xaxis=dict(visible=False, range=[-0.01, 0.98]), yaxis=dict(visible=False, range=[0.1, 0.9]),
                       template="plotly_white", height=320, width=1100, margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def residual_toy_figure(points, code1, book1, code2, book2):
+    """Two levels of residual quantization on 2-D toy points: left, the points coloured by their level-1 code with the
+    level-1 codewords (crosses); right, what level 1 left over (``points - book1[code1]``) coloured by the level-2 code
+    with the level-2 codewords. Notebook 04 builds the inputs by hand before calling the library's RQ-VAE."""
+    import numpy as np
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    points, book1, book2 = np.asarray(points), np.asarray(book1), np.asarray(book2)
+    residual = points - book1[code1]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("level 1: points and codewords e¹",
+                                                        "level 2: residuals r₁ = z − e¹ and codewords e²"))
+    for col, (xy, codes, book) in enumerate([(points, code1, book1), (residual, code2, book2)], start=1):
+        for k in range(len(book)):
+            sel = np.asarray(codes) == k
+            color = CATEGORY_COLORS[k % len(CATEGORY_COLORS)]
+            fig.add_scatter(x=xy[sel, 0], y=xy[sel, 1], mode="markers", marker=dict(size=5, color=color, opacity=0.6),
+                            name=f"code {k}", legendgroup=f"code {k}", showlegend=col == 1, row=1, col=col)
+            fig.add_scatter(x=[book[k, 0]], y=[book[k, 1]], mode="markers", showlegend=False, row=1, col=col,
+                            marker=dict(size=16, symbol="x", color=color, line=dict(width=2, color="black")))
+    fig.update_layout(title="Residual quantization by hand: each level quantizes what the previous one left over",
+                      template="plotly_white")
     return fig

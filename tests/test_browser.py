@@ -6,7 +6,8 @@ root of the checkout that holds this file, and serves *copies* of notebooks 02, 
 of 07 ends after its explorer (its cold-start study would retrain several models). For each notebook Playwright drives
 Debian's Chromium (``executable_path``; no browser download is possible offline): Run All, wait until every code cell
 has run, then change each control of each explorer (:mod:`qbert4rec_lib.explore`: 02's item, 04's level and code,
-04's prefix item, 07's user and item) and check that the explorer's view changes each time. Any JavaScript error
+04's prefix item, 07's user and item) and check that the explorer's view changes each time; notebook 02's plotly
+figures must be live (not PNGs) with hover texts. Any JavaScript error
 (``pageerror``) or a cell error fails the test. Screenshots of each explorer before and after each change go to
 ``outputs/browser/``. Skipped, with the reason, when Chromium, Playwright or JupyterLab is missing. The server (and its
 kernels) always stop at the end.
@@ -37,6 +38,7 @@ EXPLORERS = {
     "04_quantization": ([("codes", [(0, 1), (1, 2)]), ("prefix", [(0, 1)])], False),
     "07_interpretability": ([("recommendations", [(0, 1), (1, 3)])], True),
 }
+LIVE_PLOTS = {"02_features": 3}  # notebooks whose figures must be live plotly figures (at least this many)
 SCREENSHOTS = REPO / "outputs" / "browser"
 RUN_ALL_TIMEOUT_S = float(os.environ.get("QBERT4REC_BROWSER_TIMEOUT", "480"))  # a cold cache builds features first
 
@@ -205,6 +207,8 @@ def test_explorers_react_in_a_real_browser(lab, name):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     js_errors: list[str] = []
     views: dict[str, list[str]] = {}
+    live_plots: dict[str, int] = {}
+    hover_texts: dict[str, bool] = {}
     start = time.monotonic()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=_chromium(), headless=True, args=["--no-sandbox", "--disable-gpu"])
@@ -234,6 +238,12 @@ def test_explorers_react_in_a_real_browser(lab, name):
                     seen.append(_changed(view, seen[-1]))
                     explorer.screenshot(path=str(SCREENSHOTS / f"{name[:2]}_{kind}_{step}_{label}_changed.png"))
                 views[kind] = seen
+            if name in LIVE_PLOTS:  # a live kernel shows plotly figures, not PNGs: zoom and hover work
+                plots = page.locator(".jp-OutputArea-output .js-plotly-plot")
+                live_plots[name] = plots.count()
+                hover_texts[name] = page.evaluate(
+                    "() => [...document.querySelectorAll('.js-plotly-plot')].some("
+                    "g => (g.data || []).some(t => Array.isArray(t.text) && t.text.length > 0))")
             page.screenshot(path=str(SCREENSHOTS / f"{name[:2]}_notebook_after.png"))
             page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
         finally:
@@ -241,6 +251,9 @@ def test_explorers_react_in_a_real_browser(lab, name):
     for kind, seen in views.items():
         assert len(set(seen)) == len(seen), f"{kind}: a change left the view as it was"
     assert set(views) == {kind for kind, _ in explorers}
+    if name in LIVE_PLOTS:
+        assert live_plots[name] >= LIVE_PLOTS[name], f"expected live plotly figures in {name}, found {live_plots[name]}"
+        assert hover_texts[name], f"no plotly figure in {name} carries hover texts (item titles)"
     assert not js_errors, f"JavaScript errors in the page: {js_errors}"
     assert _tree_digest([NOTEBOOKS, REPO / "figures"]) == protected, "the browser test changed notebooks/ or figures/"
     assert (folder / "results" / f"{name}.json").is_file(), "the copy did not record into its own results folder"
