@@ -359,6 +359,15 @@ def cmd_reproduce(args) -> int:
 
         ok = update_readme(REPO / "figures" / "results" / f"{report.param_set}.md", marker=f"results-{report.param_set}")
         print("[reproduce] README results section " + ("updated" if ok else "not found (no markers)"))
+    if args.publish:  # executed copies to read without running anything (e.g. committed, rendered by GitHub)
+        from pathlib import Path
+
+        from .cache import atomic_write_text
+
+        dest = Path(args.publish)
+        for nb in sorted((Path(report.out_dir) / "notebooks").glob("*.ipynb")):
+            atomic_write_text(dest / nb.name, nb.read_text(encoding="utf-8"))
+        print(f"[reproduce] executed notebooks published to {dest}")
     return 0
 
 
@@ -493,6 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder for executed notebooks and per-notebook results")
     p.add_argument("--figures", default=None, help="folder for figures (default: figures/ or figures/<set>/)")
     p.add_argument("--update-readme", action="store_true", help="write the results into README.md's results block")
+    p.add_argument("--publish", default=None, metavar="FOLDER",
+                   help="also copy the executed notebooks there (e.g. executed/smoke, committed: readable without running)")
     p.add_argument("--threads", type=_count, default=1, help="CPU threads of each notebook kernel (default 1; 0 = all)")
     p.add_argument("--jobs", type=_count, default=0,
                    help="notebooks run at once (default 0 = cores / --threads + 2, at most 4; 1 = one after another)")
