@@ -43,10 +43,11 @@ Stage 1 needs a query for an item that has no trained ID query (and it has no st
   the same content neighbours (so the item enters stage 1 with every modality a warm item has).
 
 The path is chosen on the cold *validation* users (:func:`run_cold_start`'s ``chosen_path``), never on test users.
-Measured on the default catalog (smoke preset, 10 % newest items, seed 0): cold-validation NDCG@10 content 0.0115,
-mean 0.0124, unknown 0.0168, content+structure 0.0263; warm items sent through the path land on their own level-1
-code 38 %, 32 %, 41 %, 38 % of the time (the trained ID query and the structural features shape the warm IDs; a
-new item has neither). Raw-text IDs (no stage 1) do not have this gap: their new-item path is the training path.
+Measured (3 seeds, ``figures/results/coldstart_default.md``): the cold validation set is small (~150 users on the
+default catalog), so the choice is noisy — on one machine ``content+structure`` won it (cold-validation NDCG@10 0.026
+vs 0.012-0.017), on another ``content`` (0.031 vs 0.008 for content+structure, which then did best on test). Warm
+items sent through a path land on their own level-1 code only 32-41 % of the time (the trained ID query and the
+structural features shape the warm IDs; a new item has neither). Raw-text IDs (no stage 1) do not have this gap: their new-item path is the training path.
 
 The fused vector is quantized by the trained RQ-VAE (:func:`~qbert4rec_lib.quantize.encode_frozen`: same
 standardisation, encoder and codebooks), and a cold item whose codes equal existing items' codes takes the next

@@ -38,6 +38,22 @@ EXPLORERS = {
     "04_quantization": ([("codes", [(0, 1), (1, 2)]), ("prefix", [(0, 1)])], False),
     "07_interpretability": ([("recommendations", [(0, 1), (1, 3)])], True),
 }
+# the notebook model's outputs: how many are live plotly figures, and the first cell whose figure has hover texts
+_PLOTLY_OUTPUTS_JS = """() => {
+  const nb = window.jupyterapp.shell.currentWidget.content;
+  let count = 0, hover = -1;
+  for (let i = 0; i < nb.model.cells.length; i++) {
+    const cell = nb.model.cells.get(i);
+    if (cell.type !== 'code') continue;
+    for (let j = 0; j < cell.outputs.length; j++) {
+      const fig = (cell.outputs.get(j).data || {})['application/vnd.plotly.v1+json'];
+      if (!fig) continue;
+      count++;
+      if (hover < 0 && (fig.data || []).some(t => Array.isArray(t.text) && t.text.length > 0)) hover = i;
+    }
+  }
+  return {count, hover};
+}"""
 LIVE_PLOTS = {"02_features": 3}  # notebooks whose figures must be live plotly figures (at least this many)
 SCREENSHOTS = REPO / "outputs" / "browser"
 RUN_ALL_TIMEOUT_S = float(os.environ.get("QBERT4REC_BROWSER_TIMEOUT", "480"))  # a cold cache builds features first
@@ -239,11 +255,13 @@ def test_explorers_react_in_a_real_browser(lab, name):
                     explorer.screenshot(path=str(SCREENSHOTS / f"{name[:2]}_{kind}_{step}_{label}_changed.png"))
                 views[kind] = seen
             if name in LIVE_PLOTS:  # a live kernel shows plotly figures, not PNGs: zoom and hover work
-                plots = page.locator(".jp-OutputArea-output .js-plotly-plot")
-                live_plots[name] = plots.count()
-                hover_texts[name] = page.evaluate(
-                    "() => [...document.querySelectorAll('.js-plotly-plot')].some("
-                    "g => (g.data || []).some(t => Array.isArray(t.text) && t.text.length > 0))")
+                found = page.evaluate(_PLOTLY_OUTPUTS_JS)  # {count, hover (a cell index with hover texts or -1)}
+                live_plots[name], hover_texts[name] = found["count"], found["hover"] >= 0
+                if found["hover"] >= 0:  # render that figure on screen: the page draws a live plotly graph
+                    page.evaluate("i => window.jupyterapp.shell.currentWidget.content.widgets[i].node.scrollIntoView()",
+                                  found["hover"])
+                    page.wait_for_selector(".js-plotly-plot", state="attached", timeout=60_000)
+                    page.screenshot(path=str(SCREENSHOTS / f"{name[:2]}_live_plotly.png"))
             page.screenshot(path=str(SCREENSHOTS / f"{name[:2]}_notebook_after.png"))
             page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
         finally:
