@@ -644,7 +644,7 @@ def dial_table(points: list[dict], metric: str = "NDCG@10") -> str:
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     first = points[0]["report"]
     return ("\n".join(lines) + f"\n\nCells: warm-user / cold-user test {metric} (mean over seeds "
-            f"{first['seeds']}). Protocol: {first['protocol']}. Split: {first['split']}\n")
+            f"{first['seeds']}). Protocol: {first['protocol']}\n")
 
 
 def dial_rows(points: list[dict]) -> dict[str, dict[str, list[float]]]:

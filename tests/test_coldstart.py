@@ -231,5 +231,5 @@ def test_dial_table_lists_warm_and_cold_per_dial_value():
     table = dial_table([point(0.0, 0.1, 0.05), point(1.0, 0.2, 0.01)])
     assert "| model | id_driven 0 | id_driven 1 |" in table
     assert "| Q-Bert4Rec | 0.1000 / 0.0500 | 0.2000 / 0.0100 |" in table
-    assert "Protocol: P" in table
+    assert "Protocol: P" in table and "Split" not in table
     assert dial_table([]).startswith("(no dial points)")
