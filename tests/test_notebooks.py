@@ -26,8 +26,8 @@ def _between(lo, hi):
 CHECKS: dict[str, dict] = {
     "00_overview": {
         "unique_semantic_ids": lambda v: v == 1.0,
-        "qbert_ndcg10": _between(0.0, 1.0),
-        "popularity_ndcg10": _between(0.0, 1.0),
+        "qbert_ndcg10": _between(0.065, 0.11),  # tiny run: 0.0877 here, 0.092 on another machine
+        "popularity_ndcg10": _between(0.070, 0.080),  # deterministic given the tiny split (0.0751)
     },
     "01_data": {
         "users": _between(1500, 4000),
@@ -58,13 +58,13 @@ CHECKS: dict[str, dict] = {
         "q_bert4rec_ndcg10": _between(0.080, 0.105),
         "sasrec_ce_ndcg10": _between(0.085, 0.105),
         "bert4rec_id_ndcg10": _between(0.040, 0.065),
-        "popularity_ndcg10": _between(0.0, 1.0),
+        "popularity_ndcg10": _between(0.045, 0.052),  # deterministic given the split (0.0482)
         "protocol": lambda v: "full ranking" in v and "leave-one-out" in v,
     },
     "07_interpretability": {
         "cold_users": lambda v: v > 0,
-        "qbert_cold_hr10": _between(0.0, 1.0),
-        "sasrec_cold_hr10": _between(0.0, 1.0),
+        "qbert_cold_hr10": _between(0.02, 0.12),  # new items get a content-derived ID (0.060 on the smoke run)
+        "sasrec_cold_hr10": lambda v: v == 0.0,  # an ID model knows nothing about a new item, by construction
     },
     "08_cross_domain": {
         "cross_domain_test_ndcg10": lambda v: set(v) == {"popularity", "zero-shot", "scratch", "transfer", "in-domain"}
