@@ -264,6 +264,11 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+# Kernels started at the same moment by parallel workers can die before their first reply (seen under heavy load in the
+# test suite: "Kernel died before replying to kernel_info"); no cell has run then, so starting again is safe.
+KERNEL_START_ATTEMPTS = 3
+
+
 def _execute_one(spec: dict) -> int:
     """Worker: execute one notebook with papermill; on failure write what failed to ``spec['status']``."""
     import logging
@@ -273,9 +278,16 @@ def _execute_one(spec: dict) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # cell outputs go to the worker's log file
     status = Path(spec["status"])
     try:
-        pm.execute_notebook(spec["notebook"], spec["target"], parameters=spec["parameters"], cwd=spec["cwd"],
-                            kernel_name="python3", progress_bar=False, log_output=True,
-                            request_save_on_cell_execute=True)
+        for attempt in range(KERNEL_START_ATTEMPTS):
+            try:
+                pm.execute_notebook(spec["notebook"], spec["target"], parameters=spec["parameters"], cwd=spec["cwd"],
+                                    kernel_name="python3", progress_bar=False, log_output=True,
+                                    request_save_on_cell_execute=True)
+                break
+            except RuntimeError as exc:  # the kernel died while starting (no cell ran): start it again
+                if "before replying to kernel_info" not in str(exc) or attempt == KERNEL_START_ATTEMPTS - 1:
+                    raise
+                logging.info(f"kernel died while starting ({exc}); attempt {attempt + 2} of {KERNEL_START_ATTEMPTS}")
     except pm.PapermillExecutionError as exc:
         atomic_write_json(status, {"cell_index": exc.cell_index, "exec_count": exc.exec_count, "ename": exc.ename,
                                    "evalue": str(exc.evalue)})
