@@ -363,10 +363,12 @@ def cmd_reproduce(args) -> int:
         from pathlib import Path
 
         from .cache import atomic_write_text
+        from .reproduce import REPO as REPO_ROOT
 
         dest = Path(args.publish)
         for nb in sorted((Path(report.out_dir) / "notebooks").glob("*.ipynb")):
-            atomic_write_text(dest / nb.name, nb.read_text(encoding="utf-8"))
+            # paths inside the checkout written as <repo>/...: no machine path in a committed file
+            atomic_write_text(dest / nb.name, nb.read_text(encoding="utf-8").replace(str(REPO_ROOT), "<repo>"))
         print(f"[reproduce] executed notebooks published to {dest}")
     return 0
 

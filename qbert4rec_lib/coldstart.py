@@ -63,6 +63,8 @@ items (``k`` chosen on warm validation users).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import json
 import time
 from dataclasses import dataclass, field, replace
@@ -619,7 +621,9 @@ def run_dial(cfg, values: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0), *, seed
         ds = load_default(root=cache_root, id_driven=float(value), **(synthetic or {}))
         report = run_cold_start(ds, cfg, fraction=fraction, by=by, seeds=seeds, models=models, paths=(path,),
                                 cache_root=cache_root, log=None)
-        out.append({"id_driven": float(value), "dataset": ds.stats() | {"load_report": None},
+        stats = ds.stats() | {"load_report": None}
+        stats["source"] = Path(str(stats.get("source", ""))).name  # the cache folder's name, not a machine path
+        out.append({"id_driven": float(value), "dataset": stats,
                     "report": report.to_json()})
         if log:
             log(f"id_driven {value}: " + "; ".join(
