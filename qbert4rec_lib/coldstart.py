@@ -404,6 +404,9 @@ class _Existing(SequentialRecommender):
         scores = self.model.score_all(histories)
         return scores.masked_fill(self.absent.to(scores.device), float("-inf"))
 
+    def scoring(self):
+        return self.model.scoring()
+
 
 def _set_cold_rows(model, table: np.ndarray) -> None:
     from .qbert import _SPECIALS

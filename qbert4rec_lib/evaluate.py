@@ -223,7 +223,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), model.scoring():
             for lo in batches:
                 users = torch.from_numpy(order[lo : lo + cfg.batch_size])  # [B] user indices
                 width = max(1, int(lengths[users].max())) if cfg.length_sorted else max_len

@@ -595,7 +595,7 @@ STUDY: dict[str, tuple[str, Callable[[ExperimentConfig], ExperimentConfig]]] = {
     "hidden_128": ("width 128 (default 64)", lambda c: _q(c, hidden=128)),
     "layers_3": ("3 encoder layers (default 2)", lambda c: _q(c, layers=3)),
     "dropout_0.1": ("dropout 0.1 (default 0.2)", lambda c: _q(c, dropout=0.1)),
-    "dropout_0.3": ("dropout 0.3 (default 0.2)", lambda c: _q(c, dropout=0.3)),
+    **{f"dropout_{p}": (f"dropout {p} (default 0.2)", (lambda p: lambda c: _q(c, dropout=p))(p)) for p in (0.3, 0.4, 0.5)},
     "lr_1e-3": ("pretraining learning rate 1e-3 (default 2e-3)",
                 lambda c: replace(c, pretrain=replace(c.pretrain, lr=1e-3))),
     "lr_4e-3": ("pretraining learning rate 4e-3 (default 2e-3)",

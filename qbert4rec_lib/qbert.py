@@ -65,7 +65,8 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -212,6 +213,7 @@ class QBert4Rec(SequentialRecommender):
             self.item_encoder = self.item_head_transform = None
         # input_embedding="item_vector": the input of item i is v_i (tied with the output), [MASK] a learned vector
         self.mask_vector = nn.Parameter(torch.zeros(d)) if cfg.input_embedding == "item_vector" else None
+        self._scoring_vectors: torch.Tensor | None = None  # item_vectors() held while inside scoring()
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -403,11 +405,25 @@ class QBert4Rec(SequentialRecommender):
         """``[B, N + 1]`` scores ``sum_l log p_l(c_l(i))`` (token_mlp: ``g(h) . v_i + prior_i``) for every
         item (column 0 = -inf)."""
         if self.item_encoder is not None:
-            vectors = self.item_vectors()  # [N, d + 1]
+            vectors = self.item_vectors() if self._scoring_vectors is None else self._scoring_vectors  # [N, d + 1]
             scores = self.token_item_logits(self._next_hidden(histories, vectors), vectors)  # [B, N]
         else:
             scores = self._item_logits(self.next_item_log_probs(histories))  # [B, N]
         return torch.cat([scores.new_full((scores.shape[0], 1), float("-inf")), scores], dim=1)  # [B, N + 1]
+
+    @contextmanager
+    def scoring(self) -> Iterator[None]:
+        """Inside: :meth:`score_all` reuses one :meth:`item_vectors` (token_mlp head) instead of running the item
+        MLP over all ``N`` items for every batch of users. The weights must not change inside."""
+        if self.item_encoder is None or self._scoring_vectors is not None:
+            yield
+            return
+        with torch.no_grad():
+            self._scoring_vectors = self.item_vectors()  # [N, d + 1]
+        try:
+            yield
+        finally:
+            self._scoring_vectors = None
 
     def extra_repr(self) -> str:
         return f"items={self.num_items}, levels={self.num_levels}, vocab_sizes={self.vocab_sizes}"

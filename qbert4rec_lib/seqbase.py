@@ -5,7 +5,8 @@
   targets: SASRec predicts every next item, BERT-style models mask positions.
 * ``score_all(histories) -> [B, N + 1]``: scores for **all** items given left-padded histories
   (the next item is predicted after the last position). Column 0 (padding) is ignored by the
-  evaluator. Full ranking, no sampled candidates.
+  evaluator. Full ranking, no sampled candidates. The evaluator calls it inside ``with
+  model.scoring():`` (weights fixed), where a model may reuse per-item work across batches.
 
 ``pad_left`` turns a list of id arrays into the padded tensor both methods take;
 ``length_groups`` splits a left-padded batch into groups of similar length so that a transformer
@@ -13,7 +14,8 @@ runs each group on its own last columns only (identical values, far less work on
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from contextlib import contextmanager
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -53,6 +55,13 @@ class SequentialRecommender(nn.Module):
 
     def score_all(self, histories: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    @contextmanager
+    def scoring(self) -> Iterator[None]:
+        """Context for many :meth:`score_all` calls with fixed weights (an evaluation): a model may compute
+        what does not depend on the history (e.g. every item's output vector) once on entry and drop it on
+        exit. The default does nothing."""
+        yield
 
 
 def pad_left(seqs: Sequence[np.ndarray], max_len: int, pad: int = 0) -> torch.Tensor:

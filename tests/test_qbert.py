@@ -357,3 +357,24 @@ def test_item_vector_input_hides_masked_items_and_ties_input_to_output():
         assert not torch.allclose(model.encode(a, masked), model.encode(b, torch.zeros_like(masked)), atol=1e-4)
     with pytest.raises(ValueError, match="item_vector.*token_mlp"):
         new_model(config=QBertConfig(hidden=32, max_len=12, input_embedding="item_vector", item_head="level_sum"))
+
+
+@pytest.mark.parametrize("input_embedding", ["token_sum", "item_vector"])
+def test_scoring_context_reuses_item_vectors_with_identical_scores(input_embedding, monkeypatch):
+    """Inside ``scoring()`` the item MLP runs once, not once per batch, and every score is unchanged; on exit the
+    cached vectors are dropped (a later training step must see new weights)."""
+    torch.manual_seed(0)
+    model = QBert4Rec(group_ids(), config=QBertConfig(hidden=32, layers=2, heads=2, dropout=0.1, max_len=12,
+                                                      input_embedding=input_embedding)).eval()
+    x = pad_left(group_walks(16, seed=11)[0], 12)
+    with torch.no_grad():
+        plain = [model.score_all(x[:8]), model.score_all(x[8:])]
+    calls = []
+    original = model.item_vectors
+    monkeypatch.setattr(model, "item_vectors", lambda: calls.append(1) or original())
+    with torch.no_grad(), model.scoring():
+        reused = [model.score_all(x[:8]), model.score_all(x[8:])]
+    assert len(calls) == 1
+    for a, b in zip(plain, reused):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert model._scoring_vectors is None
