@@ -148,6 +148,11 @@ def cmd_quantize(args) -> int:
 
     cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
     ids = semantic_ids(ds, cfg, progress=not args.json)
+    if args.export_ids:
+        from .pinned import export_semantic_ids
+
+        folder = export_semantic_ids(ids, ds, cfg, args.export_ids)
+        print(f"semantic IDs pinned in {folder} (key {ids.key}); read them with --semantic-ids {folder}", file=sys.stderr)
     return _emit(args, ids.quantize.summary(), json.dumps(ids.quantize.summary(), indent=2))
 
 
@@ -191,7 +196,7 @@ def cmd_experiment(args) -> int:
     cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
     res = run_experiment(ds, cfg, models=args.models, seeds=args.seeds, progress=False,
                          log=None if args.json else print, epoch_log=not args.json and not args.quiet,
-                         records_dir=args.records, train=not args.from_records)
+                         records_dir=args.records, train=not args.from_records, pinned_ids=args.semantic_ids)
     if args.out:
         from pathlib import Path
 
@@ -240,7 +245,8 @@ def cmd_study(args) -> int:
     else:
         ds, cfg = _open(args.data), _experiment_config(args)
         runs = run_study(ds, cfg, args.rows or tuple(STUDY), seeds=args.seeds, records_dir=args.records,
-                         epoch_log=not args.json and not args.quiet, log=None if args.json else print)
+                         epoch_log=not args.json and not args.quiet, log=None if args.json else print,
+                         pinned_ids=args.semantic_ids)
     table = study_table(runs)
     if args.out:
         atomic_write_text(args.out, table)
@@ -436,7 +442,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-model", help='"fit" (CLIP fitted on the catalog) or an open_clip architecture, e.g. ViT-B-32')
     p.add_argument("--image-weights", help="open_clip pretrained tag (online) or a local .bin/.safetensors file")
     stage("fuse", "stage 1: fused item embeddings", cmd_fuse)
-    stage("quantize", "stage 2: RQ-VAE semantic IDs", cmd_quantize)
+    p = stage("quantize", "stage 2: RQ-VAE semantic IDs", cmd_quantize)
+    p.add_argument("--export-ids", default=None, metavar="FOLDER", help="also pin the semantic IDs in FOLDER (ids.npy + "
+                   "ids.json) so that runs on other machines read this table (see qbert4rec_lib.pinned)")
+    pinned_help = ("read Q-Bert4Rec's semantic IDs from a folder written by `quantize --export-ids` instead of "
+                   "building them (other CPUs build slightly different IDs; pinned IDs make records agree)")
     stage("pretrain", "stage 3: multi-mask pretraining + fine-tuning", cmd_pretrain)
     stage("finetune", "stage 3: fine-tuning only (no pretraining)", cmd_finetune)
     p = stage("evaluate", "test metrics and protocol of a model", cmd_evaluate)
@@ -453,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the table into README.md between <!-- MARKER:start --> and <!-- MARKER:end -->")
     p.add_argument("--from-records", action="store_true",
                    help="train nothing: the table of the runs --records already holds (missing ones are listed)")
+    p.add_argument("--semantic-ids", default=None, metavar="FOLDER", help=pinned_help)
     p = stage("ablations", "Q-Bert4Rec ablations (one seed)", cmd_ablations)
     p.add_argument("--names", nargs="*", default=None)
     p.add_argument("--out", default=None, help="write the markdown table here")
@@ -467,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-records", action="store_true", help="train nothing: the table of the labelled records")
     p.add_argument("--update-readme", default=None, metavar="MARKER", help="write the table into a README block")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    p.add_argument("--semantic-ids", default=None, metavar="FOLDER", help=pinned_help)
 
     from .coldstart import MODELS as COLD_MODELS
 

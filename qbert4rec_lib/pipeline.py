@@ -133,8 +133,13 @@ class SemanticIDs(NamedTuple):
 
 
 def semantic_ids(dataset, cfg: ExperimentConfig = ExperimentConfig(), *, split=None, cache_root=None,
-                 progress: bool = True) -> SemanticIDs:
-    """Run (or load from the cache) features -> fusion -> RQ-VAE for ``dataset``."""
+                 progress: bool = True, pinned=None) -> SemanticIDs:
+    """Run (or load from the cache) features -> fusion -> RQ-VAE for ``dataset``; ``pinned``: a folder written by
+    :func:`~qbert4rec_lib.pinned.export_semantic_ids` to read instead (checked against ``dataset`` and ``cfg``)."""
+    if pinned is not None:
+        from .pinned import load_semantic_ids
+
+        return load_semantic_ids(pinned, dataset, cfg)
     features = build_features(dataset, cfg.features, split=split, cache_root=cache_root, progress=progress)
     fusion = None
     if cfg.semantic_source == "raw_text":
@@ -436,18 +441,20 @@ class ExperimentResult:
 def run_experiment(dataset, cfg: ExperimentConfig = ExperimentConfig(), *, models: Sequence[str] = MODEL_NAMES,
                    seeds: Iterable[int] = (0, 1, 2), cache_root=None, progress: bool = True,
                    log: Callable[[str], None] | None = print, epoch_log: bool = False,
-                   records_dir=None, train: bool = True) -> ExperimentResult:
+                   records_dir=None, train: bool = True, pinned_ids=None) -> ExperimentResult:
     """Train and evaluate ``models`` on ``dataset`` for each seed (same split, same evaluator).
 
     ``epoch_log``: print one flushed line per epoch (for runs whose output goes to a file).
     ``records_dir``: read finished runs from / write them to result records (see :func:`train_model`).
     ``train=False``: assemble the table from the records (and cache) only; missing runs are listed, not trained.
+    ``pinned_ids``: read Q-Bert4Rec's semantic IDs from this folder (:mod:`qbert4rec_lib.pinned`).
     """
     from .train import epoch_logger
 
     t0 = time.perf_counter()
     split = dataset.split(max_len=cfg.max_len)
-    ids = semantic_ids(dataset, cfg, cache_root=cache_root, progress=progress) if "Q-Bert4Rec" in models else None
+    ids = (semantic_ids(dataset, cfg, cache_root=cache_root, progress=progress, pinned=pinned_ids)
+           if "Q-Bert4Rec" in models else None)
     runs: dict[str, list[ModelRun]] = {}
     missing: list[str] = []
     for name in models:
@@ -616,9 +623,12 @@ def study_config(name: str, cfg: ExperimentConfig) -> ExperimentConfig:
 
 def run_study(dataset, cfg: ExperimentConfig, names: Sequence[str] = tuple(STUDY), *, seeds: Sequence[int] = (0,),
               records_dir=None, cache_root=None, epoch_log: bool = False,
-              log: Callable[[str], None] | None = print) -> dict[str, list[ModelRun]]:
+              log: Callable[[str], None] | None = print, pinned_ids=None) -> dict[str, list[ModelRun]]:
     """Q-Bert4Rec under each study row and seed, each trained to early stopping; finished runs come from
-    ``records_dir`` (so an interrupted study resumes and a table can be assembled on another machine)."""
+    ``records_dir`` (so an interrupted study resumes and a table can be assembled on another machine).
+    ``pinned_ids``: the semantic IDs of every row that keeps ``cfg``'s stage-1/2 recipe come from this folder
+    (:mod:`qbert4rec_lib.pinned`); rows that change the recipe (e.g. ``ids_raw_text``) build their own."""
+    from .pinned import stage_recipe
     from .train import epoch_logger
 
     split = dataset.split(max_len=cfg.max_len)
@@ -628,7 +638,9 @@ def run_study(dataset, cfg: ExperimentConfig, names: Sequence[str] = tuple(STUDY
         ids = None
         for seed in seeds:
             if ids is None:
-                ids = semantic_ids(dataset, rcfg, cache_root=cache_root, progress=False)
+                same_recipe = pinned_ids is not None and stage_recipe(rcfg) == stage_recipe(cfg)
+                ids = semantic_ids(dataset, rcfg, cache_root=cache_root, progress=False,
+                                   pinned=pinned_ids if same_recipe else None)
             run = train_model("Q-Bert4Rec", dataset, rcfg, seed=seed, split=split, ids=ids, cache_root=cache_root,
                               progress=False, records_dir=records_dir, record_label=name,
                               log=epoch_logger(f"study {name} seed {seed}") if epoch_log else None)
