@@ -454,6 +454,8 @@ def train_cold_model(name: str, dataset, cs: ColdStart, cfg, *, seed: int = 0, i
             model = BERT4RecID(dataset.num_items, replace(cfg.bert4rec, max_len=cfg.max_len))
         if store.usable(require=("model.safetensors",)):
             model.load_state_dict(store.load_safetensors("model.safetensors"))
+            if name == "Q-Bert4Rec":  # scored as it was fine-tuned
+                model.masking = cfg.finetune_masks
             return model.eval(), {k: _fit_from_json(f) for k, f in store.meta()["fits"].items()}
         mask = cs.train_item_mask()
         model.train_item_mask = mask

@@ -65,6 +65,7 @@ __all__ = [
 ]
 
 STRATEGIES = ("cloze", "span", "tail", "multi_region")  # order = the codes in MixtureMask.strategy
+OBJECTIVES = ("masked", "next_item")  # MaskConfig.objective
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,10 @@ class MaskConfig:
     # before masking, cut a row after a uniformly drawn item (>= 2 items kept) with this probability: with the tail /
     # last-item masks the targets then cover every position (sliding windows); key-neutral: added later
     prefix_crop_prob: float = field(default=0.0, metadata={"key_neutral": 0.0})
+    # "masked": the masks above (bidirectional attention, targets at [MASK] positions); "next_item": no masks --
+    # causal attention and the next item as the target at every position (SASRec's objective on the same encoder;
+    # the model then also scores causally, from its last item). Key-neutral: added later.
+    objective: str = field(default="masked", metadata={"key_neutral": "masked"})
 
     def __post_init__(self) -> None:
         from .config import check_config
@@ -105,6 +110,8 @@ class MaskConfig:
         for name in ("max_span", "max_tail", "min_regions", "max_regions", "max_region_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"MaskConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"MaskConfig.objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.min_regions > self.max_regions:
             raise ValueError(f"MaskConfig: min_regions {self.min_regions} > max_regions {self.max_regions}")
 

@@ -278,6 +278,8 @@ def train_model(name: str, dataset, cfg: ExperimentConfig = ExperimentConfig(), 
             except RuntimeError as exc:
                 raise CacheError(store.path / "model.safetensors", f"does not fit {name}: {exc}") from None
             fits, from_cache = {k: _fit_from_json(f) for k, f in meta["fits"].items()}, True
+            if name == "Q-Bert4Rec":  # scored as it was fine-tuned (the next_item objective scores causally)
+                model.masking = cfg.finetune_masks
         else:
             fits = {}
             if name == "Q-Bert4Rec":
@@ -596,6 +598,9 @@ STUDY: dict[str, tuple[str, Callable[[ExperimentConfig], ExperimentConfig]]] = {
                                    finetune_masks=replace(c.finetune_masks, prefix_crop_prob=0.5))),
     "ids_raw_text": ("semantic IDs from the RQ-VAE on raw text features (no stage-1 injection)",
                      lambda c: replace(c, semantic_source="raw_text")),
+    "finetune_next_item": ("fine-tuning with next-item prediction at every position under causal attention "
+                           "(SASRec's objective on the pretrained bidirectional encoder; scored causally)",
+                           lambda c: replace(c, finetune_masks=replace(c.finetune_masks, objective="next_item"))),
     "finetune_mixture": ("fine-tuning with the pretraining mixture (no next-item emphasis)",
                          lambda c: replace(c, finetune_masks=c.pretrain_masks)),
     "no_pretrain": ("fine-tuning only, from random initialisation", lambda c: replace(c, do_pretrain=False)),

@@ -239,10 +239,12 @@ class QBert4Rec(SequentialRecommender):
                              f"{int(sequences.min())}..{int(sequences.max())}")
         return sequences[:, -self.config.max_len:]  # keep the most recent max_len items
 
-    def encode(self, sequences: torch.Tensor, masked: torch.Tensor, vectors: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(self, sequences: torch.Tensor, masked: torch.Tensor, vectors: torch.Tensor | None = None,
+               causal: bool = False) -> torch.Tensor:
         """Hidden states ``[B, T, d]`` for left-padded ``sequences [B, T]`` with ``masked`` positions hidden.
 
         ``vectors``: :meth:`item_vectors` when already computed for this step (``input_embedding="item_vector"``).
+        ``causal``: position ``t`` attends to positions ``<= t`` only (the ``next_item`` objective).
         """
         B, T = sequences.shape
         if self.mask_vector is not None:  # input = the item's token-derived vector v_i
@@ -260,6 +262,10 @@ class QBert4Rec(SequentialRecommender):
             item_rows = sequences.masked_fill(masked, self.num_items + 1)  # [B, T]
             x = x + self.item_embedding(item_rows)
         x = self.input_dropout(self.input_norm(x))  # [B, T, d]
+        if causal:  # keys: real items at or before the query (a padding query sees itself: no empty row)
+            from .baselines import attention_mask
+
+            return self.encoder(x, mask=attention_mask(sequences, self.config.heads, causal=True))  # [B, T, d]
         is_padding = (sequences == 0) & ~masked  # [B, T]
         is_padding[:, -1] = False  # an all-padding row would give NaN attention; let it attend to its last slot
         return self.encoder(x, src_key_padding_mask=is_padding)  # [B, T, d]
@@ -296,15 +302,39 @@ class QBert4Rec(SequentialRecommender):
             out.append(g @ weight.T + self.head_bias[level])  # [M, V_l]
         return out
 
+    def next_item_states(self, sequences: torch.Tensor,
+                         vectors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``next_item`` objective: causal hidden states ``[M, d]`` at every real position that has a next item,
+        and those next items ``[M]`` (per length group with ``config.group_by_length``: the same values)."""
+        inputs, following = sequences[:, :-1], sequences[:, 1:]  # [B, T - 1]: position t predicts item t + 1
+        T = inputs.shape[1]
+        groups = (length_groups((inputs > 0).sum(dim=1), T) if self.config.group_by_length
+                  else [(torch.arange(len(inputs)), T)])
+        states, items = [], []
+        for rows, width in groups:
+            seq, nxt = inputs[rows, T - width:], following[rows, T - width:]  # [b, w]
+            has_next = (seq > 0) & (nxt > 0)
+            if has_next.any():
+                states.append(self.encode(seq, torch.zeros_like(has_next), vectors, causal=True)[has_next])  # [m, d]
+                items.append(nxt[has_next])  # [m]
+        if not states:
+            return sequences.new_zeros((0, self.config.hidden), dtype=torch.float), sequences.new_zeros(0)
+        return torch.cat(states), torch.cat(items)
+
     # ---- the SequentialRecommender contract --------------------------------------------------
     def loss(self, sequences: torch.Tensor, generator: torch.Generator | None = None) -> LossOutput:
-        """Mask with ``self.masking``, predict every level's token at the masked positions, sum the CEs."""
+        """Mask with ``self.masking``, predict every level's token at the masked positions, sum the CEs
+        (``masking.objective == "next_item"``: the next item at every position, causally)."""
         sequences = self._fit_window(sequences)
-        if self.masking.prefix_crop_prob > 0:  # sliding windows: a random prefix of the row (no RNG draw at 0)
-            sequences = crop_prefixes(sequences, self.masking.prefix_crop_prob, generator)
-        masked = apply_mixture(sequences, self.masking, generator).mask  # [B, T]
         vectors = self.item_vectors() if self.item_encoder is not None else None  # [N, d + 1], once per step
-        hidden, target_items = self.masked_states(sequences, masked, vectors)  # [M, d], [M]
+        if self.masking.objective == "next_item":
+            hidden, target_items = self.next_item_states(sequences, vectors)  # [M, d], [M]
+            masked = sequences > 0  # (only for the logged masked_fraction: every item is a target but the first)
+        else:
+            if self.masking.prefix_crop_prob > 0:  # sliding windows: a random prefix of the row (no RNG draw at 0)
+                sequences = crop_prefixes(sequences, self.masking.prefix_crop_prob, generator)
+            masked = apply_mixture(sequences, self.masking, generator).mask  # [B, T]
+            hidden, target_items = self.masked_states(sequences, masked, vectors)  # [M, d], [M]
         targets = self.item_tokens[target_items] - _SPECIALS  # [M, L] token ids per level
         total = hidden.new_zeros(())
         parts: dict[str, float] = {}
@@ -348,8 +378,11 @@ class QBert4Rec(SequentialRecommender):
         return scores
 
     def _next_hidden(self, histories: torch.Tensor, vectors: torch.Tensor | None = None) -> torch.Tensor:
-        """Hidden state ``[B, d]`` at a ``[MASK]`` appended after each history."""
+        """Hidden state ``[B, d]`` at a ``[MASK]`` appended after each history (``next_item`` objective: the causal
+        state at the last item)."""
         histories = self._fit_window(histories)
+        if self.masking.objective == "next_item":
+            return self.encode(histories, torch.zeros_like(histories, dtype=torch.bool), vectors, causal=True)[:, -1]
         B = histories.shape[0]
         padded = torch.cat([histories, histories.new_zeros(B, 1)], dim=1)[:, -self.config.max_len:]  # [B, T']
         masked = torch.zeros_like(padded, dtype=torch.bool)
@@ -359,12 +392,7 @@ class QBert4Rec(SequentialRecommender):
     @torch.no_grad()
     def next_item_log_probs(self, histories: torch.Tensor) -> list[torch.Tensor]:
         """Per-level log-probabilities ``[B, V_l]`` at a ``[MASK]`` appended after each history."""
-        histories = self._fit_window(histories)
-        B = histories.shape[0]
-        padded = torch.cat([histories, histories.new_zeros(B, 1)], dim=1)[:, -self.config.max_len:]  # [B, T']
-        masked = torch.zeros_like(padded, dtype=torch.bool)
-        masked[:, -1] = True  # the appended [MASK] = the next item
-        hidden = self.encode(padded, masked)[:, -1]  # [B, d]
+        hidden = self._next_hidden(histories)  # [B, d]
         return [F.log_softmax(logits, dim=-1) for logits in self.level_logits(hidden)]
 
     def item_token_matrix(self) -> torch.Tensor:
