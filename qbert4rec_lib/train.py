@@ -38,7 +38,7 @@ import torch
 
 from .config import seed_everything
 from .evaluate import EvalConfig, EvalResult, evaluate_split
-from .seqbase import SequentialRecommender, pad_left
+from .seqbase import LossOutput, SequentialRecommender, pad_left
 
 __all__ = ["TrainConfig", "FitResult", "SeedRun", "fit", "run_multi_seed", "make_batches", "epoch_logger"]
 
@@ -161,6 +161,9 @@ def fit(
     model, config and folder continues after the last finished epoch and ends exactly as an uninterrupted run
     would (same losses, same metrics, on CPU). The caller deletes the folder when the result is safely stored.
     """
+    from . import distributed as ddp_hooks  # [scale, issue 16] no-ops unless torchrun started a process group
+
+    evaluate_split = ddp_hooks.evaluate_split  # = evaluate.evaluate_split in a single process
     start = time.perf_counter()
     model.to(cfg.device)
     if not _has_trainable(model):
@@ -181,13 +184,17 @@ def fit(
     evals_since_best, train_seconds, sequences_seen, stop_reason = 0, 0.0, 0, "epochs"
 
     epochs = range(1, cfg.epochs + 1)
+    progress = progress and ddp_hooks.is_main()  # [scale] one progress bar under DDP (rank 0's)
     if progress:
         from tqdm.auto import tqdm
 
         epochs = tqdm(epochs, desc=f"fit {getattr(model, 'name', type(model).__name__)}")
+    # [scale, issue 16] under DDP: the model wrapped, rank r seeds dropout and masks with seed + 7919 r (rank 0 = seed)
+    ddp = ddp_hooks.wrap(model) if ddp_hooks.active() else None
+    rank_seed = cfg.seed + ddp_hooks.RANK_SEED_STRIDE * ddp_hooks.rank()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        loss_generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
+        torch.manual_seed(rank_seed)
+        loss_generator = torch.Generator(device=cfg.device).manual_seed(rank_seed)
         first_epoch, earlier_seconds = 1, 0.0
         saved = _load_checkpoint(checkpoint_dir, cfg, model, optimizer, rng, loss_generator) if checkpoint_dir else None
         if saved is not None:
@@ -205,10 +212,10 @@ def fit(
             epoch_start = time.perf_counter()
             model.train()
             total, parts_sum, count = 0.0, {}, 0
-            for index in make_batches(lengths, cfg, rng):
+            for index in (make_batches(lengths, cfg, rng) if ddp is None else ddp_hooks.shard_batches(lengths, cfg, rng)):
                 width = int(lengths[index].max()) if cfg.trim_padding else cfg.max_len
                 batch = pad_left([sequences[i] for i in index], max(width, 1)).to(cfg.device)  # [B, T]
-                out = model.loss(batch, loss_generator)
+                out = model.loss(batch, loss_generator) if ddp is None else LossOutput(*ddp(batch, loss_generator))
                 optimizer.zero_grad(set_to_none=True)
                 if out.loss.requires_grad:
                     out.loss.backward()
@@ -222,6 +229,10 @@ def fit(
                 for k, v in out.parts.items():
                     parts_sum[k] = parts_sum.get(k, 0.0) + float(v) * len(index)
                 count += len(index)
+            if ddp is not None:  # [scale, issue 16] the epoch's loss over all ranks' sequences
+                sums = ddp_hooks.all_reduce_sums({"total": total, "count": count, **{f"part.{k}": v for k, v in parts_sum.items()}})
+                total, count = sums.pop("total"), int(sums.pop("count"))
+                parts_sum = {k[5:]: v for k, v in sums.items()}
             seconds = time.perf_counter() - epoch_start
             train_seconds += seconds
             sequences_seen += count
@@ -233,6 +244,7 @@ def fit(
                 "seconds": seconds,
             }
             out_of_time = bool(cfg.time_limit_s) and time.perf_counter() - start >= cfg.time_limit_s
+            out_of_time = ddp_hooks.broadcast_flag(out_of_time)  # [scale] rank 0 decides for every rank
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs or out_of_time:
                 valid = evaluate_split(model, split, "valid", eval_cfg)
                 entry["valid"], entry["valid_seconds"] = valid.metrics, valid.seconds
@@ -248,7 +260,7 @@ def fit(
             history.append(entry)
             stop_now = ("patience" if cfg.patience and evals_since_best >= cfg.patience
                         else "time_limit" if out_of_time else None)
-            if checkpoint_dir:
+            if checkpoint_dir and ddp_hooks.is_main():  # [scale] rank 0 writes, atomically
                 _save_checkpoint(checkpoint_dir, cfg, model, optimizer, rng, loss_generator, best_state, {
                     "epoch": epoch, "history": history, "best_epoch": best_epoch, "best_valid": best_valid,
                     "best_score": best_score if math.isfinite(best_score) else None,
