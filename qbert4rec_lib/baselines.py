@@ -237,7 +237,7 @@ class SASRec(SequentialRecommender):
             return LossOutput(loss, {"ce": loss.detach(), "targets": predict.sum()})
         logits = self.mask_unknown_items(self._item_logits(hidden[predict]))  # [M, N] only at non-pad positions
         loss = F.cross_entropy(logits, targets[predict] - 1)
-        return LossOutput(loss, {"ce": float(loss.detach()), "targets": float(predict.sum())})
+        return LossOutput(loss, {"ce": loss.detach(), "targets": predict.sum()})  # tensors: no host sync per step
 
     def score_all(self, histories: torch.Tensor) -> torch.Tensor:
         histories = histories[:, -self.cfg.max_len:]  # [B, T]
@@ -330,7 +330,7 @@ class BERT4RecID(SequentialRecommender):
             return LossOutput(loss, {"ce": loss.detach(), "targets": masked.sum()})
         logits = self.mask_unknown_items(self._item_logits(hidden[masked]))  # [M, N]
         loss = F.cross_entropy(logits, sequences[masked] - 1)
-        return LossOutput(loss, {"ce": float(loss.detach()), "targets": float(masked.sum())})
+        return LossOutput(loss, {"ce": loss.detach(), "targets": masked.sum()})  # tensors: no host sync per step
 
     def score_all(self, histories: torch.Tensor) -> torch.Tensor:
         mask_column = torch.full((histories.shape[0], 1), self.mask_token, dtype=histories.dtype, device=histories.device)

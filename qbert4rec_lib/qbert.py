@@ -321,11 +321,11 @@ class QBert4Rec(SequentialRecommender):
             if self.config.item_loss != "full":  # [scale, issue 16] chunked / sampled (qbert4rec_lib.itemloss)
                 item_ce = self._token_item_loss(hidden, vectors, target_items - 1, generator)
                 parts.update(ce_item=item_ce.detach(), loss=item_ce.detach())
-                parts["masked_fraction"] = masked.sum() / (sequences > 0).sum().clamp(min=1)
+                parts["masked_fraction"] = masked.sum().double() / (sequences > 0).sum().clamp(min=1)
                 return LossOutput(loss=item_ce, parts=parts)
             item_ce = F.cross_entropy(self.mask_unknown_items(self.token_item_logits(hidden, vectors)), target_items - 1)
-            parts.update(ce_item=float(item_ce.detach()), loss=float(item_ce.detach()))
-            parts["masked_fraction"] = float(masked.sum()) / max(1, int((sequences > 0).sum()))
+            parts.update(ce_item=item_ce.detach(), loss=item_ce.detach())  # tensors: no host sync per step
+            parts["masked_fraction"] = masked.sum().double() / (sequences > 0).sum().clamp(min=1)
             return LossOutput(loss=item_ce, parts=parts)
         logits = self.level_logits(hidden)  # L x [M, V_l]
         for level, level_logits in enumerate(logits):
@@ -334,18 +334,17 @@ class QBert4Rec(SequentialRecommender):
                 total = total + self.config.level_loss_weight * self.level_weight[level] * ce
             else:  # logged only
                 ce = F.cross_entropy(level_logits.detach(), targets[:, level])
-            parts[f"ce_level{level}"] = float(ce.detach())
+            parts[f"ce_level{level}"] = ce.detach()
         if self.config.item_loss_weight > 0 and self.config.item_loss != "full":  # [scale, issue 16]
             item_ce = self._level_sum_item_loss(logits, target_items - 1, generator)
             total = total + self.config.item_loss_weight * item_ce
-            parts["ce_item"] = float(item_ce.detach())
+            parts["ce_item"] = item_ce.detach()
         elif self.config.item_loss_weight > 0:
             item_ce = F.cross_entropy(self.mask_unknown_items(self._item_logits(logits)), target_items - 1)  # over all N items
             total = total + self.config.item_loss_weight * item_ce
-            parts["ce_item"] = float(item_ce.detach())
-        parts["loss"] = float(total.detach())
-        real = int((sequences > 0).sum())
-        parts["masked_fraction"] = float(masked.sum()) / max(1, real)
+            parts["ce_item"] = item_ce.detach()
+        parts["loss"] = total.detach()  # tensors: no host sync per step
+        parts["masked_fraction"] = masked.sum().double() / (sequences > 0).sum().clamp(min=1)
         return LossOutput(loss=total, parts=parts)
 
     # ---- [scale, issue 16] chunked / sampled item loss (qbert4rec_lib.itemloss) -------------------------------

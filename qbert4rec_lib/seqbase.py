@@ -30,7 +30,7 @@ LENGTH_GROUP_WIDTHS: tuple[int, ...] = (4, 6, 8, 12, 16, 24, 32)
 
 class LossOutput(NamedTuple):
     loss: torch.Tensor  # scalar, to backpropagate
-    parts: dict[str, float]  # named components for logging (already detached floats)
+    parts: dict[str, float]  # named components for logging: detached floats or 0-dim tensors (no host sync per step)
 
 
 class SequentialRecommender(nn.Module):
