@@ -71,11 +71,11 @@ def test_two_gloo_ranks_match_one_process(catalog, tmp_path):
     curve_a, curve_b = a["fits"]["train"]["history"], b["fits"]["train"]["history"]
     assert len(curve_a) == len(curve_b) == 8
     for ea, eb in zip(curve_a, curve_b):
-        # per-epoch training loss within 1% and validation NDCG@10 within 0.01 absolute (measured: 0.0002-0.002)
+        # per-epoch training loss within 1% and validation NDCG@10 within 0.01 absolute (measured: <= 0.005 in both)
         assert abs(ea["train_loss"] - eb["train_loss"]) <= 0.01 * ea["train_loss"], (ea["train_loss"], eb["train_loss"])
         if ea["valid"]:
             assert abs(ea["valid"]["NDCG@10"] - eb["valid"]["NDCG@10"]) <= 0.01
-    # test metrics of the restored best weights: within 0.02 (the best epoch may flip between near-equal epochs)
+    # test metrics of the restored best weights: within 0.02 (measured 0.0046: the best epoch flipped, 6 vs 8)
     for metric in ("NDCG@10", "HR@10"):
         assert abs(a["test"][metric] - b["test"][metric]) <= 0.02, (metric, a["test"][metric], b["test"][metric])
     assert b["test"]["NDCG@10"] > 0.08  # it learned (Popularity on such catalogs: ~0.05)
