@@ -37,7 +37,7 @@ Choices the papers leave open, each a config field:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -140,6 +140,24 @@ def _zero_loss(model: nn.Module) -> torch.Tensor:
     return sum(p.sum() for p in model.parameters()) * 0.0
 
 
+def _dot_item_loss(model, states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                   targets: torch.Tensor, generator) -> torch.Tensor:
+    """[scale, issue 16] Item CE for logits ``states [M, d] @ weight[N, d].T (+ bias [N])`` through
+    :func:`qbert4rec_lib.itemloss.item_cross_entropy` (``model.cfg.item_loss`` = chunked | sampled)."""
+    from .itemloss import item_cross_entropy
+
+    def logits(index):
+        out = states @ weight[index].T  # [M, n]
+        return out if bias is None else out + bias[index]
+
+    def target_logits(t):
+        out = (states * weight[t]).sum(dim=1)  # [M]
+        return out if bias is None else out + bias[t]
+
+    return item_cross_entropy(logits, target_logits, targets, model.num_items, model.cfg,
+                              item_mask=model.train_item_mask, counts=model.item_sampling_counts, generator=generator)
+
+
 def _init_weights(module: nn.Module, std: float) -> None:
     """BERT-style init (RecBole's): normal(0, std) weights, zero biases, unit LayerNorm."""
     if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -164,15 +182,23 @@ class SASRecConfig:
     attn_dropout: float = 0.3  # (float) attention-probability dropout (RecBole SASRec: 0.5)
     max_len: int = 50  # (int) longest history used (paper: 50 on Beauty)
     init_std: float = 0.02  # (float) std of the normal weight init (RecBole: 0.02)
+    # [scale, issue 16] the item-level loss (qbert4rec_lib.itemloss): "full" softmax (today's), "chunked" (exact,
+    # never [M, N] at once) or "sampled" (logQ-corrected); key-neutral at their defaults (cache keys unchanged)
+    item_loss: str = field(default="full", metadata={"key_neutral": "full"})
+    loss_chunk: int = field(default=8192, metadata={"key_neutral": 8192})  # chunked: items per chunk
+    loss_negatives: int = field(default=1024, metadata={"key_neutral": 1024})  # sampled: negatives per step
+    loss_sampler: str = field(default="uniform", metadata={"key_neutral": "uniform"})  # sampled: uniform | popularity
 
     def __post_init__(self) -> None:
         from .config import ConfigError, check_config
+        from .itemloss import check_item_loss_fields
 
         check_config(self, ranges={
             "hidden_size": "[1, inf)", "n_layers": "[1, inf)", "n_heads": "[1, inf)", "inner_size": "[1, inf)",
             "dropout": "[0, 1)", "attn_dropout": "[0, 1)", "max_len": "[1, inf)", "init_std": "[0, inf)"})
         if self.hidden_size % self.n_heads:
             raise ConfigError(f"SASRecConfig.hidden_size ({self.hidden_size}) must be divisible by n_heads ({self.n_heads})")
+        check_item_loss_fields(self)  # [scale, issue 16]
 
 
 class SASRec(SequentialRecommender):
@@ -205,9 +231,13 @@ class SASRec(SequentialRecommender):
         if not predict.any():  # every sequence has a single item: nothing to predict
             return LossOutput(_zero_loss(self), {"ce": 0.0, "targets": 0.0})
         hidden = self.backbone.forward_by_length(inputs)  # [B, T-1, d]
+        if self.cfg.item_loss != "full":  # [scale, issue 16] chunked / sampled item loss (qbert4rec_lib.itemloss)
+            loss = _dot_item_loss(self, hidden[predict], self.backbone.item_embedding.weight[1: self.num_items + 1],
+                                  None, targets[predict] - 1, generator)
+            return LossOutput(loss, {"ce": loss.detach(), "targets": predict.sum()})
         logits = self.mask_unknown_items(self._item_logits(hidden[predict]))  # [M, N] only at non-pad positions
         loss = F.cross_entropy(logits, targets[predict] - 1)
-        return LossOutput(loss, {"ce": float(loss.detach()), "targets": float(predict.sum())})
+        return LossOutput(loss, {"ce": loss.detach(), "targets": predict.sum()})  # tensors: no host sync per step
 
     def score_all(self, histories: torch.Tensor) -> torch.Tensor:
         histories = histories[:, -self.cfg.max_len:]  # [B, T]
@@ -230,9 +260,16 @@ class BERT4RecConfig:
     mask_ratio: float = 0.2  # (float) Cloze probability of masking each real item (RecBole: 0.2)
     ft_ratio: float = 0.5  # (float) probability that a sequence masks only its last item (RecBole: 0.5)
     init_std: float = 0.02  # (float) std of the normal weight init (RecBole: 0.02)
+    # [scale, issue 16] the item-level loss (qbert4rec_lib.itemloss): "full" softmax (today's), "chunked" (exact,
+    # never [M, N] at once) or "sampled" (logQ-corrected); key-neutral at their defaults (cache keys unchanged)
+    item_loss: str = field(default="full", metadata={"key_neutral": "full"})
+    loss_chunk: int = field(default=8192, metadata={"key_neutral": 8192})  # chunked: items per chunk
+    loss_negatives: int = field(default=1024, metadata={"key_neutral": 1024})  # sampled: negatives per step
+    loss_sampler: str = field(default="uniform", metadata={"key_neutral": "uniform"})  # sampled: uniform | popularity
 
     def __post_init__(self) -> None:
         from .config import ConfigError, check_config
+        from .itemloss import check_item_loss_fields
 
         check_config(self, ranges={
             "hidden_size": "[1, inf)", "n_layers": "[1, inf)", "n_heads": "[1, inf)", "inner_size": "[1, inf)",
@@ -240,6 +277,7 @@ class BERT4RecConfig:
             "ft_ratio": "[0, 1]", "init_std": "[0, inf)"})
         if self.hidden_size % self.n_heads:
             raise ConfigError(f"BERT4RecConfig.hidden_size ({self.hidden_size}) must be divisible by n_heads ({self.n_heads})")
+        check_item_loss_fields(self)  # [scale, issue 16]
 
 
 class BERT4RecID(SequentialRecommender):
@@ -285,9 +323,14 @@ class BERT4RecID(SequentialRecommender):
             return LossOutput(_zero_loss(self), {"ce": 0.0, "targets": 0.0})
         inputs = sequences.masked_fill(masked, self.mask_token)  # [B, T]
         hidden = self.backbone.forward_by_length(inputs)  # [B, T, d]
+        if self.cfg.item_loss != "full":  # [scale, issue 16] chunked / sampled item loss (qbert4rec_lib.itemloss)
+            loss = _dot_item_loss(self, self.head(hidden[masked]),
+                                  self.backbone.item_embedding.weight[1: self.num_items + 1],
+                                  self.output_bias[1:], sequences[masked] - 1, generator)
+            return LossOutput(loss, {"ce": loss.detach(), "targets": masked.sum()})
         logits = self.mask_unknown_items(self._item_logits(hidden[masked]))  # [M, N]
         loss = F.cross_entropy(logits, sequences[masked] - 1)
-        return LossOutput(loss, {"ce": float(loss.detach()), "targets": float(masked.sum())})
+        return LossOutput(loss, {"ce": loss.detach(), "targets": masked.sum()})  # tensors: no host sync per step
 
     def score_all(self, histories: torch.Tensor) -> torch.Tensor:
         mask_column = torch.full((histories.shape[0], 1), self.mask_token, dtype=histories.dtype, device=histories.device)

@@ -212,9 +212,9 @@ def evaluate(
     lengths = np.array([min(len(h), max_len) for h in histories])
     # Users in order of history length, so each batch is padded only to its own longest history.
     order = np.argsort(lengths, kind="stable") if cfg.length_sorted else np.arange(len(targets))
-    all_targets = torch.from_numpy(targets)  # [U]
+    all_targets = torch.from_numpy(targets).to(device)  # [U]
     generator = torch.Generator().manual_seed(cfg.seed)
-    ranks = torch.empty(len(targets), dtype=torch.long)
+    ranks = torch.empty(len(targets), dtype=torch.long, device=device)  # [scale] on the device: one copy at the end
     batches = range(0, len(targets), cfg.batch_size)
     if progress:
         from tqdm.auto import tqdm
@@ -235,16 +235,17 @@ def evaluate(
                         f"expected {(len(users), num_items + 1)} (batch, num_items + 1)"
                     )
                 scores = scores.float().contiguous()  # own writable copy if it was an expanded view
+                users = users.to(device)
                 ranks[users] = rank_targets(
                     scores,
-                    all_targets[users].to(device),
+                    all_targets[users],
                     hist if cfg.exclude_history else None,
                     tie_break=cfg.tie_break,
                     generator=generator,
-                ).cpu()
+                )
     finally:
         model.train(was_training)
-    ranks_np = ranks.numpy()
+    ranks_np = ranks.cpu().numpy()
     return EvalResult(
         metrics=metrics_from_ranks(ranks_np, cfg),
         num_users=len(targets),

@@ -204,12 +204,17 @@ def _fit_from_json(d: dict) -> FitResult:
 def _build(name: str, dataset, split, cfg: ExperimentConfig, ids: SemanticIDs | None):
     from .baselines import BERT4RecID, Popularity, SASRec
 
-    if name == "Q-Bert4Rec":
-        return QBert4Rec(ids.table.ids, ids.table.vocab_sizes, replace(cfg.qbert, max_len=cfg.max_len))
-    if name == "SASRec-CE":
-        return SASRec(dataset.num_items, replace(cfg.sasrec, max_len=cfg.max_len))
-    if name == "BERT4Rec-ID":
-        return BERT4RecID(dataset.num_items, replace(cfg.bert4rec, max_len=cfg.max_len))
+    if name in ("Q-Bert4Rec", "SASRec-CE", "BERT4Rec-ID"):
+        if name == "Q-Bert4Rec":
+            model = QBert4Rec(ids.table.ids, ids.table.vocab_sizes, replace(cfg.qbert, max_len=cfg.max_len))
+        elif name == "SASRec-CE":
+            model = SASRec(dataset.num_items, replace(cfg.sasrec, max_len=cfg.max_len))
+        else:
+            model = BERT4RecID(dataset.num_items, replace(cfg.bert4rec, max_len=cfg.max_len))
+        model_cfg = getattr(model, "config", None) or model.cfg
+        if model_cfg.item_loss == "sampled" and model_cfg.loss_sampler == "popularity":  # [scale, issue 16]
+            model.item_sampling_counts = torch.as_tensor(split.train_item_counts())
+        return model
     if name == "Popularity":
         return Popularity(split.train_item_counts())
     raise ValueError(f"unknown model {name!r}; known: {MODEL_NAMES}")

@@ -114,6 +114,12 @@ class QBertConfig:
     item_encoder: str = "mlp"  # token_mlp head: tokens -> item vector by "mlp" (2 layers, GELU) or "linear"
     # an input item = sum of its level embeddings, or "item_vector" (token_mlp's v_i); key-neutral: added later
     input_embedding: str = field(default="token_sum", metadata={"key_neutral": "token_sum"})
+    # [scale, issue 16] the item-level loss (qbert4rec_lib.itemloss): "full" softmax (today's), "chunked" (exact,
+    # never [M, N] at once) or "sampled" (logQ-corrected); key-neutral at their defaults (cache keys unchanged)
+    item_loss: str = field(default="full", metadata={"key_neutral": "full"})
+    loss_chunk: int = field(default=8192, metadata={"key_neutral": 8192})  # chunked: items per chunk
+    loss_negatives: int = field(default=1024, metadata={"key_neutral": 1024})  # sampled: negatives per step
+    loss_sampler: str = field(default="uniform", metadata={"key_neutral": "uniform"})  # sampled: uniform | popularity
 
     def __post_init__(self) -> None:
         from .config import ConfigError, check_config
@@ -132,6 +138,9 @@ class QBertConfig:
             raise ConfigError("QBertConfig: input_embedding='item_vector' needs item_head='token_mlp'")
         if self.item_head == "token_mlp" and self.level_loss_weight > 0:
             raise ConfigError("QBertConfig: item_head='token_mlp' scores items directly; level_loss_weight must be 0")
+        from .itemloss import check_item_loss_fields
+
+        check_item_loss_fields(self)  # [scale, issue 16]
 
 
 class QBert4Rec(SequentialRecommender):
@@ -339,9 +348,14 @@ class QBert4Rec(SequentialRecommender):
         total = hidden.new_zeros(())
         parts: dict[str, float] = {}
         if self.item_encoder is not None:  # token_mlp head: one softmax over the catalog's items
+            if self.config.item_loss != "full":  # [scale, issue 16] chunked / sampled (qbert4rec_lib.itemloss)
+                item_ce = self._token_item_loss(hidden, vectors, target_items - 1, generator)
+                parts.update(ce_item=item_ce.detach(), loss=item_ce.detach())
+                parts["masked_fraction"] = masked.sum().double() / (sequences > 0).sum().clamp(min=1)
+                return LossOutput(loss=item_ce, parts=parts)
             item_ce = F.cross_entropy(self.mask_unknown_items(self.token_item_logits(hidden, vectors)), target_items - 1)
-            parts.update(ce_item=float(item_ce.detach()), loss=float(item_ce.detach()))
-            parts["masked_fraction"] = float(masked.sum()) / max(1, int((sequences > 0).sum()))
+            parts.update(ce_item=item_ce.detach(), loss=item_ce.detach())  # tensors: no host sync per step
+            parts["masked_fraction"] = masked.sum().double() / (sequences > 0).sum().clamp(min=1)
             return LossOutput(loss=item_ce, parts=parts)
         logits = self.level_logits(hidden)  # L x [M, V_l]
         for level, level_logits in enumerate(logits):
@@ -350,15 +364,57 @@ class QBert4Rec(SequentialRecommender):
                 total = total + self.config.level_loss_weight * self.level_weight[level] * ce
             else:  # logged only
                 ce = F.cross_entropy(level_logits.detach(), targets[:, level])
-            parts[f"ce_level{level}"] = float(ce.detach())
-        if self.config.item_loss_weight > 0:
+            parts[f"ce_level{level}"] = ce.detach()
+        if self.config.item_loss_weight > 0 and self.config.item_loss != "full":  # [scale, issue 16]
+            item_ce = self._level_sum_item_loss(logits, target_items - 1, generator)
+            total = total + self.config.item_loss_weight * item_ce
+            parts["ce_item"] = item_ce.detach()
+        elif self.config.item_loss_weight > 0:
             item_ce = F.cross_entropy(self.mask_unknown_items(self._item_logits(logits)), target_items - 1)  # over all N items
             total = total + self.config.item_loss_weight * item_ce
-            parts["ce_item"] = float(item_ce.detach())
-        parts["loss"] = float(total.detach())
-        real = int((sequences > 0).sum())
-        parts["masked_fraction"] = float(masked.sum()) / max(1, real)
+            parts["ce_item"] = item_ce.detach()
+        parts["loss"] = total.detach()  # tensors: no host sync per step
+        parts["masked_fraction"] = masked.sum().double() / (sequences > 0).sum().clamp(min=1)
         return LossOutput(loss=total, parts=parts)
+
+    # ---- [scale, issue 16] chunked / sampled item loss (qbert4rec_lib.itemloss) -------------------------------
+    def _token_item_loss(self, hidden: torch.Tensor, vectors: torch.Tensor, targets: torch.Tensor, generator):
+        """token_mlp head: CE of ``s(i) = g(h) . v_i + prior_i (+ b_i)`` without the ``[M, N]`` matrix."""
+        from .itemloss import item_cross_entropy
+
+        d, g, bias = self.config.hidden, self.item_head_transform(hidden), self.item_score_bias
+
+        def logits(index):
+            v = vectors[index]  # [n, d + 1]
+            out = torch.addmm(v[:, d], g, v[:, :d].T)  # [M, n]
+            return out if bias is None else out + bias[index]
+
+        def target_logits(t):
+            v = vectors[t]  # [M, d + 1]
+            out = (g * v[:, :d]).sum(dim=1) + v[:, d]
+            return out if bias is None else out + bias[t]
+
+        return item_cross_entropy(logits, target_logits, targets, self.num_items, self.config,
+                                  item_mask=self.train_item_mask, counts=self.item_sampling_counts, generator=generator)
+
+    def _level_sum_item_loss(self, per_level: list[torch.Tensor], targets: torch.Tensor, generator):
+        """level_sum head: CE of ``s(i) = sum_l logit_l(c_l(i)) (+ b_i)`` without the ``[M, N]`` matrix."""
+        from .itemloss import item_cross_entropy
+
+        tokens, bias = self.item_tokens[1:] - _SPECIALS, self.item_score_bias  # [N, L]
+
+        def logits(index):
+            tok = tokens[index]  # [n, L]
+            out = sum(level[:, tok[:, l]] for l, level in enumerate(per_level))  # [M, n]
+            return out if bias is None else out + bias[index]
+
+        def target_logits(t):
+            tok = tokens[t]  # [M, L]
+            out = sum(level.gather(1, tok[:, l:l + 1]).squeeze(1) for l, level in enumerate(per_level))
+            return out if bias is None else out + bias[t]
+
+        return item_cross_entropy(logits, target_logits, targets, self.num_items, self.config,
+                                  item_mask=self.train_item_mask, counts=self.item_sampling_counts, generator=generator)
 
     def item_vectors(self) -> torch.Tensor:
         """``[N, d + 1]`` (token_mlp head): each item's output vector ``v_i`` and its prior score, computed by

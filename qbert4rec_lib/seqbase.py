@@ -30,7 +30,7 @@ LENGTH_GROUP_WIDTHS: tuple[int, ...] = (4, 6, 8, 12, 16, 24, 32)
 
 class LossOutput(NamedTuple):
     loss: torch.Tensor  # scalar, to backpropagate
-    parts: dict[str, float]  # named components for logging (already detached floats)
+    parts: dict[str, float]  # named components for logging: detached floats or 0-dim tensors (no host sync per step)
 
 
 class SequentialRecommender(nn.Module):
@@ -42,6 +42,9 @@ class SequentialRecommender(nn.Module):
     # (cold-start items, :mod:`qbert4rec_lib.coldstart`) get a -inf logit in every training softmax, so they are
     # neither targets nor negatives; None (the default) = every item exists.
     train_item_mask: torch.Tensor | None = None
+    # [scale, issue 16] int [N + 1] training interaction counts or None: the popularity sampler of
+    # item_loss="sampled" (:mod:`qbert4rec_lib.itemloss`) draws negatives from them; not a buffer (no state_dict change)
+    item_sampling_counts: torch.Tensor | None = None
 
     def mask_unknown_items(self, logits: torch.Tensor) -> torch.Tensor:
         """``[M, N]`` logits over item ids ``1..N`` with the items outside :attr:`train_item_mask` at -inf."""

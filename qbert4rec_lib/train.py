@@ -30,7 +30,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
@@ -38,7 +38,7 @@ import torch
 
 from .config import seed_everything
 from .evaluate import EvalConfig, EvalResult, evaluate_split
-from .seqbase import SequentialRecommender, pad_left
+from .seqbase import LossOutput, SequentialRecommender, pad_left
 
 __all__ = ["TrainConfig", "FitResult", "SeedRun", "fit", "run_multi_seed", "make_batches", "epoch_logger"]
 
@@ -61,6 +61,9 @@ class TrainConfig:
     trim_padding: bool = True  # (bool) pad each batch to its own longest sequence, not to max_len
     time_limit_s: float = 0.0  # (float) stop after the epoch that crosses this much wall time (0 = none)
     device: str = "cpu"  # (str) torch device for training and evaluation
+    # [scale, issue 16] mixed precision of the training forward: "off" | "bf16" | "fp16" (fp16 adds a GradScaler);
+    # key-neutral at "off" (cache keys unchanged)
+    amp: str = field(default="off", metadata={"key_neutral": "off"})
 
     def __post_init__(self) -> None:
         from .config import check_config
@@ -74,6 +77,10 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
+        if self.amp not in ("off", "bf16", "fp16"):
+            from .config import ConfigError
+
+            raise ConfigError(f"TrainConfig.amp must be one of ('off', 'bf16', 'fp16'), got {self.amp!r}")
 
 
 @dataclass
@@ -161,6 +168,9 @@ def fit(
     model, config and folder continues after the last finished epoch and ends exactly as an uninterrupted run
     would (same losses, same metrics, on CPU). The caller deletes the folder when the result is safely stored.
     """
+    from . import distributed as ddp_hooks  # [scale, issue 16] no-ops unless torchrun started a process group
+
+    evaluate_split = ddp_hooks.evaluate_split  # = evaluate.evaluate_split in a single process
     start = time.perf_counter()
     model.to(cfg.device)
     if not _has_trainable(model):
@@ -181,13 +191,21 @@ def fit(
     evals_since_best, train_seconds, sequences_seen, stop_reason = 0, 0.0, 0, "epochs"
 
     epochs = range(1, cfg.epochs + 1)
+    progress = progress and ddp_hooks.is_main()  # [scale] one progress bar under DDP (rank 0's)
     if progress:
         from tqdm.auto import tqdm
 
         epochs = tqdm(epochs, desc=f"fit {getattr(model, 'name', type(model).__name__)}")
+    # [scale, issue 16] under DDP: the model wrapped, rank r seeds dropout and masks with seed + 7919 r (rank 0 = seed)
+    ddp = ddp_hooks.wrap(model) if ddp_hooks.active() else None
+    # [scale, issue 16] optional mixed precision (TrainConfig.amp); off = the previous code path exactly
+    device_type = torch.device(cfg.device).type
+    amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
+    scaler = torch.amp.GradScaler(device_type, enabled=cfg.amp == "fp16")
+    rank_seed = cfg.seed + ddp_hooks.RANK_SEED_STRIDE * ddp_hooks.rank()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        loss_generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
+        torch.manual_seed(rank_seed)
+        loss_generator = torch.Generator(device=cfg.device).manual_seed(rank_seed)
         first_epoch, earlier_seconds = 1, 0.0
         saved = _load_checkpoint(checkpoint_dir, cfg, model, optimizer, rng, loss_generator) if checkpoint_dir else None
         if saved is not None:
@@ -204,24 +222,35 @@ def fit(
                 continue
             epoch_start = time.perf_counter()
             model.train()
-            total, parts_sum, count = 0.0, {}, 0
-            for index in make_batches(lengths, cfg, rng):
+            # [scale, issue 16] running sums stay on the device in float64 (no host sync per step; on CPU the same
+            # float64 arithmetic, in the same order, as summing Python floats); non-finite losses are caught per epoch
+            total, parts_sum, count = torch.zeros((), dtype=torch.float64, device=cfg.device), {}, 0
+            for index in (make_batches(lengths, cfg, rng) if ddp is None else ddp_hooks.shard_batches(lengths, cfg, rng)):
                 width = int(lengths[index].max()) if cfg.trim_padding else cfg.max_len
                 batch = pad_left([sequences[i] for i in index], max(width, 1)).to(cfg.device)  # [B, T]
-                out = model.loss(batch, loss_generator)
+                with torch.autocast(device_type=device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    out = model.loss(batch, loss_generator) if ddp is None else LossOutput(*ddp(batch, loss_generator))
                 optimizer.zero_grad(set_to_none=True)
                 if out.loss.requires_grad:
-                    out.loss.backward()
+                    scaler.scale(out.loss).backward()  # scaler disabled (amp != fp16): plain backward
                     if cfg.grad_clip > 0:
+                        scaler.unscale_(optimizer)
                         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    optimizer.step()
-                loss_value = float(out.loss.detach())
-                if not math.isfinite(loss_value):
-                    raise FloatingPointError(f"fit: loss became {loss_value} at epoch {epoch}")
-                total += loss_value * len(index)
-                for k, v in out.parts.items():
-                    parts_sum[k] = parts_sum.get(k, 0.0) + float(v) * len(index)
+                    scaler.step(optimizer)
+                    scaler.update()
+                total += out.loss.detach().double() * len(index)
+                for k, v in out.parts.items():  # floats or detached 0-dim tensors
+                    v = torch.as_tensor(v, device=cfg.device).double() if isinstance(v, torch.Tensor) else float(v)
+                    parts_sum[k] = parts_sum.get(k, 0.0) + v * len(index)
                 count += len(index)
+            total = float(total)  # one host sync per epoch
+            parts_sum = {k: float(v) for k, v in parts_sum.items()}
+            if not math.isfinite(total):
+                raise FloatingPointError(f"fit: loss became {total} at epoch {epoch}")
+            if ddp is not None:  # [scale, issue 16] the epoch's loss over all ranks' sequences
+                sums = ddp_hooks.all_reduce_sums({"total": total, "count": count, **{f"part.{k}": v for k, v in parts_sum.items()}})
+                total, count = sums.pop("total"), int(sums.pop("count"))
+                parts_sum = {k[5:]: v for k, v in sums.items()}
             seconds = time.perf_counter() - epoch_start
             train_seconds += seconds
             sequences_seen += count
@@ -233,6 +262,7 @@ def fit(
                 "seconds": seconds,
             }
             out_of_time = bool(cfg.time_limit_s) and time.perf_counter() - start >= cfg.time_limit_s
+            out_of_time = ddp_hooks.broadcast_flag(out_of_time)  # [scale] rank 0 decides for every rank
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs or out_of_time:
                 valid = evaluate_split(model, split, "valid", eval_cfg)
                 entry["valid"], entry["valid_seconds"] = valid.metrics, valid.seconds
@@ -248,7 +278,7 @@ def fit(
             history.append(entry)
             stop_now = ("patience" if cfg.patience and evals_since_best >= cfg.patience
                         else "time_limit" if out_of_time else None)
-            if checkpoint_dir:
+            if checkpoint_dir and ddp_hooks.is_main():  # [scale] rank 0 writes, atomically
                 _save_checkpoint(checkpoint_dir, cfg, model, optimizer, rng, loss_generator, best_state, {
                     "epoch": epoch, "history": history, "best_epoch": best_epoch, "best_valid": best_valid,
                     "best_score": best_score if math.isfinite(best_score) else None,
