@@ -348,12 +348,11 @@ class QBert4Rec(SequentialRecommender):
         total = hidden.new_zeros(())
         parts: dict[str, float] = {}
         if self.item_encoder is not None:  # token_mlp head: one softmax over the catalog's items
-            if self.config.item_loss != "full":  # [scale, issue 16] chunked / sampled (qbert4rec_lib.itemloss)
+            if self.config.item_loss != "full":  # chunked / sampled (qbert4rec_lib.itemloss)
                 item_ce = self._token_item_loss(hidden, vectors, target_items - 1, generator)
-                parts.update(ce_item=item_ce.detach(), loss=item_ce.detach())
-                parts["masked_fraction"] = masked.sum().double() / (sequences > 0).sum().clamp(min=1)
-                return LossOutput(loss=item_ce, parts=parts)
-            item_ce = F.cross_entropy(self.mask_unknown_items(self.token_item_logits(hidden, vectors)), target_items - 1)
+            else:
+                item_ce = F.cross_entropy(self.mask_unknown_items(self.token_item_logits(hidden, vectors)),
+                                          target_items - 1)
             parts.update(ce_item=item_ce.detach(), loss=item_ce.detach())  # tensors: no host sync per step
             parts["masked_fraction"] = masked.sum().double() / (sequences > 0).sum().clamp(min=1)
             return LossOutput(loss=item_ce, parts=parts)
