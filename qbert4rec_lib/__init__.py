@@ -25,13 +25,13 @@ __version__ = "0.1.0"
 def open_dataset(spec: str = "default", **kwargs):
     """Open a dataset: ``"default"`` = the embedded generated catalog, else a data folder path.
 
-    Folder formats are auto-detected (see :func:`qbert4rec_lib.loaders.load_dataset`).
+    Folder formats are auto-detected (see :func:`qbert4rec_lib.data.loaders.load_dataset`).
     Keyword arguments go to the generator (for ``"default"``) or the loader.
     """
     if spec in ("default", "embedded", "synthetic"):
-        from .synthetic import load_default
+        from .data.synthetic import load_default
 
         return load_default(**kwargs)
-    from .loaders import load_dataset
+    from .data.loaders import load_dataset
 
     return load_dataset(spec, **kwargs)

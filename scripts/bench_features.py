@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from qbert4rec_lib import open_dataset  # noqa: E402
-from qbert4rec_lib import features as F  # noqa: E402
+from qbert4rec_lib.semantic import features as F  # noqa: E402
 
 
 def bench_text(ds, limit: int | None, batch_size: int) -> dict:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from qbert4rec_lib.baselines import (
+from qbert4rec_lib.models.baselines import (
     BERT4RecConfig,
     BERT4RecID,
     Popularity,
@@ -13,10 +13,10 @@ from qbert4rec_lib.baselines import (
     SASRecConfig,
     attention_mask,
 )
-from qbert4rec_lib.data import LeaveOneOutSplit
-from qbert4rec_lib.evaluate import EvalConfig, evaluate_split, results_table
-from qbert4rec_lib.seqbase import LossOutput, SequentialRecommender, pad_left
-from qbert4rec_lib.train import TrainConfig, fit, make_batches, run_multi_seed
+from qbert4rec_lib.data.dataset import LeaveOneOutSplit
+from qbert4rec_lib.experiments.evaluate import EvalConfig, evaluate_split, results_table
+from qbert4rec_lib.models.base import LossOutput, SequentialRecommender, pad_left
+from qbert4rec_lib.experiments.train import TrainConfig, fit, make_batches, run_multi_seed
 
 NUM_ITEMS = 20
 MAX_LEN = 10

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from qbert4rec_lib import coldstart as C
-from qbert4rec_lib.baselines import BERT4RecID, BERT4RecConfig, Popularity, SASRec, SASRecConfig
-from qbert4rec_lib.pipeline import smoke_config
-from qbert4rec_lib.quantize import extend_ids
-from qbert4rec_lib.synthetic import load_default
-from qbert4rec_lib.train import TrainConfig
+from qbert4rec_lib.experiments import coldstart as C
+from qbert4rec_lib.models.baselines import BERT4RecID, BERT4RecConfig, Popularity, SASRec, SASRecConfig
+from qbert4rec_lib.experiments.pipeline import smoke_config
+from qbert4rec_lib.semantic.quantize import extend_ids
+from qbert4rec_lib.data.synthetic import load_default
+from qbert4rec_lib.experiments.train import TrainConfig
 
 TINY = dict(num_items=240, num_users=360)
 
@@ -56,9 +56,9 @@ def test_time_split_holds_out_the_latest_items(ds):
 
 
 def test_cold_items_absent_from_stage_1_2_inputs_and_frozen_ids_valid(ds, tiny_cfg, monkeypatch):
-    import qbert4rec_lib.features as F
-    import qbert4rec_lib.fusion as FU
-    import qbert4rec_lib.quantize as Q
+    import qbert4rec_lib.semantic.features as F
+    import qbert4rec_lib.semantic.fusion as FU
+    import qbert4rec_lib.semantic.quantize as Q
 
     cs = C.cold_start_split(ds, 0.15, by="time", max_len=20)
     seen = {}
@@ -129,7 +129,7 @@ def test_training_softmax_gives_cold_items_no_gradient(make):
 
 
 def test_qbert_loss_ignores_cold_rows_of_the_id_table():
-    from qbert4rec_lib.qbert import QBert4Rec, QBertConfig
+    from qbert4rec_lib.models.qbert import QBert4Rec, QBertConfig
 
     rng = np.random.default_rng(0)
     ids = np.concatenate([rng.integers(0, 6, (40, 2)), np.zeros((40, 1), np.int64)], 1)
@@ -160,7 +160,7 @@ def test_id_baselines_know_nothing_about_cold_items(ds, tiny_cfg):
     cs = C.cold_start_split(ds, 0.1, by="time", max_len=20)
     model, fits = C.train_cold_model("SASRec-CE", ds, cs, tiny_cfg, seed=0)
     assert model.train_item_mask is None  # lifted after training
-    from qbert4rec_lib.train import FitResult
+    from qbert4rec_lib.experiments.train import FitResult
 
     _, cached = C.train_cold_model("SASRec-CE", ds, cs, tiny_cfg, seed=0)  # the cache hit gives the same fits
     assert list(fits) == list(cached) == ["train"] and all(isinstance(f, FitResult) for f in (*fits.values(), *cached.values()))
@@ -189,7 +189,7 @@ def test_content_knn_ranks_a_cold_item_by_its_content():
 def test_cli_cold_start_writes_the_table(ds, tmp_path, capsys):
     import json
 
-    from qbert4rec_lib.cli import main
+    from qbert4rec_lib.kit.cli import main
 
     out = tmp_path / "cold"
     rc = main(["cold-start", ds.source, "--seeds", "0", "1", "--fraction", "0.1", "--by", "random",
@@ -204,7 +204,7 @@ def test_cli_cold_start_writes_the_table(ds, tmp_path, capsys):
 
 
 def test_dial_moves_transitions_from_attributes_to_item_specific_follow_ups():
-    from qbert4rec_lib.synthetic import SyntheticConfig, default_folder, generate
+    from qbert4rec_lib.data.synthetic import SyntheticConfig, default_folder, generate
 
     def attribute_share(cat):
         sub, brand = cat.attributes["subcategory"], cat.attributes["brand"]
@@ -221,7 +221,7 @@ def test_dial_moves_transitions_from_attributes_to_item_specific_follow_ups():
 
 
 def test_dial_table_lists_warm_and_cold_per_dial_value():
-    from qbert4rec_lib.coldstart import dial_table
+    from qbert4rec_lib.experiments.coldstart import dial_table
 
     def point(v, warm, cold):
         ms = lambda x: {"NDCG@10": {"mean": x, "std": 0.0}}  # noqa: E731

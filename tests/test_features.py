@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from qbert4rec_lib import features as F
-from qbert4rec_lib.data import Dataset, ItemTable, Modalities
-from qbert4rec_lib.features import FeatureConfig, build_features
+from qbert4rec_lib.semantic import features as F
+from qbert4rec_lib.data.dataset import Dataset, ItemTable, Modalities
+from qbert4rec_lib.semantic.features import FeatureConfig, build_features
 
 COLOURS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 170, 60), "yellow": (235, 210, 30)}
 SHAPES = ("circle", "square", "triangle")
@@ -242,7 +242,7 @@ def test_neighbour_helpers(tmp_path):
 # ---- the embedded default and real Beauty ------------------------------------------------------
 @pytest.fixture(scope="module")
 def default_features(tmp_path_factory):
-    pytest.importorskip("qbert4rec_lib.synthetic")
+    pytest.importorskip("qbert4rec_lib.data.synthetic")
     from qbert4rec_lib import open_dataset
 
     ds = open_dataset("default")
@@ -282,7 +282,7 @@ def test_default_catalog_all_modalities(default_features):
 
 @pytest.fixture(scope="module")
 def beauty(beauty_path):
-    loaders = pytest.importorskip("qbert4rec_lib.loaders")
+    loaders = pytest.importorskip("qbert4rec_lib.data.loaders")
     return loaders.load_dataset(beauty_path)
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qbert4rec_lib import viz
-from qbert4rec_lib.notebook import Recorder
+from qbert4rec_lib.kit import viz
+from qbert4rec_lib.kit.notebook import Recorder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ def test_quiet_outputs_in_a_batch_kernel_disables_progress_bars_and_known_warnin
 import io, os, warnings
 from IPython.core.interactiveshell import InteractiveShell
 InteractiveShell.instance()
-from qbert4rec_lib.notebook import Recorder, interactive
+from qbert4rec_lib.kit.notebook import Recorder, interactive
 assert not interactive()  # no kernel with a live front end here
 Recorder("nb", {str(tmp_path)!r})
 import tqdm.auto

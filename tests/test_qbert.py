@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from qbert4rec_lib.masking import FINETUNE_MASKS, MaskConfig
-from qbert4rec_lib.qbert import MASK_TOKEN, PAD_TOKEN, QBert4Rec, QBertConfig, transfer_weights
-from qbert4rec_lib.seqbase import pad_left
+from qbert4rec_lib.models.masking import FINETUNE_MASKS, MaskConfig
+from qbert4rec_lib.models.qbert import MASK_TOKEN, PAD_TOKEN, QBert4Rec, QBertConfig, transfer_weights
+from qbert4rec_lib.models.base import pad_left
 
 GROUPS, PER_GROUP = 6, 10
 SMALL = QBertConfig(hidden=32, layers=2, heads=2, dropout=0.1, max_len=12)
@@ -280,10 +280,10 @@ def test_token_matrix_follows_item_tokens():
 
 
 def test_pretrain_and_finetune_wrap_fit_and_set_the_masks():
-    from qbert4rec_lib.data import LeaveOneOutSplit
-    from qbert4rec_lib.masking import PRETRAIN_MASKS
-    from qbert4rec_lib.qbert import finetune, pretrain
-    from qbert4rec_lib.train import TrainConfig
+    from qbert4rec_lib.data.dataset import LeaveOneOutSplit
+    from qbert4rec_lib.models.masking import PRETRAIN_MASKS
+    from qbert4rec_lib.models.qbert import finetune, pretrain
+    from qbert4rec_lib.experiments.train import TrainConfig
 
     histories, targets = group_walks(120, seed=9)
     split = LeaveOneOutSplit(train=[h[:-1] for h in histories], valid_history=[h[:-1] for h in histories],

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from qbert4rec_lib import synthetic as S
-from qbert4rec_lib.data import kcore_mask
-from qbert4rec_lib.loaders import read_ground_truth
-from qbert4rec_lib.synthetic import SyntheticConfig
+from qbert4rec_lib.data import synthetic as S
+from qbert4rec_lib.data.dataset import kcore_mask
+from qbert4rec_lib.data.loaders import read_ground_truth
+from qbert4rec_lib.data.synthetic import SyntheticConfig
 
 SMALL = SyntheticConfig(num_items=300, num_users=500)
 

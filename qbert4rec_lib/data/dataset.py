@@ -5,8 +5,8 @@ Items carry stable integer ids ``1..N`` (``0`` is padding everywhere downstream)
 arrays of item ids, one per user. ``modalities`` records which raw modalities the dataset
 *has*: a dataset without images says ``image=False`` and no stage may invent image features.
 
-Loaders for concrete file formats live in :mod:`qbert4rec_lib.loaders`; the generated
-embedded default in :mod:`qbert4rec_lib.synthetic`. Both return a :class:`Dataset`.
+Loaders for concrete file formats live in :mod:`qbert4rec_lib.data.loaders`; the generated
+embedded default in :mod:`qbert4rec_lib.data.synthetic`. Both return a :class:`Dataset`.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Fetch the public Amazon review files the loaders read: ``python -m qbert4rec_lib download beauty --to data/beauty``.
 
-Paper stage: the input of everything (§4 "datasets"). :mod:`qbert4rec_lib.loaders` reads the McAuley lab's
+Paper stage: the input of everything (§4 "datasets"). :mod:`qbert4rec_lib.data.loaders` reads the McAuley lab's
 Amazon releases as they are published; this module only puts those files in a folder, safely:
 
 - one small table, :data:`DATASETS`: a name -> a release (2014 or 2018) and a category. Each release knows its
@@ -38,7 +38,7 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import Callable
 
-from .cache import atomic_write_json
+from ..cache import atomic_write_json
 
 __all__ = ["RELEASES", "DATASETS", "MANIFEST", "DownloadError", "Release", "DatasetEntry", "dataset_files",
            "download_dataset", "list_datasets", "verify_gzip", "sha256_of"]

@@ -1,7 +1,7 @@
 """Fetching item images from the URLs in a dataset's metadata into a local folder.
 
 Real Amazon metadata carries image *URLs* (``imUrl`` in 2014, ``imageURL`` in 2018); the image
-encoder of :mod:`qbert4rec_lib.features` needs local files. :func:`download_images` fetches them
+encoder of :mod:`qbert4rec_lib.semantic.features` needs local files. :func:`download_images` fetches them
 defensively:
 
 * only ``http``/``https`` URLs, and redirects only to ``http``/``https``;

@@ -1,4 +1,4 @@
-"""Real-format data loaders: a data folder -> one :class:`~qbert4rec_lib.data.Dataset`.
+"""Real-format data loaders: a data folder -> one :class:`~qbert4rec_lib.data.dataset.Dataset`.
 
 Paper stage: the input of everything (§4 "datasets"). Q-Bert4Rec's template work reads Amazon
 reviews (5-core users and items, chronological, leave-one-out); the classic Beauty benchmark
@@ -62,7 +62,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .data import DataFormatError, Dataset, ItemTable, LoadReport, Modalities, kcore_mask
+from .dataset import DataFormatError, Dataset, ItemTable, LoadReport, Modalities, kcore_mask
 
 __all__ = ["FORMATS", "DetectedFormat", "detect_format", "describe_format", "load_dataset", "read_ground_truth"]
 

@@ -8,7 +8,7 @@ trained. A cold item is removed from every training sequence and from every hist
   no co-occurrence and its structural modality is absent;
 * not in the RQ-VAE's training set or its k-means initialisation (stage 2 trains on the warm fused vectors);
 * not in any sequence model's training softmax: ``model.train_item_mask`` (see
-  :class:`~qbert4rec_lib.seqbase.SequentialRecommender`) gives cold items a -inf logit in the loss of SASRec-CE,
+  :class:`~qbert4rec_lib.models.base.SequentialRecommender`) gives cold items a -inf logit in the loss of SASRec-CE,
   BERT4Rec-ID and Q-Bert4Rec, and early stopping validates on users whose validation item is warm, ranked among warm
   items only. After training the mask is lifted: the cold items "arrive".
 
@@ -37,7 +37,7 @@ Stage 1 needs a query for an item that has no trained ID query (and it has no st
   concatenated, L2-normalised text and image vectors). A new item borrows the ID queries of items that look like it.
 * ``"mean"``: the mean of all trained queries (the same query for every new item; only the content differs).
 * ``"unknown"``: a learned "unknown item" query, fitted after stage 1 with every stage-1 weight frozen
-  (:func:`~qbert4rec_lib.fusion.fit_unknown_query`) to minimise the multi-view loss of the warm items when they use
+  (:func:`~qbert4rec_lib.semantic.fusion.fit_unknown_query`) to minimise the multi-view loss of the warm items when they use
   it and their structural modality is hidden, as a new item's is.
 * ``"content+structure"``: the ``"content"`` query, and a structural vector imputed as the mean structural vector of
   the same content neighbours (so the item enters stage 1 with every modality a warm item has).
@@ -49,9 +49,9 @@ vs 0.012-0.017), on another ``content`` (0.031 vs 0.008 for content+structure, w
 items sent through a path land on their own level-1 code only 32-41 % of the time (the trained ID query and the
 structural features shape the warm IDs; a new item has neither). Raw-text IDs (no stage 1) do not have this gap: their new-item path is the training path.
 
-The fused vector is quantized by the trained RQ-VAE (:func:`~qbert4rec_lib.quantize.encode_frozen`: same
+The fused vector is quantized by the trained RQ-VAE (:func:`~qbert4rec_lib.semantic.quantize.encode_frozen`: same
 standardisation, encoder and codebooks), and a cold item whose codes equal existing items' codes takes the next
-disambiguation token (:func:`~qbert4rec_lib.quantize.extend_ids`); warm IDs never change. The raw-text variant
+disambiguation token (:func:`~qbert4rec_lib.semantic.quantize.extend_ids`); warm IDs never change. The raw-text variant
 (no stage 1) quantizes the text vectors the same way. Every path's table is computed before the sequence model
 trains; the model trains once (cold rows never reach its loss) and is evaluated with each path's cold rows.
 
@@ -73,9 +73,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .data import LeaveOneOutSplit
+from ..data.dataset import LeaveOneOutSplit
 from .evaluate import EvalConfig, EvalResult, evaluate
-from .seqbase import SequentialRecommender
+from ..models.base import SequentialRecommender
 
 __all__ = [
     "ColdStart", "cold_start_split", "dial_table", "evaluate_users", "first_appearance", "SPLITS", "QUERY_PATHS",
@@ -124,7 +124,7 @@ class ColdStart:
         return mask
 
     def key(self) -> str:
-        from .cache import stable_hash
+        from ..cache import stable_hash
 
         return stable_hash("coldstart-v1", self.by, self.fraction, self.seed, self.cold_items.tolist(),
                            self.split.max_len)
@@ -197,7 +197,7 @@ def evaluate_users(model, split, users: np.ndarray, cfg: EvalConfig = EvalConfig
 def content_vectors(features) -> np.ndarray:
     """float32 ``[N, d]``: the concatenation of each content modality's pooled, L2-normalised vector (text, image;
     never structural), L2-normalised. A missing modality contributes zeros."""
-    from .features import pooled
+    from ..semantic.features import pooled
 
     parts = [pooled(features.modalities[m]) * np.asarray(features.modalities[m].present, dtype=np.float32)[:, None]
              for m in ("text", "image") if m in features.modalities]
@@ -256,7 +256,7 @@ class ColdIDs:
 
 
 def _subset_features(features, rows: np.ndarray):
-    from .features import FeatureSet, ModalityFeatures
+    from ..semantic.features import FeatureSet, ModalityFeatures
 
     mods = {m: ModalityFeatures(m, f.vectors[rows], np.asarray(f.present)[rows], dict(f.meta))
             for m, f in features.modalities.items()}
@@ -291,9 +291,9 @@ def _path_diagnostics(table: np.ndarray, cs: ColdStart, dataset, warm_codes_via_
 def cold_semantic_ids(dataset, cs: ColdStart, cfg, source: str = "fused", *, paths: Sequence[str] = QUERY_PATHS,
                       content_k: int = 10, cache_root=None, progress: bool = False) -> ColdIDs:
     """Train stages 1-2 on the warm items only and give every cold item a semantic ID through the frozen stages
-    (see the module doc). ``cfg`` is an :class:`~qbert4rec_lib.pipeline.ExperimentConfig`. Cached."""
-    from .cache import stable_hash, stage_dir
-    from .features import build_features
+    (see the module doc). ``cfg`` is an :class:`~qbert4rec_lib.experiments.pipeline.ExperimentConfig`. Cached."""
+    from ..cache import stable_hash, stage_dir
+    from ..semantic.features import build_features
 
     if source not in ("fused", "raw_text"):
         raise ValueError(f"source must be 'fused' or 'raw_text', got {source!r}")
@@ -319,9 +319,9 @@ def cold_semantic_ids(dataset, cs: ColdStart, cfg, source: str = "fused", *, pat
 
 
 def _compute_cold_ids(dataset, cs, cfg, source, paths, content_k, features, progress) -> ColdIDs:
-    from .features import pooled
-    from .fusion import _select_inputs, encode_with_queries, fit_unknown_query, train_fusion
-    from .quantize import encode_frozen, extend_ids, train_rqvae
+    from ..semantic.features import pooled
+    from ..semantic.fusion import _select_inputs, encode_with_queries, fit_unknown_query, train_fusion
+    from ..semantic.quantize import encode_frozen, extend_ids, train_rqvae
 
     warm_rows, cold_rows = cs.warm_rows, cs.cold_items - 1
     n = dataset.num_items
@@ -409,7 +409,7 @@ class _Existing(SequentialRecommender):
 
 
 def _set_cold_rows(model, table: np.ndarray) -> None:
-    from .qbert import _SPECIALS
+    from ..models.qbert import _SPECIALS
 
     with torch.no_grad():
         model.item_tokens[1:].copy_(torch.from_numpy(table + _SPECIALS))
@@ -422,11 +422,11 @@ def train_cold_model(name: str, dataset, cs: ColdStart, cfg, *, seed: int = 0, i
     table; the cold rows never reach the loss, so any path gives the same model)."""
     from safetensors.torch import save_file
 
-    from .baselines import BERT4RecID, SASRec
-    from .cache import stable_hash, stage_dir
-    from .config import seed_everything
+    from ..models.baselines import BERT4RecID, SASRec
+    from ..cache import stable_hash, stage_dir
+    from ..config import seed_everything
     from .pipeline import _baseline_train, _fit_from_json, _fit_json
-    from .qbert import QBert4Rec
+    from ..models.qbert import QBert4Rec
     from .train import fit
 
     relevant: dict = {"max_len": cfg.max_len, "eval": cfg.eval}
@@ -527,8 +527,8 @@ def run_cold_start(dataset, cfg, *, fraction: float = 0.1, by: str = "time", see
                    progress: bool = False, log: Callable[[str], None] | None = print) -> ColdStartReport:
     """The warm/cold table: every model in ``models`` under the protocol, for each seed (the split and stages 1-2
     are fixed; the seed changes the sequence models' initialisation, batches and masks)."""
-    from .baselines import Popularity
-    from .features import build_features
+    from ..models.baselines import Popularity
+    from ..semantic.features import build_features
 
     t0 = time.perf_counter()
     cs = cold_start_split(dataset, fraction, by=by, seed=0, max_len=cfg.max_len)
@@ -613,11 +613,11 @@ DIAL_MODELS = ("Q-Bert4Rec", "SASRec-CE", "Content k-NN")
 def run_dial(cfg, values: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0), *, seeds: Sequence[int] = (0,),
              path: str = "unknown", fraction: float = 0.1, by: str = "time", models: Sequence[str] = DIAL_MODELS,
              synthetic: dict | None = None, cache_root=None, log: Callable[[str], None] | None = print) -> list[dict]:
-    """Sweep :attr:`~qbert4rec_lib.synthetic.SyntheticConfig.id_driven` (0 = next items follow attributes, 1 = they
+    """Sweep :attr:`~qbert4rec_lib.data.synthetic.SyntheticConfig.id_driven` (0 = next items follow attributes, 1 = they
     follow item-specific follow-ups no attribute explains): for each value generate the catalog (``synthetic``:
     other generator overrides), run the cold-start protocol and keep every model's warm- and cold-user metrics.
     Returns one dict per value: ``{"id_driven", "dataset", "report": ColdStartReport.to_json()}``."""
-    from .synthetic import load_default
+    from ..data.synthetic import load_default
 
     out = []
     for value in values:

@@ -6,7 +6,7 @@ sets it up the only way it can work — both catalogs are tokenised by ONE seman
 
 1. :func:`union_dataset` stacks the two catalogs into one item space (source items ``1..N_s``,
    target items ``N_s+1..N_s+N_t``; raw ids prefixed ``"<name>:"``; users of both kept apart).
-2. Stages 0-2 run once on the union (:func:`qbert4rec_lib.pipeline.semantic_ids`) on the *content*
+2. Stages 0-2 run once on the union (:func:`qbert4rec_lib.experiments.pipeline.semantic_ids`) on the *content*
    modalities only (text: one transformers model; image: one CLIP fitted on the union's images), ONE
    fusion model and ONE RQ-VAE. Structural features are left out by default: co-occurrence never links
    two catalogs, so its SVD axes are catalog-specific and the codes split by catalog (measured on the
@@ -19,7 +19,7 @@ sets it up the only way it can work — both catalogs are tokenised by ONE seman
    * ``zero-shot``: the source model scores the target's items as it is (no target training at all);
    * ``scratch``: fine-tuning only on the target, from random initialisation (same fine-tuning budget);
    * ``transfer``: the source model's weights (token tables, positions, encoder, heads; see
-     :func:`qbert4rec_lib.qbert.transfer_weights`) then the same fine-tuning on the target;
+     :func:`qbert4rec_lib.models.qbert.transfer_weights`) then the same fine-tuning on the target;
    * ``in-domain``: the target's own mixture pretraining + fine-tuning (the usual single-domain run).
 
 What the default pair shows (smoke budget, seed 0; notebook 08 prints its own run): the *zero-shot* model ranks
@@ -40,10 +40,10 @@ from typing import Callable
 
 import numpy as np
 
-from .cache import stable_hash
-from .data import Dataset, ItemTable, LoadReport, Modalities
+from ..cache import stable_hash
+from ..data.dataset import Dataset, ItemTable, LoadReport, Modalities
 from .evaluate import EvalResult, evaluate_split
-from .quantize import SemanticIDTable
+from ..semantic.quantize import SemanticIDTable
 
 __all__ = ["CONTENT_MODALITIES", "DEFAULT_SOURCE", "DEFAULT_TARGET", "union_dataset", "split_ids", "CrossDomainResult", "run_cross_domain",
            "default_pair"]
@@ -55,8 +55,8 @@ DEFAULT_TARGET = {"seed": 12, "num_top_categories": 4, "num_items": 600, "num_us
 
 
 def default_pair(source: dict | None = None, target: dict | None = None):
-    """The two generated catalogs of the demo (overrides of :class:`~qbert4rec_lib.synthetic.SyntheticConfig`)."""
-    from .synthetic import load_default
+    """The two generated catalogs of the demo (overrides of :class:`~qbert4rec_lib.data.synthetic.SyntheticConfig`)."""
+    from ..data.synthetic import load_default
 
     return load_default(**(DEFAULT_SOURCE if source is None else source)), \
         load_default(**(DEFAULT_TARGET if target is None else target))
@@ -100,7 +100,7 @@ def union_dataset(source: Dataset, target: Dataset, names: tuple[str, str] = ("s
 
 
 def split_ids(union_ids, num_source_items: int):
-    """Cut the union's :class:`~qbert4rec_lib.pipeline.SemanticIDs` into the source's and the target's.
+    """Cut the union's :class:`~qbert4rec_lib.experiments.pipeline.SemanticIDs` into the source's and the target's.
 
     Both parts keep the union's vocabulary sizes (the shared vocabulary). The disambiguation column
     stays unique within each catalog because it is unique within the union.
@@ -148,7 +148,7 @@ def run_cross_domain(source: Dataset, target: Dataset, cfg=None, *, seed: int = 
     have; structural features are catalog-specific, see the module docstring).
     """
     from .pipeline import semantic_ids, smoke_config, train_model
-    from .qbert import QBert4Rec, transfer_weights
+    from ..models.qbert import QBert4Rec, transfer_weights
 
     cfg = cfg if cfg is not None else smoke_config()
     union = union_dataset(source, target)

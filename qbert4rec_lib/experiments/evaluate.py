@@ -7,7 +7,7 @@ Protocol (each choice is an :class:`EvalConfig` field, and :func:`protocol_text`
 beside every table):
 
 * **Leave-one-out.** The target is the user's last item (test) or second-to-last (validation);
-  the history is everything before it (see :class:`qbert4rec_lib.data.LeaveOneOutSplit`).
+  the history is everything before it (see :class:`qbert4rec_lib.data.dataset.LeaveOneOutSplit`).
 * **Full ranking.** The target is ranked against **all** ``N`` items; no sampled negatives
   (sampled metrics are known to mislead: Krichene & Rendle, KDD 2020). Column 0 (padding)
   never takes part.
@@ -43,7 +43,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from .seqbase import SequentialRecommender, pad_left
+from ..models.base import SequentialRecommender, pad_left
 
 __all__ = [
     "EvalConfig",
@@ -73,7 +73,7 @@ class EvalConfig:
     length_sorted: bool = True  # (bool) batch users by history length, pad each batch to its longest
 
     def __post_init__(self) -> None:
-        from .config import check_config
+        from ..config import check_config
 
         check_config(self, ranges={"ks_hr": "[1, inf)", "ks_ndcg": "[1, inf)", "batch_size": "[1, inf)"},
                      choices={"tie_break": TIE_BREAKS})
@@ -262,7 +262,7 @@ def evaluate_split(
     *,
     progress: bool = False,
 ) -> EvalResult:
-    """:func:`evaluate` on ``split`` (a :class:`~qbert4rec_lib.data.LeaveOneOutSplit`), ``which`` =
+    """:func:`evaluate` on ``split`` (a :class:`~qbert4rec_lib.data.dataset.LeaveOneOutSplit`), ``which`` =
     ``"valid"`` or ``"test"``."""
     if which not in ("valid", "test"):
         raise ValueError(f"evaluate_split: which must be 'valid' or 'test', got {which!r}")

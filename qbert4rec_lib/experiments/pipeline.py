@@ -33,15 +33,15 @@ from typing import Callable, Iterable, NamedTuple, Sequence
 import numpy as np
 import torch
 
-from .baselines import BERT4RecConfig, SASRecConfig
-from .cache import stable_hash, stage_dir
-from .config import seed_everything
+from ..models.baselines import BERT4RecConfig, SASRecConfig
+from ..cache import stable_hash, stage_dir
+from ..config import seed_everything
 from .evaluate import EvalConfig, EvalResult, evaluate_split, results_table
-from .features import FeatureConfig, FeatureSet, build_features, pooled
-from .fusion import FusionConfig, FusionResult, run_fusion
-from .masking import FINETUNE_MASKS, PRETRAIN_MASKS, STRATEGIES, MaskConfig, only
-from .qbert import QBert4Rec, QBertConfig
-from .quantize import QuantizeResult, RQVAEConfig, SemanticIDTable, run_quantize
+from ..semantic.features import FeatureConfig, FeatureSet, build_features, pooled
+from ..semantic.fusion import FusionConfig, FusionResult, run_fusion
+from ..models.masking import FINETUNE_MASKS, PRETRAIN_MASKS, STRATEGIES, MaskConfig, only
+from ..models.qbert import QBert4Rec, QBertConfig
+from ..semantic.quantize import QuantizeResult, RQVAEConfig, SemanticIDTable, run_quantize
 from .train import FitResult, TrainConfig, fit
 
 __all__ = [
@@ -93,7 +93,7 @@ class ExperimentConfig:
     do_pretrain: bool = True  # False = fine-tune from scratch (ablation)
 
     def __post_init__(self) -> None:
-        from .config import check_config
+        from ..config import check_config
 
         check_config(self, ranges={"max_len": "[1, inf)"})  # and every section is a config of its class
         if self.semantic_source not in ("fused", "raw_text", "random"):
@@ -197,7 +197,7 @@ def _fit_from_json(d: dict) -> FitResult:
 
 
 def _build(name: str, dataset, split, cfg: ExperimentConfig, ids: SemanticIDs | None):
-    from .baselines import BERT4RecID, Popularity, SASRec
+    from ..models.baselines import BERT4RecID, Popularity, SASRec
 
     if name == "Q-Bert4Rec":
         return QBert4Rec(ids.table.ids, ids.table.vocab_sizes, replace(cfg.qbert, max_len=cfg.max_len))
@@ -229,7 +229,7 @@ def train_model(name: str, dataset, cfg: ExperimentConfig = ExperimentConfig(), 
     Q-Bert4Rec runs two phases through ``train.fit``: pretraining with ``cfg.pretrain_masks`` (skipped when
     ``cfg.do_pretrain`` is False) and fine-tuning with ``cfg.finetune_masks``, each early-stopped on
     validation NDCG@10. ``init_from`` (a QBert4Rec) copies catalog-independent weights before training
-    (cross-domain transfer; see :func:`qbert4rec_lib.qbert.transfer_weights`).
+    (cross-domain transfer; see :func:`qbert4rec_lib.models.qbert.transfer_weights`).
 
     ``records_dir``: a folder of small JSON result records (metrics, curves, config, timings; no weights),
     one per (model, config, seed), meant to be committed. A matching record is returned as it is (``model`` is
@@ -265,7 +265,7 @@ def train_model(name: str, dataset, cfg: ExperimentConfig = ExperimentConfig(), 
         t0 = time.perf_counter()
         if store.usable(require=("model.safetensors",)):  # a missing / damaged file: reported, then rebuilt
             meta = store.meta()
-            from .cache import CacheError
+            from ..cache import CacheError
 
             weights = store.load_safetensors("model.safetensors")  # never fresh weights on a hit
             try:  # the saved weights load exactly, or the error names the file
@@ -277,7 +277,7 @@ def train_model(name: str, dataset, cfg: ExperimentConfig = ExperimentConfig(), 
             fits = {}
             if name == "Q-Bert4Rec":
                 if init_from is not None:
-                    from .qbert import transfer_weights
+                    from ..models.qbert import transfer_weights
 
                     transfer_weights(init_from, model)
                 if cfg.do_pretrain:  # its own cache entry: runs that differ only in fine-tuning share it
@@ -313,7 +313,7 @@ def _pretrain_phase(model, dataset, split, split_key: str, cfg: ExperimentConfig
     fine-tuning seeds its own RNGs, so a hit here gives the same final model as a fresh pretraining."""
     from safetensors.torch import save_file
 
-    from .cache import CacheError
+    from ..cache import CacheError
 
     key = {k: relevant[k] for k in ("max_len", "eval", "ids", "qbert", "pretrain", "pretrain_masks", "init_from")}
     pre = stage_dir("qbert-pretrain", dataset.fingerprint(), split_key, key, seed, root=cache_root)
@@ -351,7 +351,7 @@ def _compact_history(history: list[dict]) -> list[dict]:
 
 def write_record(records_dir, run: ModelRun, key: str, dataset_name: str, config: dict, label: str | None = None) -> None:
     """Write ``run``'s result record (atomic JSON): test/valid metrics, protocol, per-phase curves, timings."""
-    from .cache import _jsonable, atomic_write_json, library_versions
+    from ..cache import _jsonable, atomic_write_json, library_versions
 
     fits = {}
     for phase, f in run.fits.items():
@@ -683,7 +683,7 @@ def study_table(runs: dict[str, list[ModelRun]], metrics: Sequence[str] = ("NDCG
 
 
 def config_json(cfg: ExperimentConfig) -> str:
-    from .cache import _jsonable
+    from ..cache import _jsonable
 
     return json.dumps(_jsonable(dataclasses.asdict(cfg)), indent=2)
 
@@ -709,7 +709,7 @@ def beauty_config() -> ExperimentConfig:
     stops (each run's ``stop_reason`` and best epoch are recorded). BERT-style models need many more epochs than
     SASRec-CE (Klenitskiy & Vasilev 2023 on Beauty: best epoch 87 vs 6), so they are validated every 2 epochs
     with a longer patience. SASRec-CE uses dropout 0.5 (the setting that reached the highest validation NDCG@10
-    in the kit's earlier sweep, see :class:`~qbert4rec_lib.baselines.SASRec`).
+    in the kit's earlier sweep, see :class:`~qbert4rec_lib.models.baselines.SASRec`).
     """
     return ExperimentConfig(
         pretrain=TrainConfig(epochs=600, patience=10, eval_every=2),

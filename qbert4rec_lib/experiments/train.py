@@ -1,6 +1,6 @@
 """The generic trainer every sequential model in the kit uses (stage 3, "pretraining / fine-tuning").
 
-:func:`fit` trains any :class:`~qbert4rec_lib.seqbase.SequentialRecommender` on the training part
+:func:`fit` trains any :class:`~qbert4rec_lib.models.base.SequentialRecommender` on the training part
 of a leave-one-out split (``split.train``: each user's items except the last two), evaluates on
 the validation targets every ``eval_every`` epochs with the kit's full-ranking evaluator, stops
 early when the monitored metric (validation NDCG@10) has not improved for ``patience``
@@ -36,9 +36,9 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 import torch
 
-from .config import seed_everything
+from ..config import seed_everything
 from .evaluate import EvalConfig, EvalResult, evaluate_split
-from .seqbase import SequentialRecommender, pad_left
+from ..models.base import SequentialRecommender, pad_left
 
 __all__ = ["TrainConfig", "FitResult", "SeedRun", "fit", "run_multi_seed", "make_batches", "epoch_logger"]
 
@@ -63,7 +63,7 @@ class TrainConfig:
     device: str = "cpu"  # (str) torch device for training and evaluation
 
     def __post_init__(self) -> None:
-        from .config import check_config
+        from ..config import check_config
 
         check_config(self, ranges={
             "epochs": "[1, inf)", "batch_size": "[1, inf)", "lr": "(0, inf)", "weight_decay": "[0, inf)",
@@ -287,7 +287,7 @@ def _save_checkpoint(folder, cfg: TrainConfig, model, optimizer, rng, loss_gener
 
     from safetensors.torch import save_file
 
-    from .cache import _jsonable
+    from ..cache import _jsonable
 
     folder = Path(folder)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -324,7 +324,7 @@ def _load_checkpoint(folder, cfg: TrainConfig, model, optimizer, rng, loss_gener
 
     from safetensors.torch import load_file
 
-    from .cache import _jsonable
+    from ..cache import _jsonable
 
     folder = Path(folder)
     if not (folder / "state.json").is_file():

@@ -67,7 +67,7 @@ def _add_data(p: argparse.ArgumentParser, data: bool = True) -> None:
 
 
 def _open(spec: str, name: str | None = None):
-    from . import open_dataset
+    from .. import open_dataset
 
     if name is not None:
         if spec in ("default", "embedded", "synthetic"):
@@ -94,8 +94,8 @@ def cmd_stats(args) -> int:
 def _experiment_config(args, base=None):
     from dataclasses import replace
 
-    from .config import override_path
-    from .pipeline import preset
+    from ..config import override_path
+    from ..experiments.pipeline import preset
 
     cfg = base if base is not None else preset(args.config)
     for item in args.set or []:
@@ -123,7 +123,7 @@ def _emit(args, payload: dict, human: str) -> int:
 
 
 def cmd_features(args) -> int:
-    from .features import build_features
+    from ..semantic.features import build_features
 
     cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
     fs = build_features(ds, cfg.features, progress=not args.json)
@@ -134,8 +134,8 @@ def cmd_features(args) -> int:
 
 
 def cmd_fuse(args) -> int:
-    from .features import build_features
-    from .fusion import run_fusion
+    from ..semantic.features import build_features
+    from ..semantic.fusion import run_fusion
 
     cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
     fs = build_features(ds, cfg.features, progress=not args.json)
@@ -144,7 +144,7 @@ def cmd_fuse(args) -> int:
 
 
 def cmd_quantize(args) -> int:
-    from .pipeline import semantic_ids
+    from ..experiments.pipeline import semantic_ids
 
     cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
     ids = semantic_ids(ds, cfg, progress=not args.json)
@@ -158,7 +158,7 @@ def _model_payload(run) -> dict:
 
 
 def cmd_pretrain(args) -> int:
-    from .pipeline import train_model
+    from ..experiments.pipeline import train_model
 
     cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
     run = train_model("Q-Bert4Rec", ds, cfg, seed=args.seed, progress=not args.json)
@@ -169,7 +169,7 @@ def cmd_finetune(args) -> int:
     """Fine-tuning only (the "no pretraining" variant). Cross-domain transfer: the `cross-domain` command, notebook 08."""
     from dataclasses import replace
 
-    from .pipeline import train_model
+    from ..experiments.pipeline import train_model
 
     cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
     run = train_model("Q-Bert4Rec", ds, replace(cfg, do_pretrain=False), seed=args.seed, progress=not args.json)
@@ -177,7 +177,7 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .pipeline import train_model
+    from ..experiments.pipeline import train_model
 
     cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
     run = train_model(args.model, ds, cfg, seed=args.seed, progress=not args.json)
@@ -185,8 +185,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_experiment(args) -> int:
-    from .cache import atomic_write_json, atomic_write_text
-    from .pipeline import run_experiment
+    from ..cache import atomic_write_json, atomic_write_text
+    from ..experiments.pipeline import run_experiment
 
     cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
     res = run_experiment(ds, cfg, models=args.models, seeds=args.seeds, progress=False,
@@ -212,8 +212,8 @@ def cmd_experiment(args) -> int:
 
 
 def cmd_ablations(args) -> int:
-    from .cache import atomic_write_text
-    from .pipeline import ABLATIONS, ablation_table, run_ablations
+    from ..cache import atomic_write_text
+    from ..experiments.pipeline import ABLATIONS, ablation_table, run_ablations
 
     cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
     runs = run_ablations(ds, cfg, args.names or tuple(ABLATIONS), seed=args.seed, progress=False,
@@ -225,14 +225,14 @@ def cmd_ablations(args) -> int:
 
 
 def cmd_study(args) -> int:
-    from .cache import atomic_write_text
-    from .pipeline import STUDY, run_study, study_table
+    from ..cache import atomic_write_text
+    from ..experiments.pipeline import STUDY, run_study, study_table
 
     if args.list:
         print("\n".join(f"{name:28s} {desc}" for name, (desc, _) in STUDY.items()))
         return 0
     if args.from_records:
-        from .pipeline import study_runs_from_records
+        from ..experiments.pipeline import study_runs_from_records
 
         if not args.records:
             raise ValueError("study --from-records needs --records FOLDER")
@@ -257,8 +257,8 @@ def cmd_study(args) -> int:
 def cmd_cold_start(args) -> int:
     from pathlib import Path
 
-    from .cache import atomic_write_json, atomic_write_text
-    from .coldstart import run_cold_start
+    from ..cache import atomic_write_json, atomic_write_text
+    from ..experiments.coldstart import run_cold_start
 
     cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
     report = run_cold_start(ds, cfg, fraction=args.fraction, by=args.by, seeds=args.seeds, models=args.models,
@@ -288,8 +288,8 @@ def cmd_dial(args) -> int:
     """The content-to-ID dial: cold-start protocol on generated catalogs along ``SyntheticConfig.id_driven``."""
     from pathlib import Path
 
-    from .cache import atomic_write_json, atomic_write_text
-    from .coldstart import dial_table, run_dial
+    from ..cache import atomic_write_json, atomic_write_text
+    from ..experiments.coldstart import dial_table, run_dial
     from . import viz
 
     cfg = _experiment_config(args)
@@ -311,11 +311,11 @@ def cmd_dial(args) -> int:
 
 
 def cmd_cross_domain(args) -> int:
-    from .crossdomain import run_cross_domain
+    from ..experiments.crossdomain import run_cross_domain
 
-    from .crossdomain import DEFAULT_SOURCE, DEFAULT_TARGET
-    from .pipeline import smoke_config
-    from .synthetic import load_default
+    from ..experiments.crossdomain import DEFAULT_SOURCE, DEFAULT_TARGET
+    from ..experiments.pipeline import smoke_config
+    from ..data.synthetic import load_default
 
     source = _open(args.source) if args.source else load_default(**DEFAULT_SOURCE)
     target = _open(args.target) if args.target else load_default(**DEFAULT_TARGET)
@@ -330,7 +330,7 @@ def cmd_cross_domain(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from .synthetic import SyntheticConfig, generate_catalog
+    from ..data.synthetic import SyntheticConfig, generate_catalog
 
     cfg = SyntheticConfig(seed=args.seed)
     path = generate_catalog(cfg, args.out)
@@ -362,7 +362,7 @@ def cmd_reproduce(args) -> int:
     if args.publish:  # executed copies to read without running anything (e.g. committed, rendered by GitHub)
         from pathlib import Path
 
-        from .cache import atomic_write_text
+        from ..cache import atomic_write_text
         from .reproduce import REPO as REPO_ROOT
 
         dest = Path(args.publish)
@@ -374,8 +374,8 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_download(args) -> int:
-    """Fetch a public Amazon dataset into a folder (see ``qbert4rec_lib.download``), then print its stats."""
-    from .download import DownloadError, download_dataset, list_datasets
+    """Fetch a public Amazon dataset into a folder (see ``qbert4rec_lib.data.download``), then print its stats."""
+    from ..data.download import DownloadError, download_dataset, list_datasets
 
     if args.list or not args.name:
         print(list_datasets())
@@ -421,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     def stage(name, help_, func, data=True):
         p = sub.add_parser(name, help=help_)
         _add_data(p, data)
-        from .pipeline import PRESETS
+        from ..experiments.pipeline import PRESETS
 
         p.add_argument("--config", default="smoke", choices=list(PRESETS),
                        help="preset (default: smoke; see pipeline.preset)")
@@ -468,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--update-readme", default=None, metavar="MARKER", help="write the table into a README block")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
 
-    from .coldstart import MODELS as COLD_MODELS
+    from ..experiments.coldstart import MODELS as COLD_MODELS
 
     p = stage("cold-start", "new items: warm/cold table (protocol in coldstart.py)", cmd_cold_start)
     p.add_argument("--seeds", nargs="*", type=_count, default=[0, 1, 2])
@@ -519,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from .cache import CacheError
+    from ..cache import CacheError
 
     try:
         return args.func(args)

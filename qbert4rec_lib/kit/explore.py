@@ -9,7 +9,7 @@ An explorer is a handful of dropdowns and one HTML view. Its logic is plain Pyth
 - :meth:`Explorer.html` renders the view for a selection as HTML;
 - :meth:`Explorer.widget` builds the ipywidgets version (one ``Dropdown`` per control, an ``HTML`` view);
 - displaying an explorer (``display(explorer)`` or ending a cell with it) shows the live widget when a front end
-  drives the kernel (:func:`qbert4rec_lib.notebook.interactive`), and otherwise (papermill, nbclient, a static copy)
+  drives the kernel (:func:`qbert4rec_lib.kit.notebook.interactive`), and otherwise (papermill, nbclient, a static copy)
   the view of the **default selection** as static HTML, so an executed notebook stays readable.
 
 The explorers: :class:`NeighbourExplorer` (notebook 02: nearest items by each modality), :class:`CodeExplorer` and
@@ -36,7 +36,7 @@ __all__ = ["Explorer", "NeighbourExplorer", "CodeExplorer", "PrefixExplorer", "R
 
 
 def _ids(table) -> np.ndarray:
-    """A :class:`~qbert4rec_lib.quantize.SemanticIDTable` or its ``ids`` array -> ``int64 [N, columns]``."""
+    """A :class:`~qbert4rec_lib.semantic.quantize.SemanticIDTable` or its ``ids`` array -> ``int64 [N, columns]``."""
     return np.asarray(getattr(table, "ids", table), dtype=np.int64)
 
 
@@ -104,7 +104,7 @@ def history_match(table, item: int, history: Sequence[int]) -> list[dict]:
 def _scores(model, histories: Sequence[Sequence[int]], max_len: int):
     import torch
 
-    from .seqbase import pad_left
+    from ..models.base import pad_left
 
     with torch.inference_mode():
         return model.score_all(pad_left(list(histories), max_len)).float()
@@ -130,8 +130,8 @@ def item_rank(scores, item: int, history: Sequence[int] = ()) -> int:
     target: the history's other items excluded, ties counted ahead of the item (pessimistic)."""
     import torch
 
-    from .evaluate import rank_targets
-    from .seqbase import pad_left
+    from ..experiments.evaluate import rank_targets
+    from ..models.base import pad_left
 
     sc = torch.as_tensor(scores, dtype=torch.float32).clone().reshape(1, -1)
     hist = pad_left([np.asarray(history, dtype=np.int64)], max(1, len(history)))
@@ -268,7 +268,7 @@ class NeighbourExplorer(Explorer):
     controls = ("item",)
 
     def __init__(self, ds, features, item: int, choices: Sequence[int] | None = None, k: int = 5):
-        from . import features as F
+        from ..semantic import features as F
 
         self.ds, self.features, self.k, self._nearest = ds, features, k, F.nearest_items
         self.choices = list(dict.fromkeys([int(item)] + [int(i) for i in (choices or popular_items(ds))]))

@@ -6,7 +6,7 @@ Each notebook creates ``rec = Recorder("03_fusion", results_dir)`` and calls
 figures, not as ``name = value`` lines. ``Recorder(..., display=True)`` (or ``record(..., display=True)``) also
 emits each value as a custom MIME output (``application/x-qbert4rec+json``, with a ``name = value`` text line) in
 the executed notebook, for debugging. The batch runner
-(:mod:`qbert4rec_lib.reproduce`) gathers the JSON files into one results file, and the
+(:mod:`qbert4rec_lib.kit.reproduce`) gathers the JSON files into one results file, and the
 tests assert them within tolerances, the way recommenders-team/recommenders tests its notebooks.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .cache import _jsonable, atomic_write_json
+from ..cache import _jsonable, atomic_write_json
 
 __all__ = ["Recorder", "results_dir", "MIME_TYPE", "interactive", "quiet_outputs"]
 

@@ -14,7 +14,7 @@ its own worker process; on a 2-core machine four run at once (``jobs``), sharing
 notebook that needs an artifact another is still building waits for it (so the numbers do not depend on
 ``jobs``; ``jobs=1`` runs them strictly one after another). Executed
 copies go to ``<out>/notebooks/``, figures to ``<figures>``, and each notebook's recorded numbers
-(:class:`qbert4rec_lib.notebook.Recorder`) to ``<out>/results/``. The runner gathers them into
+(:class:`qbert4rec_lib.kit.notebook.Recorder`) to ``<out>/results/``. The runner gathers them into
 ``<results file>.json`` + ``.md``. A failing notebook stops the run, naming the notebook and the
 cell; its executed copy is kept for inspection. A partial rerun (``only=[...]``) into the same output
 folder replaces those notebooks' results and timings and keeps the others'.
@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cache import atomic_write_json, atomic_write_text
+from ..cache import atomic_write_json, atomic_write_text
 
 __all__ = ["REPO", "NOTEBOOKS", "list_notebooks", "load_param_set", "run_set", "RunReport", "NotebookFailed",
            "gather_results", "update_readme", "readme_markdown"]
@@ -208,7 +208,7 @@ def _execute_all(tasks, out: Path, env: dict, jobs: int, report: RunReport, set_
                         "status": str(status)}
                 logfile = out / "logs" / f"{nb.stem}.log"
                 with open(logfile, "w", encoding="utf-8") as fh:
-                    proc = subprocess.Popen([sys.executable, "-m", "qbert4rec_lib.reproduce", "--execute",
+                    proc = subprocess.Popen([sys.executable, "-m", "qbert4rec_lib.kit.reproduce", "--execute",
                                              json.dumps(spec)], env=env, stdout=fh, stderr=subprocess.STDOUT,
                                             cwd=str(REPO), start_new_session=True)  # cwd: the kit is importable
                 running[nb.stem] = (proc, time.perf_counter(), target, status, logfile)

@@ -162,7 +162,7 @@ def show(fig, name: str, directory: str | Path | None = None, **kwargs):
 def learning_curves(runs: dict, metric: str = "NDCG@10", title: str = "Validation NDCG@10 during training"):
     """Validation ``metric`` of each model against epoch (left) and against wall-clock seconds (right).
 
-    ``runs``: model name -> a :class:`~qbert4rec_lib.pipeline.ModelRun` (or anything with ``curves()``: phase ->
+    ``runs``: model name -> a :class:`~qbert4rec_lib.experiments.pipeline.ModelRun` (or anything with ``curves()``: phase ->
     history). Phases (Q-Bert4Rec's pretraining, then fine-tuning) are drawn one after another; seconds count
     training and validation time, so a model that validates often pays for it on the right-hand panel.
     """
@@ -281,7 +281,7 @@ def semantic_id_html(tokens, shared=None) -> str:
 def items_table_html(ds, item_ids, table=None, limit: int = 12, thumb: int = 40, columns: dict | None = None,
                      shared=None) -> str:
     """Items as an HTML table: thumbnail, id, title, category path and (with ``table``, a
-    :class:`~qbert4rec_lib.quantize.SemanticIDTable` or its ``ids`` array) the semantic ID.
+    :class:`~qbert4rec_lib.semantic.quantize.SemanticIDTable` or its ``ids`` array) the semantic ID.
 
     ``columns``: extra column name -> one value (HTML) per listed item, shown first; ``shared``: item -> per-token
     flags, those tokens in bold. Lists longer than ``limit`` end with "... and n more".
@@ -378,7 +378,7 @@ def scatter_panels(panels: dict, title: str = "", order=None, colors: dict | Non
 
 def dial_figure(points: list[dict], metric: str = "NDCG@10"):
     """Warm-user and cold-user test ``metric`` of each model against the generator's ``id_driven`` dial (the output
-    of :func:`qbert4rec_lib.coldstart.run_dial`): where content-driven models and ID models cross."""
+    of :func:`qbert4rec_lib.experiments.coldstart.run_dial`): where content-driven models and ID models cross."""
     from plotly.subplots import make_subplots
 
     xs = [p["id_driven"] for p in points]

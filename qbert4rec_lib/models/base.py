@@ -39,7 +39,7 @@ class SequentialRecommender(nn.Module):
     name: str = "model"
     num_items: int
     # bool [N + 1] (index = item id) or None: the items that exist while the model trains. Items marked False
-    # (cold-start items, :mod:`qbert4rec_lib.coldstart`) get a -inf logit in every training softmax, so they are
+    # (cold-start items, :mod:`qbert4rec_lib.experiments.coldstart`) get a -inf logit in every training softmax, so they are
     # neither targets nor negatives; None (the default) = every item exists.
     train_item_mask: torch.Tensor | None = None
 

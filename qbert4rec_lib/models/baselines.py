@@ -1,8 +1,8 @@
 """Baselines in the same harness as Q-Bert4Rec (stage 3, "Baselines"): Popularity, SASRec, BERT4Rec.
 
-All three follow the kit's model contract (:mod:`qbert4rec_lib.seqbase`): ``loss`` on a batch of
+All three follow the kit's model contract (:mod:`qbert4rec_lib.models.base`): ``loss`` on a batch of
 left-padded training sequences, ``score_all`` over every item for left-padded histories. They
-train with :func:`qbert4rec_lib.train.fit` and are scored by :func:`qbert4rec_lib.evaluate.evaluate`
+train with :func:`qbert4rec_lib.experiments.train.fit` and are scored by :func:`qbert4rec_lib.experiments.evaluate.evaluate`
 on the same split, so the comparison with Q-Bert4Rec is apples to apples.
 
 * :class:`Popularity`: the score of an item is its interaction count in the training part.
@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .seqbase import LENGTH_GROUP_WIDTHS, LossOutput, SequentialRecommender, length_groups
+from .base import LENGTH_GROUP_WIDTHS, LossOutput, SequentialRecommender, length_groups
 
 __all__ = ["Popularity", "SASRecConfig", "SASRec", "BERT4RecConfig", "BERT4RecID", "attention_mask"]
 
@@ -122,7 +122,7 @@ class _ItemTransformer(nn.Module):
         return self.final_norm(x)  # [B, T, d]
 
     def forward_by_length(self, tokens: torch.Tensor, widths: tuple[int, ...] = LENGTH_GROUP_WIDTHS) -> torch.Tensor:
-        """:meth:`forward` computed per length group (:func:`~qbert4rec_lib.seqbase.length_groups`): rows
+        """:meth:`forward` computed per length group (:func:`~qbert4rec_lib.models.base.length_groups`): rows
         whose sequence fits in ``w`` columns run on their last ``w`` columns only. Same values at every
         real position (attention never crosses rows and positions are right-aligned), much less work on
         padding when most sequences are short (Beauty: mean length 6.9 in a window of 50). Padding
@@ -166,7 +166,7 @@ class SASRecConfig:
     init_std: float = 0.02  # (float) std of the normal weight init (RecBole: 0.02)
 
     def __post_init__(self) -> None:
-        from .config import ConfigError, check_config
+        from ..config import ConfigError, check_config
 
         check_config(self, ranges={
             "hidden_size": "[1, inf)", "n_layers": "[1, inf)", "n_heads": "[1, inf)", "inner_size": "[1, inf)",
@@ -232,7 +232,7 @@ class BERT4RecConfig:
     init_std: float = 0.02  # (float) std of the normal weight init (RecBole: 0.02)
 
     def __post_init__(self) -> None:
-        from .config import ConfigError, check_config
+        from ..config import ConfigError, check_config
 
         check_config(self, ranges={
             "hidden_size": "[1, inf)", "n_layers": "[1, inf)", "n_heads": "[1, inf)", "inner_size": "[1, inf)",

@@ -8,7 +8,7 @@ strategies and nothing else, so **every number below is this kit's choice** (a c
 Each strategy is a small pure function ``(sequences, generator, ...) -> mask``:
 
 * ``sequences`` is a *left-padded* ``[B, T]`` int64 batch (``0`` = padding at the left, the
-  real items are the row's suffix, as :func:`qbert4rec_lib.seqbase.pad_left` builds it);
+  real items are the row's suffix, as :func:`qbert4rec_lib.models.base.pad_left` builds it);
 * the result is a bool ``[B, T]`` mask, ``True`` where the item is replaced by ``[MASK]``;
 * a mask **never** covers padding and covers **at least one** real item of every non-empty row;
 * all randomness comes from the ``torch.Generator`` passed in (same generator state, same mask).
@@ -89,7 +89,7 @@ class MaskConfig:
     prefix_crop_prob: float = field(default=0.0, metadata={"key_neutral": 0.0})
 
     def __post_init__(self) -> None:
-        from .config import check_config
+        from ..config import check_config
 
         check_config(self, ranges={name: "[1, inf)" for name in (
             "max_span", "max_tail", "min_regions", "max_regions", "max_region_len")})  # types; ranges below

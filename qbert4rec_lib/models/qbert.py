@@ -52,9 +52,9 @@ choice** (each a field of :class:`QBertConfig` or a documented function argument
   item is its vector ``v_i`` (tied with the output, as SASRec ties its item embeddings) instead of the
   sum of its level embeddings; ``[MASK]`` is a learned vector.
 * **Speed**: training runs the encoder per length group (``group_by_length``, see
-  :func:`~qbert4rec_lib.seqbase.length_groups`): identical losses (a test), about 3x the sequences/s
+  :func:`~qbert4rec_lib.models.base.length_groups`): identical losses (a test), about 3x the sequences/s
   on Beauty (``scripts/bench_training.py``).
-* **Masking** is an attribute (``model.masking``, a :class:`~qbert4rec_lib.masking.MaskConfig`), so
+* **Masking** is an attribute (``model.masking``, a :class:`~qbert4rec_lib.models.masking.MaskConfig`), so
   the same model pretrains with the equal mixture and fine-tunes with the tail emphasis.
 * **Cross-domain transfer** (:func:`transfer_weights`): both catalogs are tokenised by ONE RQ-VAE
   trained on the union of their items, so the token vocabularies are shared. Token tables,
@@ -74,7 +74,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .masking import FINETUNE_MASKS, PRETRAIN_MASKS, MaskConfig, apply_mixture, crop_prefixes
-from .seqbase import LossOutput, SequentialRecommender, length_groups
+from .base import LossOutput, SequentialRecommender, length_groups
 
 __all__ = [
     "QBertConfig",
@@ -116,7 +116,7 @@ class QBertConfig:
     input_embedding: str = field(default="token_sum", metadata={"key_neutral": "token_sum"})
 
     def __post_init__(self) -> None:
-        from .config import ConfigError, check_config
+        from ..config import ConfigError, check_config
 
         check_config(self, ranges={
             "hidden": "[1, inf)", "layers": "[1, inf)", "heads": "[1, inf)", "ffn_mult": "[1, inf)",
@@ -269,7 +269,7 @@ class QBert4Rec(SequentialRecommender):
         """Hidden states at the masked positions ``[M, d]`` and the items hidden there ``[M]``.
 
         With ``config.group_by_length`` the encoder runs once per length group on the group's last
-        columns only (:func:`~qbert4rec_lib.seqbase.length_groups`): the same values as one pass over
+        columns only (:func:`~qbert4rec_lib.models.base.length_groups`): the same values as one pass over
         the whole batch (positions are right-aligned, padding is masked as keys), at a fraction of the
         cost when most rows are short. The masked positions then come group by group, not in row order.
         """
@@ -431,20 +431,20 @@ class QBert4Rec(SequentialRecommender):
 
 # ---- training wrappers ------------------------------------------------------------------------
 def pretrain(model: QBert4Rec, split, train_cfg, mask_cfg: MaskConfig = PRETRAIN_MASKS, **fit_kwargs: Any):
-    """Pretrain with the multi-mask mixture (``mask_cfg``) through :func:`qbert4rec_lib.train.fit`.
+    """Pretrain with the multi-mask mixture (``mask_cfg``) through :func:`qbert4rec_lib.experiments.train.fit`.
 
     Early stopping / best-weight restore follow ``train.fit`` (validation NDCG@10 of ``split``).
     Returns fit's ``FitResult``; ``model.masking`` is left set to ``mask_cfg``.
     """
-    from .train import fit
+    from ..experiments.train import fit
 
     model.masking = mask_cfg
     return fit(model, split, train_cfg, **fit_kwargs)
 
 
 def finetune(model: QBert4Rec, split, train_cfg, mask_cfg: MaskConfig = FINETUNE_MASKS, **fit_kwargs: Any):
-    """Fine-tune with next-item emphasis (default :data:`~qbert4rec_lib.masking.FINETUNE_MASKS`)."""
-    from .train import fit
+    """Fine-tune with next-item emphasis (default :data:`~qbert4rec_lib.models.masking.FINETUNE_MASKS`)."""
+    from ..experiments.train import fit
 
     model.masking = mask_cfg
     return fit(model, split, train_cfg, **fit_kwargs)

@@ -56,8 +56,8 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from .cache import load_chunk, save_chunk, stage_dir
-from .config import torch_threads
+from ..cache import load_chunk, save_chunk, stage_dir
+from ..config import torch_threads
 
 __all__ = [
     "FeatureConfig", "ModalityFeatures", "FeatureSet", "build_features",
@@ -102,7 +102,7 @@ class FeatureConfig:
     seed: int = 0  # seeds the CLIP fit and the SVD
 
     def __post_init__(self) -> None:
-        from .config import check_config
+        from ..config import check_config
 
         check_config(self, ranges={
             "text_max_tokens": "[1, inf)", "text_chunk_size": "[1, inf)", "image_fit_size": "[1, inf)",
@@ -305,21 +305,21 @@ def image_paths(dataset, *, cache_root: Path | str | None = None, progress: bool
 def resolve_images(dataset, *, cache_root: Path | str | None = None, progress: bool = True) -> ImagePaths:
     """Every item's image as a checked local file, with counts of what is missing or broken.
 
-    URLs are downloaded into the cache (:func:`qbert4rec_lib.images.download_images`). A local path of a
+    URLs are downloaded into the cache (:func:`qbert4rec_lib.data.images.download_images`). A local path of a
     dataset read from a folder (``dataset.source``) is taken relative to that folder and must resolve inside
     it (or inside a folder listed in ``$QBERT4REC_IMAGE_ROOTS``); one that does not is refused (counted
     missing). Every local file is decoded fully: one that is not a readable image is counted broken, with the
     item id and the reason, and the item has no image (the encoder never sees it). A dataset built in memory
     (no source folder, or a composite one such as a cross-domain union) keeps the paths its code gave.
     """
-    from .images import DownloadSummary, allowed_image_roots, check_image_file, is_inside
+    from ..data.images import DownloadSummary, allowed_image_roots, check_image_file, is_inside
 
     entries = list(dataset.items.images)
     is_url = [e.lower().startswith(("http://", "https://")) for e in entries]
     summary, downloaded = DownloadSummary(), {}
     if any(is_url):
-        from .cache import cache_root as default_root
-        from .images import download_images
+        from ..cache import cache_root as default_root
+        from ..data.images import download_images
 
         folder = Path(cache_root or default_root()) / "images" / dataset.fingerprint()
         summary = download_images(dataset, folder, progress=progress)
@@ -654,7 +654,7 @@ def build_features(dataset, cfg: FeatureConfig = FeatureConfig(), *, split=None,
                    progress: bool = True) -> FeatureSet:
     """Compute (or load from the cache) every requested modality the dataset has.
 
-    ``split`` (a :class:`~qbert4rec_lib.data.LeaveOneOutSplit`) supplies the training sequences
+    ``split`` (a :class:`~qbert4rec_lib.data.dataset.LeaveOneOutSplit`) supplies the training sequences
     for the structural features; by default ``dataset.split(max_len=0).train`` (full histories).
     """
     unknown = set(cfg.modalities) - {"text", "image", "structural"}

@@ -3,7 +3,7 @@
 Every item ``i`` owns a randomly initialised, learnable ID vector ``q_i``: the *query*. The item's
 modality features (text, image, structural; any subset, with per-item masks for missing ones) are
 the keys and values. The output is one fused vector ``h_i`` per item, the input of stage 2
-(:mod:`qbert4rec_lib.quantize`).
+(:mod:`qbert4rec_lib.semantic.quantize`).
 
 1. **Similarity-based alignment.** Each modality ``m`` is projected into the shared width
    (``Linear -> LayerNorm``) and L2-normalised. With several vectors ``x_{i,j}`` per modality
@@ -46,7 +46,7 @@ Two defaults come from measurements on Amazon Beauty (text + structural) and the
 * ``contrastive_temperature = 0.2``: 0.07 identified items sharply but clustered them less by
   category (10-NN top-category purity of the fused vectors on Beauty 0.67 vs 0.74 with 0.2).
 
-:func:`train_fusion` trains on a :class:`~qbert4rec_lib.features.FeatureSet`. :func:`run_fusion`
+:func:`train_fusion` trains on a :class:`~qbert4rec_lib.semantic.features.FeatureSet`. :func:`run_fusion`
 does the same through the content-addressed cache (a second call is a cache hit).
 """
 from __future__ import annotations
@@ -62,8 +62,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cache import stage_dir
-from .config import from_dict, to_dict, torch_threads
+from ..cache import stage_dir
+from ..config import from_dict, to_dict, torch_threads
 
 __all__ = [
     "FusionConfig",
@@ -105,7 +105,7 @@ class FusionConfig:
     seed: int = 0  # seeds initialisation and batch order
 
     def __post_init__(self) -> None:
-        from .config import check_config
+        from ..config import check_config
 
         object.__setattr__(self, "modalities", tuple(self.modalities))  # a list from JSON / the CLI becomes a tuple
         check_config(self, ranges={

@@ -1,6 +1,6 @@
 """Stage 2 of Q-Bert4Rec: semantic quantization with an RQ-VAE (residual vector quantization).
 
-Each fused item vector ``h_i`` from stage 1 (:mod:`qbert4rec_lib.fusion`) is turned into a short
+Each fused item vector ``h_i`` from stage 1 (:mod:`qbert4rec_lib.semantic.fusion`) is turned into a short
 tuple of discrete tokens, the item's *semantic ID*:
 
     z = E(h);  r_0 = z;  for l = 1..L:  c_l = argmin_k ||r_{l-1} - e^l_k||^2,  r_l = r_{l-1} - e^l_{c_l}
@@ -46,8 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cache import atomic_save_npy, atomic_write_json, stage_dir
-from .config import from_dict, to_dict, torch_threads
+from ..cache import atomic_save_npy, atomic_write_json, stage_dir
+from ..config import from_dict, to_dict, torch_threads
 
 __all__ = [
     "RQVAEConfig",
@@ -88,7 +88,7 @@ class RQVAEConfig:
     seed: int = 0  # seeds initialisation, k-means, batch order and re-seeding
 
     def __post_init__(self) -> None:
-        from .config import check_config
+        from ..config import check_config
 
         check_config(self, ranges={
             "levels": "[1, inf)", "codebook_size": "[2, inf)", "code_dim": "[1, inf)", "encoder_hidden": "[1, inf)",
