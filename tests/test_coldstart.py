@@ -9,7 +9,7 @@ import torch
 
 from qbert4rec_lib.experiments import coldstart as C
 from qbert4rec_lib.models.baselines import BERT4RecID, BERT4RecConfig, Popularity, SASRec, SASRecConfig
-from qbert4rec_lib.experiments.pipeline import smoke_config
+from qbert4rec_lib.experiments import smoke_config
 from qbert4rec_lib.semantic.quantize import extend_ids
 from qbert4rec_lib.data.synthetic import load_default
 from qbert4rec_lib.experiments.train import TrainConfig

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from qbert4rec_lib.experiments.crossdomain import run_cross_domain, split_ids, union_dataset
-from qbert4rec_lib.experiments.pipeline import semantic_ids, smoke_config
+from qbert4rec_lib.experiments import semantic_ids, smoke_config
 from qbert4rec_lib.data.synthetic import load_default
 
 TINY = dict(num_items=260, num_users=380)

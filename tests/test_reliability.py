@@ -429,7 +429,7 @@ def test_config_types_and_ranges_are_checked_in_post_init():
     from qbert4rec_lib.semantic.features import FeatureConfig
     from qbert4rec_lib.semantic.fusion import FusionConfig
     from qbert4rec_lib.models.masking import MaskConfig
-    from qbert4rec_lib.experiments.pipeline import ExperimentConfig
+    from qbert4rec_lib.experiments import ExperimentConfig
     from qbert4rec_lib.models.qbert import QBertConfig
     from qbert4rec_lib.semantic.quantize import RQVAEConfig
     from qbert4rec_lib.experiments.train import TrainConfig
@@ -472,7 +472,7 @@ def test_config_types_and_ranges_are_checked_in_post_init():
 def _chain_config():
     from qbert4rec_lib.semantic.features import FeatureConfig
     from qbert4rec_lib.semantic.fusion import FusionConfig
-    from qbert4rec_lib.experiments.pipeline import ExperimentConfig
+    from qbert4rec_lib.experiments import ExperimentConfig
     from qbert4rec_lib.models.qbert import QBertConfig
     from qbert4rec_lib.semantic.quantize import RQVAEConfig
     from qbert4rec_lib.experiments.train import TrainConfig
@@ -517,7 +517,7 @@ FAULTS = [  # (what, stage folder, file, damage)
 
 def test_fault_injection_through_the_whole_chain(tmp_path, capsys, monkeypatch):
     from qbert4rec_lib.semantic import features as F
-    from qbert4rec_lib.experiments.pipeline import train_model
+    from qbert4rec_lib.experiments import train_model
     from qbert4rec_lib.data.synthetic import load_default
 
     root = tmp_path / "cache"

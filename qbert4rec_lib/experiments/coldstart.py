@@ -291,7 +291,7 @@ def _path_diagnostics(table: np.ndarray, cs: ColdStart, dataset, warm_codes_via_
 def cold_semantic_ids(dataset, cs: ColdStart, cfg, source: str = "fused", *, paths: Sequence[str] = QUERY_PATHS,
                       content_k: int = 10, cache_root=None, progress: bool = False) -> ColdIDs:
     """Train stages 1-2 on the warm items only and give every cold item a semantic ID through the frozen stages
-    (see the module doc). ``cfg`` is an :class:`~qbert4rec_lib.experiments.pipeline.ExperimentConfig`. Cached."""
+    (see the module doc). ``cfg`` is an :class:`~qbert4rec_lib.experiments.presets.ExperimentConfig`. Cached."""
     from ..cache import stable_hash, stage_dir
     from ..semantic.features import build_features
 
@@ -425,7 +425,7 @@ def train_cold_model(name: str, dataset, cs: ColdStart, cfg, *, seed: int = 0, i
     from ..models.baselines import BERT4RecID, SASRec
     from ..cache import stable_hash, stage_dir
     from ..config import seed_everything
-    from .pipeline import _baseline_train, _fit_from_json, _fit_json
+    from .runs import _baseline_train, _fit_from_json, _fit_json
     from ..models.qbert import QBert4Rec
     from .train import fit
 

@@ -4,8 +4,8 @@
 of a leave-one-out split (``split.train``: each user's items except the last two), evaluates on
 the validation targets every ``eval_every`` epochs with the kit's full-ranking evaluator, stops
 early when the monitored metric (validation NDCG@10) has not improved for ``patience``
-evaluations, and **restores the best weights** before returning. :func:`run_multi_seed` repeats
-that for several seeds and scores each best model on the test targets.
+evaluations, and **restores the best weights** before returning. The seed loop over
+several runs (and the test scores) is :func:`~qbert4rec_lib.experiments.experiment.run_experiment`'s.
 
 Choices, each a :class:`TrainConfig` field:
 
@@ -30,17 +30,16 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, replace
-from typing import Callable, NamedTuple, Sequence
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
-from ..config import seed_everything
-from .evaluate import EvalConfig, EvalResult, evaluate_split
 from ..models.base import SequentialRecommender, pad_left
+from .evaluate import EvalConfig, evaluate_split
 
-__all__ = ["TrainConfig", "FitResult", "SeedRun", "fit", "run_multi_seed", "make_batches", "epoch_logger"]
+__all__ = ["TrainConfig", "FitResult", "fit", "make_batches", "epoch_logger"]
 
 
 @dataclass(frozen=True)
@@ -86,12 +85,6 @@ class FitResult:
     seconds: float  # total wall time (training + validation)
     train_sequences_per_second: float  # training throughput, validation time excluded
     stop_reason: str = "epochs"  # "epochs" (ran them all), "patience" (early stop) or "time_limit"
-
-
-class SeedRun(NamedTuple):
-    seed: int
-    fit: FitResult
-    test: EvalResult
 
 
 def make_batches(lengths: np.ndarray, cfg: TrainConfig, rng: np.random.Generator) -> list[np.ndarray]:
@@ -346,24 +339,3 @@ def _load_checkpoint(folder, cfg: TrainConfig, model, optimizer, rng, loss_gener
     loss_generator.set_state(tensors["rng.loss"])
     rng.bit_generator.state = meta["numpy_rng"]
     return {**meta, "best_state": best_state}
-
-
-def run_multi_seed(
-    make_model: Callable[[int], SequentialRecommender],
-    split,
-    train_cfg: TrainConfig = TrainConfig(),
-    seeds: Sequence[int] = (0, 1, 2),
-    eval_cfg: EvalConfig = EvalConfig(),
-    *,
-    progress: bool = True,
-    log: Callable[[dict], None] | None = None,
-) -> list[SeedRun]:
-    """For each seed: seed everything, build ``make_model(seed)``, :func:`fit`, evaluate on test."""
-    runs = []
-    for seed in seeds:
-        seed_everything(seed)
-        model = make_model(seed)
-        result = fit(model, split, replace(train_cfg, seed=seed), eval_cfg=eval_cfg, progress=progress, log=log)
-        test = evaluate_split(model, split, "test", eval_cfg)
-        runs.append(SeedRun(seed, result, test))
-    return runs

@@ -17,7 +17,7 @@ Commands (each prints a short human summary, or JSON with ``--json``):
     study DATA              what makes Q-Bert4Rec competitive: variants, each to early stopping (--records)
     reproduce --set smoke   run every notebook through papermill under a parameter set
 
-Stage commands take ``--config smoke|beauty|full`` (see ``pipeline.preset``) and ``--set section.field=value``
+Stage commands take ``--config smoke|beauty|full`` (see ``experiments.preset``) and ``--set section.field=value``
 overrides, e.g. ``--set fusion.epochs=5 --set rqvae.levels=4``.
 
 ``DATA`` is ``default`` (the embedded generated catalog) or a data folder (format auto-detected); ``--name``
@@ -95,7 +95,7 @@ def _experiment_config(args, base=None):
     from dataclasses import replace
 
     from ..config import override_path
-    from ..experiments.pipeline import preset
+    from ..experiments.presets import preset
 
     cfg = base if base is not None else preset(args.config)
     for item in args.set or []:
@@ -144,7 +144,7 @@ def cmd_fuse(args) -> int:
 
 
 def cmd_quantize(args) -> int:
-    from ..experiments.pipeline import semantic_ids
+    from ..experiments.semantic_ids import semantic_ids
 
     cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
     ids = semantic_ids(ds, cfg, progress=not args.json)
@@ -158,7 +158,7 @@ def _model_payload(run) -> dict:
 
 
 def cmd_pretrain(args) -> int:
-    from ..experiments.pipeline import train_model
+    from ..experiments.runs import train_model
 
     cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
     run = train_model("Q-Bert4Rec", ds, cfg, seed=args.seed, progress=not args.json)
@@ -169,7 +169,7 @@ def cmd_finetune(args) -> int:
     """Fine-tuning only (the "no pretraining" variant). Cross-domain transfer: the `cross-domain` command, notebook 08."""
     from dataclasses import replace
 
-    from ..experiments.pipeline import train_model
+    from ..experiments.runs import train_model
 
     cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
     run = train_model("Q-Bert4Rec", ds, replace(cfg, do_pretrain=False), seed=args.seed, progress=not args.json)
@@ -177,7 +177,7 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from ..experiments.pipeline import train_model
+    from ..experiments.runs import train_model
 
     cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
     run = train_model(args.model, ds, cfg, seed=args.seed, progress=not args.json)
@@ -186,7 +186,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_experiment(args) -> int:
     from ..cache import atomic_write_json, atomic_write_text
-    from ..experiments.pipeline import run_experiment
+    from ..experiments.experiment import run_experiment
 
     cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
     res = run_experiment(ds, cfg, models=args.models, seeds=args.seeds, progress=False,
@@ -213,7 +213,7 @@ def cmd_experiment(args) -> int:
 
 def cmd_ablations(args) -> int:
     from ..cache import atomic_write_text
-    from ..experiments.pipeline import ABLATIONS, ablation_table, run_ablations
+    from ..experiments.experiment import ABLATIONS, ablation_table, run_ablations
 
     cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
     runs = run_ablations(ds, cfg, args.names or tuple(ABLATIONS), seed=args.seed, progress=False,
@@ -226,13 +226,13 @@ def cmd_ablations(args) -> int:
 
 def cmd_study(args) -> int:
     from ..cache import atomic_write_text
-    from ..experiments.pipeline import STUDY, run_study, study_table
+    from ..experiments.study import STUDY, run_study, study_table
 
     if args.list:
         print("\n".join(f"{name:28s} {desc}" for name, (desc, _) in STUDY.items()))
         return 0
     if args.from_records:
-        from ..experiments.pipeline import study_runs_from_records
+        from ..experiments.study import study_runs_from_records
 
         if not args.records:
             raise ValueError("study --from-records needs --records FOLDER")
@@ -314,7 +314,7 @@ def cmd_cross_domain(args) -> int:
     from ..experiments.crossdomain import run_cross_domain
 
     from ..experiments.crossdomain import DEFAULT_SOURCE, DEFAULT_TARGET
-    from ..experiments.pipeline import smoke_config
+    from ..experiments.presets import smoke_config
     from ..data.synthetic import load_default
 
     source = _open(args.source) if args.source else load_default(**DEFAULT_SOURCE)
@@ -421,10 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
     def stage(name, help_, func, data=True):
         p = sub.add_parser(name, help=help_)
         _add_data(p, data)
-        from ..experiments.pipeline import PRESETS
+        from ..experiments.presets import PRESETS
 
         p.add_argument("--config", default="smoke", choices=list(PRESETS),
-                       help="preset (default: smoke; see pipeline.preset)")
+                       help="preset (default: smoke; see experiments.preset)")
         p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override a config field")
         p.add_argument("--seed", type=_count, default=0)
         p.add_argument("--threads", type=_count, default=0, help="torch CPU threads (0 = torch's default)")

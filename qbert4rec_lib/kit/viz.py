@@ -162,7 +162,7 @@ def show(fig, name: str, directory: str | Path | None = None, **kwargs):
 def learning_curves(runs: dict, metric: str = "NDCG@10", title: str = "Validation NDCG@10 during training"):
     """Validation ``metric`` of each model against epoch (left) and against wall-clock seconds (right).
 
-    ``runs``: model name -> a :class:`~qbert4rec_lib.experiments.pipeline.ModelRun` (or anything with ``curves()``: phase ->
+    ``runs``: model name -> a :class:`~qbert4rec_lib.experiments.runs.ModelRun` (or anything with ``curves()``: phase ->
     history). Phases (Q-Bert4Rec's pretraining, then fine-tuning) are drawn one after another; seconds count
     training and validation time, so a model that validates often pays for it on the right-hand panel.
     """

@@ -66,22 +66,20 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .masking import FINETUNE_MASKS, PRETRAIN_MASKS, MaskConfig, apply_mixture, crop_prefixes
 from .base import LossOutput, SequentialRecommender, length_groups
+from .masking import PRETRAIN_MASKS, MaskConfig, apply_mixture, crop_prefixes
 
 __all__ = [
     "QBertConfig",
     "QBert4Rec",
     "TransferReport",
-    "pretrain",
-    "finetune",
     "transfer_weights",
     "PAD_TOKEN",
     "MASK_TOKEN",
@@ -427,27 +425,6 @@ class QBert4Rec(SequentialRecommender):
 
     def extra_repr(self) -> str:
         return f"items={self.num_items}, levels={self.num_levels}, vocab_sizes={self.vocab_sizes}"
-
-
-# ---- training wrappers ------------------------------------------------------------------------
-def pretrain(model: QBert4Rec, split, train_cfg, mask_cfg: MaskConfig = PRETRAIN_MASKS, **fit_kwargs: Any):
-    """Pretrain with the multi-mask mixture (``mask_cfg``) through :func:`qbert4rec_lib.experiments.train.fit`.
-
-    Early stopping / best-weight restore follow ``train.fit`` (validation NDCG@10 of ``split``).
-    Returns fit's ``FitResult``; ``model.masking`` is left set to ``mask_cfg``.
-    """
-    from ..experiments.train import fit
-
-    model.masking = mask_cfg
-    return fit(model, split, train_cfg, **fit_kwargs)
-
-
-def finetune(model: QBert4Rec, split, train_cfg, mask_cfg: MaskConfig = FINETUNE_MASKS, **fit_kwargs: Any):
-    """Fine-tune with next-item emphasis (default :data:`~qbert4rec_lib.models.masking.FINETUNE_MASKS`)."""
-    from ..experiments.train import fit
-
-    model.masking = mask_cfg
-    return fit(model, split, train_cfg, **fit_kwargs)
 
 
 @dataclass
