@@ -29,7 +29,7 @@ def open_dataset(spec: str = "default", **kwargs):
     Keyword arguments go to the generator (for ``"default"``) or the loader.
     """
     if spec in ("default", "embedded", "synthetic"):
-        from .data.synthetic import load_default
+        from .data.synthetic_folder import load_default
 
         return load_default(**kwargs)
     from .data.loaders import load_dataset

@@ -7,7 +7,7 @@ import torch
 
 from qbert4rec_lib.experiments.crossdomain import run_cross_domain, split_ids, union_dataset
 from qbert4rec_lib.experiments import semantic_ids, smoke_config
-from qbert4rec_lib.data.synthetic import load_default
+from qbert4rec_lib.data.synthetic_folder import load_default
 
 TINY = dict(num_items=260, num_users=380)
 

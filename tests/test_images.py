@@ -142,7 +142,7 @@ def test_feature_stage_downloads_url_images_into_the_cache(server, tmp_path):
     import numpy as np
 
     from qbert4rec_lib.data.dataset import Dataset, ItemTable, Modalities
-    from qbert4rec_lib.semantic.features import image_paths
+    from qbert4rec_lib.semantic.encoders import image_paths
 
     urls = [f"{server}/a.png", f"{server}/nothing.png", "", f"{server}/b"]
     items = ItemTable(raw_ids=["A", "B", "C", "D"], titles=["a", "b", "c", "d"], categories=[()] * 4, brands=[""] * 4,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qbert4rec_lib.kit import viz
+from qbert4rec_lib.kit import plots, viz
 from qbert4rec_lib.kit.notebook import Recorder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ def test_figure_paths_echo_nothing():
 
 
 def test_agreement_heatmap_blanks_the_diagonal_and_scales_to_the_off_diagonal():
-    fig = viz.agreement_heatmap([[1.0, 0.04], [0.04, 1.0]], ["text", "image"], chance=0.008, k=10)
+    fig = plots.agreement_heatmap([[1.0, 0.04], [0.04, 1.0]], ["text", "image"], chance=0.008, k=10)
     z = np.array(fig.data[0].z, dtype=float)
     assert np.isnan(z[0, 0]) and np.isnan(z[1, 1]) and z[0, 1] == 0.04
     assert fig.data[0].zmax == 0.04

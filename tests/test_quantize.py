@@ -9,20 +9,17 @@ import numpy as np
 import pytest
 import torch
 
+from qbert4rec_lib.semantic.code_health import category_purity, code_health, random_purity_baseline, usage_counts
 from qbert4rec_lib.semantic.quantize import (
     RQVAE,
     ResidualQuantizer,
     RQVAEConfig,
     SemanticIDTable,
     _reseed_dead_codes,
-    category_purity,
-    code_health,
     disambiguate,
     effective_codebook_size,
-    random_purity_baseline,
     run_quantize,
     train_rqvae,
-    usage_counts,
 )
 
 

@@ -125,7 +125,7 @@ def test_bad_resume_chunk_is_dropped(tmp_path, capsys, fault):
 
 
 def test_text_encoder_recomputes_a_truncated_chunk(tmp_path, capsys):
-    from qbert4rec_lib.semantic.features import TextEncoder
+    from qbert4rec_lib.semantic.encoders import TextEncoder
 
     enc = TextEncoder(max_tokens=16)
     texts = [f"item {i} {'word ' * (i % 5)}" for i in range(12)]
@@ -345,7 +345,8 @@ def test_allowed_image_root_is_explicit(tmp_path, monkeypatch):
 def test_unreadable_local_images_become_counted_broken_entries(tmp_path, capsys):
     from dataclasses import replace
 
-    from qbert4rec_lib.semantic.features import FeatureConfig, build_features, resolve_images
+    from qbert4rec_lib.semantic.encoders import resolve_images
+    from qbert4rec_lib.semantic.features import FeatureConfig, build_features
 
     folder = _image_folder(tmp_path)
     ds = load_dataset(folder)
@@ -516,9 +517,9 @@ FAULTS = [  # (what, stage folder, file, damage)
 
 
 def test_fault_injection_through_the_whole_chain(tmp_path, capsys, monkeypatch):
-    from qbert4rec_lib.semantic import features as F
+    from qbert4rec_lib.semantic import encoders
     from qbert4rec_lib.experiments import train_model
-    from qbert4rec_lib.data.synthetic import load_default
+    from qbert4rec_lib.data.synthetic_folder import load_default
 
     root = tmp_path / "cache"
     ds = load_default(root=root, seed=31, num_items=150, num_users=220)
@@ -547,7 +548,7 @@ def test_fault_injection_through_the_whole_chain(tmp_path, capsys, monkeypatch):
     import shutil
 
     shutil.rmtree(text_folder)
-    real, calls = F.TextEncoder.encode_batch, {"n": 0}
+    real, calls = encoders.TextEncoder.encode_batch, {"n": 0}
 
     def interrupted(self, batch):
         calls["n"] += 1
@@ -555,10 +556,10 @@ def test_fault_injection_through_the_whole_chain(tmp_path, capsys, monkeypatch):
             raise KeyboardInterrupt("simulated interruption")
         return real(self, batch)
 
-    monkeypatch.setattr(F.TextEncoder, "encode_batch", interrupted)
+    monkeypatch.setattr(encoders.TextEncoder, "encode_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run()
-    monkeypatch.setattr(F.TextEncoder, "encode_batch", real)
+    monkeypatch.setattr(encoders.TextEncoder, "encode_batch", real)
     chunks = sorted((root / "features-text").glob("*.partial/text-*.npy"))
     assert len(chunks) == 2
     _truncate(chunks[0])

@@ -25,7 +25,9 @@ What is generated (all from a ``numpy`` Generator, so the same seed gives byte-i
 Choices the paper leaves open (it evaluates on Amazon data only), all config knobs in
 :class:`SyntheticConfig`: the catalog size, tree shape, strength of every signal and the image size.
 
-The output folder (read by :func:`qbert4rec_lib.data.loaders.load_dataset`, the same code path as real data)::
+Rendering the item images is :mod:`~qbert4rec_lib.data.synthetic_images`; writing the folder and
+:func:`~qbert4rec_lib.data.synthetic_folder.load_default` (the embedded default, cached) are
+:mod:`~qbert4rec_lib.data.synthetic_folder`. The output folder (read by :func:`qbert4rec_lib.data.loaders.load_dataset`, the same code path as real data)::
 
     user_sequence.txt   USER_ID ITEM_ID ...   (one user a line, chronological)
     catalog.item        RecBole atomic TSV: item_id, title, categories, price, brand, description, image
@@ -38,32 +40,18 @@ The output folder (read by :func:`qbert4rec_lib.data.loaders.load_dataset`, the 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, ImageDraw
 
-from ..cache import stage_dir
-from ..config import override, to_dict
-from .dataset import Dataset, ItemTable, LoadReport, Modalities, kcore_mask
+from .dataset import kcore_mask
 
 __all__ = [
     "SyntheticConfig", "GeneratedCatalog", "CATEGORY_TREE", "COLOURS", "PRICE_BANDS", "BRAND_FAMILIES",
-    "SHAPES", "GROUND_TRUTH_ATTRIBUTES", "generate", "render_item_image", "generate_catalog",
-    "build_dataset", "load_default", "default_folder", "folder_fingerprint",
+    "SHAPES", "GROUND_TRUTH_ATTRIBUTES", "generate",
 ]
 
-# The marker in a generated folder's config.json (and its notes): the module's name before the layout move, kept
-# so folders generated earlier are still recognised (and replaced only when they are ours).
-GENERATOR = "qbert4rec_lib.synthetic"
-GENERATOR_VERSION = 2  # bump when the output changes for an unchanged config (keys the cache)
 GROUND_TRUTH_ATTRIBUTES = ("top_category", "subcategory", "brand", "brand_family", "colour", "price_band")
 
 # ---- vocabulary -----------------------------------------------------------------------------
@@ -383,252 +371,3 @@ def generate(cfg: SyntheticConfig) -> GeneratedCatalog:
         user_ids=[f"U{k + 1:05d}" for k in range(len(sequences))], sequences=sequences,
         complements=complements, counts=counts,
     )
-
-
-# ---- images -----------------------------------------------------------------------------------
-def _regular(n: int, phase: float = -np.pi / 2, radius: float = 1.0) -> np.ndarray:
-    a = phase + 2 * np.pi * np.arange(n) / n
-    return radius * np.stack([np.cos(a), np.sin(a)], 1)
-
-
-def _star(n: int, inner: float) -> np.ndarray:
-    pts = _regular(2 * n)
-    pts[1::2] *= inner
-    return pts
-
-
-_UNIT_SHAPES: dict[str, np.ndarray] = {  # outlines in [-1, 1]^2, y pointing down
-    "circle": _regular(32), "square": np.array([[-0.8, -0.8], [0.8, -0.8], [0.8, 0.8], [-0.8, 0.8]]),
-    "triangle": _regular(3), "diamond": _regular(4), "pentagon": _regular(5), "hexagon": _regular(6),
-    "star5": _star(5, 0.45), "star4": _star(4, 0.4), "sunburst": _star(10, 0.72), "ring": _regular(32),
-    "cross": np.array([[-0.3, -1], [0.3, -1], [0.3, -0.3], [1, -0.3], [1, 0.3], [0.3, 0.3], [0.3, 1], [-0.3, 1], [-0.3, 0.3], [-1, 0.3], [-1, -0.3], [-0.3, -0.3]]),
-    "ellipse_wide": _regular(32) * [1.0, 0.55], "ellipse_tall": _regular(32) * [0.55, 1.0],
-    "bar_wide": np.array([[-1, -0.4], [1, -0.4], [1, 0.4], [-1, 0.4]]), "bar_tall": np.array([[-0.4, -1], [0.4, -1], [0.4, 1], [-0.4, 1]]),
-    "triangle_down": _regular(3, phase=np.pi / 2), "trapezoid": np.array([[-0.5, -0.7], [0.5, -0.7], [1, 0.7], [-1, 0.7]]),
-    "parallelogram": np.array([[-0.4, -0.7], [1, -0.7], [0.4, 0.7], [-1, 0.7]]),
-    "half_disc": np.concatenate([_regular(32)[8:25], [[0.0, 0.0]]]) * [1, -1] + [0, 0.4],
-    "arrow": np.array([[-1, -0.3], [0.2, -0.3], [0.2, -0.8], [1, 0], [0.2, 0.8], [0.2, 0.3], [-1, 0.3]]),
-    "tee": np.array([[-1, -0.9], [1, -0.9], [1, -0.4], [0.3, -0.4], [0.3, 1], [-0.3, 1], [-0.3, -0.4], [-1, -0.4]]),
-    "hourglass": np.array([[-0.8, -1], [0.8, -1], [0.15, 0], [0.8, 1], [-0.8, 1], [-0.15, 0]]),
-    "chevron": np.array([[-1, -0.7], [-0.4, -0.7], [0.4, 0], [-0.4, 0.7], [-1, 0.7], [-0.2, 0]]) + [0.3, 0],
-    "ell": np.array([[-0.8, -1], [-0.2, -1], [-0.2, 0.4], [0.8, 0.4], [0.8, 1], [-0.8, 1]]),
-}
-
-
-def _pattern(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Boolean [size, size] mask of the pattern's accent pixels (random phase so copies differ)."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) * (64.0 / size)
-    if kind == "stripes":
-        angle = rng.uniform(0.35, 1.2)
-        return ((xx * np.cos(angle) + yy * np.sin(angle) + rng.uniform(0, 8)) % 8.0) < 3.5
-    if kind == "dots":
-        ox, oy = rng.uniform(0, 10, 2)
-        return ((xx + ox) % 10.0 - 5.0) ** 2 + ((yy + oy) % 10.0 - 5.0) ** 2 < 2.6 ** 2
-    if kind == "checks":
-        ox, oy = rng.uniform(0, 12, 2)
-        return ((np.floor((xx + ox) / 6.0) + np.floor((yy + oy) / 6.0)) % 2) == 1
-    return np.zeros((size, size), dtype=bool)
-
-
-def render_item_image(shape: str, rgb: tuple[int, int, int], pattern: str, size: int, rng: np.random.Generator) -> np.ndarray:
-    """One item picture [size, size, 3] uint8: a patterned, coloured shape on a noisy light background."""
-    centre = size / 2 + rng.uniform(-0.08, 0.08, 2) * size
-    radius = size * rng.uniform(0.28, 0.38)
-    angle = rng.uniform(-0.2, 0.2)
-    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    mask_img = Image.new("L", (size, size), 0)
-    draw = ImageDraw.Draw(mask_img)
-    draw.polygon([tuple(p) for p in (_UNIT_SHAPES[shape] @ rot.T * radius + centre)], fill=255)
-    if shape == "ring":  # punch the hole
-        draw.polygon([tuple(p) for p in (_UNIT_SHAPES[shape] * 0.5 @ rot.T * radius + centre)], fill=0)
-    mask = np.asarray(mask_img) > 0  # [S, S]
-    base = np.clip(np.array(rgb, dtype=np.float64) + rng.uniform(-12, 12, 3), 0, 255)  # [3]
-    accent = base * 0.5 if base.mean() > 90 else base + (255 - base) * 0.5  # darker stripes on light colours
-    fill = np.where(_pattern(pattern, size, rng)[..., None], accent, base)  # [S, S, 3]
-    background = np.array([238.0, 236.0, 230.0]) + rng.uniform(-6, 6, 3) + rng.normal(0, 5, (size, size, 3))  # [S, S, 3]
-    return np.clip(np.where(mask[..., None], fill, background), 0, 255).astype(np.uint8)
-
-
-# ---- files ------------------------------------------------------------------------------------
-def _categories_field(top: str, sub: str) -> str:
-    return f"'{top}', '{sub}'"
-
-
-def _clean(text: str) -> str:
-    return " ".join(text.replace("\t", " ").split())
-
-
-def _readme(cfg: SyntheticConfig, cat: GeneratedCatalog) -> str:
-    c = cat.counts
-    lines = [
-        f"# Embedded default dataset (generated by {GENERATOR})", "",
-        "A synthetic department-store catalog with text, images and user sequences, deterministic from the seed.",
-        f"Regenerate with `qbert4rec_lib.data.synthetic.generate_catalog(SyntheticConfig(**config), folder)` (generator version {GENERATOR_VERSION}).", "",
-        "## Counts", "",
-        f"- generated: {c['users_generated']} users, {c['items_generated']} items, {c['interactions_generated']} interactions",
-        f"- after {cfg.core}-core filtering: **{c['users']} users, {c['items']} items, {c['interactions']} interactions**", "",
-        "## Files", "",
-        "- `user_sequence.txt`: `USER_ID ITEM_ID ...`, one user a line, chronological",
-        "- `catalog.item`: RecBole atomic TSV `item_id:token title:token categories:token_seq price:float brand:token description:token image:token`",
-        "- `ground_truth.tsv`: the generator's per-item attributes (" + ", ".join(GROUND_TRUTH_ATTRIBUTES) + ")",
-        "- `images/<item_id>.png`: one rendered image per item", "- `config.json`: the generator config, counts, complement map", "",
-        "## What the image shows", "",
-        "- shape <- subcategory, fill colour <- colour, pattern <- brand family (" + ", ".join(f"{f}: {p}" for f, p in BRAND_FAMILIES.items()) + ")",
-        "- jitter: position, size, rotation, colour shade, background noise", "",
-        "## Sequential structure", "",
-        f"- next item from the previous item's complementary subcategory with probability {cfg.complement_prob}, "
-        f"same brand with probability {cfg.same_brand_prob}, else from the user's taste x popularity",
-        "- complements: " + "; ".join(f"{a} -> {b}" for a, b in cat.complements.items()), "",
-        "## Config", "", "| field | value |", "|---|---|",
-    ]
-    lines += [f"| {k} | {v} |" for k, v in to_dict(cfg).items()]
-    return "\n".join(lines) + "\n"
-
-
-def _write_folder(cfg: SyntheticConfig, cat: GeneratedCatalog, folder: Path, progress: bool) -> None:
-    from tqdm.auto import tqdm
-
-    subs, shape_of = _tree(cfg).subs, _tree(cfg).shape_of
-    (folder / "images").mkdir()
-    with open(folder / "user_sequence.txt", "w", encoding="utf-8", newline="\n") as fh:
-        for uid, seq in zip(cat.user_ids, cat.sequences):
-            fh.write(" ".join([uid] + [cat.raw_ids[r] for r in seq]) + "\n")
-    header = "item_id:token\ttitle:token\tcategories:token_seq\tprice:float\tbrand:token\tdescription:token\timage:token"
-    gt_lines, item_lines = ["item_id\t" + "\t".join(GROUND_TRUTH_ATTRIBUTES)], [header]
-    for k, rid in enumerate(cat.raw_ids):
-        top, sub = cat.label("top_category", k), cat.label("subcategory", k)
-        item_lines.append("\t".join([rid, _clean(cat.titles[k]), _categories_field(top, sub), f"{cat.prices[k]:.2f}",
-                                     cat.label("brand", k), _clean(cat.descriptions[k]), f"images/{rid}.png"]))
-        gt_lines.append("\t".join([rid] + [cat.label(a, k) for a in GROUND_TRUTH_ATTRIBUTES]))
-    (folder / "catalog.item").write_text("\n".join(item_lines) + "\n", encoding="utf-8")
-    (folder / "ground_truth.tsv").write_text("\n".join(gt_lines) + "\n", encoding="utf-8")
-    # the code order of each attribute's names (so loaders number labels as the generator does)
-    (folder / "ground_truth_labels.json").write_text(
-        json.dumps({a: list(cat.labels[a]) for a in GROUND_TRUTH_ATTRIBUTES}, indent=1) + "\n", encoding="utf-8")
-    families = list(BRAND_FAMILIES.values())
-    for k in tqdm(range(len(cat.raw_ids)), desc="rendering images", disable=not progress):
-        rng = np.random.default_rng([cfg.seed, 7, int(cat.generator_index[k])])  # per item: independent of filtering
-        shape = SHAPES[shape_of[cat.attributes["subcategory"][k]] % len(SHAPES)]
-        rgb = COLOURS[cat.label("colour", k)][0]
-        pixels = render_item_image(shape, rgb, families[cat.attributes["brand_family"][k]], cfg.image_size, rng)
-        Image.fromarray(pixels, "RGB").save(folder / "images" / f"{cat.raw_ids[k]}.png", format="PNG")
-    meta = {"generator": GENERATOR, "generator_version": GENERATOR_VERSION, "config": to_dict(cfg),
-            "counts": cat.counts, "complements": cat.complements, "shapes": {s: SHAPES[shape_of[j] % len(SHAPES)] for j, s in enumerate(subs)},
-            "patterns": BRAND_FAMILIES, "colours": {c: list(COLOURS[c][0]) for c in cat.labels["colour"]}}
-    (folder / "README.md").write_text(_readme(cfg, cat), encoding="utf-8")
-    (folder / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")  # written last
-
-
-def _is_generated_folder(folder: Path) -> bool:
-    try:
-        return json.loads((folder / "config.json").read_text(encoding="utf-8")).get("generator") == GENERATOR
-    except (OSError, ValueError):
-        return False
-
-
-def generate_catalog(cfg: SyntheticConfig, out_dir: str | Path, progress: bool = False, replace: bool = True) -> Path:
-    """Write the dataset folder for ``cfg`` at ``out_dir`` atomically (temp folder + rename); returns it.
-
-    An existing ``out_dir`` is replaced only if it is empty or was written by this generator;
-    with ``replace=False`` a generated folder that appeared meanwhile (a concurrent writer) is kept.
-    """
-    out_dir = Path(out_dir).absolute()
-    if out_dir.exists() and not _is_generated_folder(out_dir) and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise FileExistsError(f"{out_dir} exists and was not written by {GENERATOR}; refusing to replace it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    try:
-        _write_folder(cfg, generate(cfg), tmp, progress)
-        os.chmod(tmp, 0o755)
-        if out_dir.exists() and not replace and _is_generated_folder(out_dir):
-            shutil.rmtree(tmp)
-        elif out_dir.exists():
-            old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
-            os.replace(out_dir, old / "x")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
-
-
-def folder_fingerprint(folder: str | Path) -> str:
-    """sha256 over every file's relative path and bytes: equal for byte-identical folders."""
-    folder, h = Path(folder), hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        if p.is_file():
-            h.update(p.relative_to(folder).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
-
-
-def default_folder(cfg: SyntheticConfig | None = None, root: str | Path | None = None) -> Path:
-    """Where :func:`load_default` keeps the generated folder for ``cfg`` in the cache."""
-    cfg = cfg or SyntheticConfig()
-    key = to_dict(cfg)
-    for name in ("id_driven", "id_follow_ups"):  # fields added later: at their defaults the folder keeps its old key
-        if key[name] == getattr(SyntheticConfig, name):
-            key.pop(name)
-    return stage_dir("synthetic", GENERATOR_VERSION, key, root=root).path
-
-
-# ---- datasets ---------------------------------------------------------------------------------
-def build_dataset(cfg: SyntheticConfig | None = None, folder: str | Path | None = None, root: str | Path | None = None) -> Dataset:
-    """The Dataset straight from the generator (no file reading), identical to loading the folder.
-
-    Item ids 1..N follow first appearance in ``user_sequence.txt`` order. Image paths point into
-    ``folder`` (default: the cache folder of :func:`load_default`); this function writes nothing.
-    """
-    cfg = cfg or SyntheticConfig()
-    cat = generate(cfg)
-    folder = Path(folder).absolute() if folder is not None else default_folder(cfg, root)
-    order: list[int] = []  # catalog rows in first-appearance order
-    seen = np.zeros(len(cat.raw_ids), dtype=bool)
-    for seq in cat.sequences:
-        for r in seq:
-            if not seen[r]:
-                seen[r] = True
-                order.append(int(r))
-    order_arr = np.array(order, dtype=np.int64)
-    item_id_of_row = np.empty(len(order), dtype=np.int64)
-    item_id_of_row[order_arr] = np.arange(1, len(order) + 1)
-    items = ItemTable(
-        raw_ids=[cat.raw_ids[r] for r in order], titles=[_clean(cat.titles[r]) for r in order],
-        categories=[(cat.label("top_category", r), cat.label("subcategory", r)) for r in order],
-        brands=[cat.label("brand", r) for r in order], prices=np.round(cat.prices[order_arr], 2),
-        descriptions=[_clean(cat.descriptions[r]) for r in order],
-        images=[str(folder / "images" / f"{cat.raw_ids[r]}.png") for r in order],
-    )
-    report = LoadReport(notes=[_generator_note(cfg, cat.counts)])
-    return Dataset(
-        name="synthetic", items=items, user_ids=list(cat.user_ids), sequences=[item_id_of_row[s] for s in cat.sequences],
-        modalities=Modalities(text=True, image=True, image_source="files"), report=report, source=str(folder),
-        ground_truth={a: cat.attributes[a][order_arr].copy() for a in GROUND_TRUTH_ATTRIBUTES},
-        ground_truth_labels={a: list(v) for a, v in cat.labels.items()},
-    )
-
-
-def _generator_note(cfg: SyntheticConfig, counts: dict) -> str:
-    return (f"generated by {GENERATOR} (seed {cfg.seed}); {cfg.core}-core filtering kept "
-            f"{counts['users']}/{counts['users_generated']} users and {counts['items']}/{counts['items_generated']} items")
-
-
-def load_default(cfg: SyntheticConfig | None = None, root: str | Path | None = None, **overrides) -> Dataset:
-    """The embedded default dataset: generated into the cache once, then read like any data folder.
-
-    ``overrides`` change config fields (``load_default(seed=1, num_users=500)``). The folder is
-    read through :func:`qbert4rec_lib.data.loaders.load_dataset`, the real-data code path (:func:`build_dataset`
-    gives the same Dataset in memory).
-    """
-    from .loaders import load_dataset
-
-    cfg = override(cfg or SyntheticConfig(), **overrides) if overrides else (cfg or SyntheticConfig())
-    folder = default_folder(cfg, root)
-    if not _is_generated_folder(folder):
-        generate_catalog(cfg, folder, replace=False)
-    ds = load_dataset(folder)  # reads ground_truth.tsv with the generator's label order (ground_truth_labels.json)
-    ds.name = "synthetic"
-    ds.report.notes.append(_generator_note(cfg, json.loads((folder / "config.json").read_text(encoding="utf-8"))["counts"]))
-    return ds

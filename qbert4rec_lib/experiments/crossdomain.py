@@ -56,7 +56,7 @@ DEFAULT_TARGET = {"seed": 12, "num_top_categories": 4, "num_items": 600, "num_us
 
 def default_pair(source: dict | None = None, target: dict | None = None):
     """The two generated catalogs of the demo (overrides of :class:`~qbert4rec_lib.data.synthetic.SyntheticConfig`)."""
-    from ..data.synthetic import load_default
+    from ..data.synthetic_folder import load_default
 
     return load_default(**(DEFAULT_SOURCE if source is None else source)), \
         load_default(**(DEFAULT_TARGET if target is None else target))

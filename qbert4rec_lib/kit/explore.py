@@ -268,9 +268,9 @@ class NeighbourExplorer(Explorer):
     controls = ("item",)
 
     def __init__(self, ds, features, item: int, choices: Sequence[int] | None = None, k: int = 5):
-        from ..semantic import features as F
+        from ..semantic import similarity
 
-        self.ds, self.features, self.k, self._nearest = ds, features, k, F.nearest_items
+        self.ds, self.features, self.k, self._nearest = ds, features, k, similarity.nearest_items
         self.choices = list(dict.fromkeys([int(item)] + [int(i) for i in (choices or popular_items(ds))]))
         super().__init__({"item": int(item)})
 
