@@ -11,9 +11,9 @@ from qbert4rec_lib.models.baselines import (
     Popularity,
     SASRec,
     SASRecConfig,
-    attention_mask,
 )
 from qbert4rec_lib.data.dataset import LeaveOneOutSplit
+from qbert4rec_lib.models.layers import attention_mask
 from qbert4rec_lib.experiments.evaluate import EvalConfig, evaluate_split, results_table
 from qbert4rec_lib.models.base import LossOutput, SequentialRecommender, pad_left
 from qbert4rec_lib.experiments.train import TrainConfig, fit, make_batches

@@ -45,8 +45,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import LENGTH_GROUP_WIDTHS, LossOutput, SequentialRecommender, length_groups
+from .layers import attention_mask, check_transformer_config, init_weights
 
-__all__ = ["Popularity", "SASRecConfig", "SASRec", "BERT4RecConfig", "BERT4RecID", "attention_mask"]
+__all__ = ["Popularity", "SASRecConfig", "SASRec", "BERT4RecConfig", "BERT4RecID"]
 
 
 # ---- Popularity ----------------------------------------------------------------------------
@@ -76,22 +77,6 @@ class Popularity(SequentialRecommender):
 
 
 # ---- shared transformer pieces -------------------------------------------------------------
-def attention_mask(tokens: torch.Tensor, n_heads: int, causal: bool) -> torch.Tensor:
-    """Additive float mask ``[B * n_heads, T, T]`` for ``nn.TransformerEncoder``.
-
-    Key ``j`` is visible to query ``i`` when ``tokens[:, j]`` is not padding (and ``j <= i`` if
-    ``causal``); the diagonal is always visible so that no row is fully masked.
-    """
-    batch, length = tokens.shape
-    visible = (tokens != 0).unsqueeze(1).expand(batch, length, length)  # [B, T(query), T(key)]
-    if causal:
-        visible = visible & torch.ones(length, length, dtype=torch.bool, device=tokens.device).tril()
-    visible = visible | torch.eye(length, dtype=torch.bool, device=tokens.device)
-    mask = torch.zeros(batch, length, length, device=tokens.device)
-    mask.masked_fill_(~visible, -math.inf)  # [B, T, T]
-    return mask.repeat_interleave(n_heads, dim=0)  # [B * heads, T, T]
-
-
 class _ItemTransformer(nn.Module):
     """Item embedding + right-aligned position embedding -> pre-norm transformer -> LayerNorm."""
 
@@ -109,7 +94,7 @@ class _ItemTransformer(nn.Module):
         layer.self_attn.dropout = attn_dropout  # attention-probability dropout (separate knob)
         self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
         self.final_norm = nn.LayerNorm(hidden_size)
-        self.apply(lambda m: _init_weights(m, init_std))
+        self.apply(lambda m: init_weights(m, init_std))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         batch, length = tokens.shape  # [B, T]
@@ -140,19 +125,6 @@ def _zero_loss(model: nn.Module) -> torch.Tensor:
     return sum(p.sum() for p in model.parameters()) * 0.0
 
 
-def _init_weights(module: nn.Module, std: float) -> None:
-    """BERT-style init (RecBole's): normal(0, std) weights, zero biases, unit LayerNorm."""
-    if isinstance(module, (nn.Linear, nn.Embedding)):
-        module.weight.data.normal_(0.0, std)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            module.bias.data.zero_()
-        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-            module.weight.data[module.padding_idx].zero_()
-    elif isinstance(module, nn.LayerNorm):
-        module.weight.data.fill_(1.0)
-        module.bias.data.zero_()
-
-
 # ---- SASRec --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SASRecConfig:
@@ -166,13 +138,9 @@ class SASRecConfig:
     init_std: float = 0.02  # (float) std of the normal weight init (RecBole: 0.02)
 
     def __post_init__(self) -> None:
-        from ..config import ConfigError, check_config
-
-        check_config(self, ranges={
+        check_transformer_config(self, "hidden_size", "n_heads", ranges={
             "hidden_size": "[1, inf)", "n_layers": "[1, inf)", "n_heads": "[1, inf)", "inner_size": "[1, inf)",
             "dropout": "[0, 1)", "attn_dropout": "[0, 1)", "max_len": "[1, inf)", "init_std": "[0, inf)"})
-        if self.hidden_size % self.n_heads:
-            raise ConfigError(f"SASRecConfig.hidden_size ({self.hidden_size}) must be divisible by n_heads ({self.n_heads})")
 
 
 class SASRec(SequentialRecommender):
@@ -232,14 +200,10 @@ class BERT4RecConfig:
     init_std: float = 0.02  # (float) std of the normal weight init (RecBole: 0.02)
 
     def __post_init__(self) -> None:
-        from ..config import ConfigError, check_config
-
-        check_config(self, ranges={
+        check_transformer_config(self, "hidden_size", "n_heads", ranges={
             "hidden_size": "[1, inf)", "n_layers": "[1, inf)", "n_heads": "[1, inf)", "inner_size": "[1, inf)",
             "dropout": "[0, 1)", "attn_dropout": "[0, 1)", "max_len": "[2, inf)", "mask_ratio": "[0, 1]",
             "ft_ratio": "[0, 1]", "init_std": "[0, inf)"})
-        if self.hidden_size % self.n_heads:
-            raise ConfigError(f"BERT4RecConfig.hidden_size ({self.hidden_size}) must be divisible by n_heads ({self.n_heads})")
 
 
 class BERT4RecID(SequentialRecommender):
@@ -257,7 +221,7 @@ class BERT4RecID(SequentialRecommender):
         )
         # BERT's prediction head: transform, then tied item embeddings + an output bias
         self.head = nn.Sequential(nn.Linear(cfg.hidden_size, cfg.hidden_size), nn.GELU(), nn.LayerNorm(cfg.hidden_size))
-        self.head.apply(lambda m: _init_weights(m, cfg.init_std))
+        self.head.apply(lambda m: init_weights(m, cfg.init_std))
         self.output_bias = nn.Parameter(torch.zeros(num_items + 1))  # [N+1], entry 0 (padding) unused
 
     def _item_logits(self, hidden: torch.Tensor) -> torch.Tensor:

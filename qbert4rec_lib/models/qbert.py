@@ -74,6 +74,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .base import LossOutput, SequentialRecommender, length_groups
+from .layers import check_transformer_config, init_weights, key_padding_mask
 from .masking import PRETRAIN_MASKS, MaskConfig, apply_mixture, crop_prefixes
 
 __all__ = [
@@ -114,14 +115,12 @@ class QBertConfig:
     input_embedding: str = field(default="token_sum", metadata={"key_neutral": "token_sum"})
 
     def __post_init__(self) -> None:
-        from ..config import ConfigError, check_config
+        from ..config import ConfigError
 
-        check_config(self, ranges={
+        check_transformer_config(self, "hidden", "heads", ranges={
             "hidden": "[1, inf)", "layers": "[1, inf)", "heads": "[1, inf)", "ffn_mult": "[1, inf)",
             "dropout": "[0, 1)", "max_len": "[1, inf)", "level_weights": "[0, inf)", "level_loss_weight": "[0, inf)",
             "item_loss_weight": "[0, inf)", "init_std": "[0, inf)"})
-        if self.hidden % self.heads:
-            raise ConfigError(f"QBertConfig.hidden ({self.hidden}) must be divisible by heads ({self.heads})")
         for name, allowed in (("item_head", ("token_mlp", "level_sum")), ("item_encoder", ("mlp", "linear")),
                               ("input_embedding", ("token_sum", "item_vector"))):
             if getattr(self, name) not in allowed:
@@ -166,8 +165,6 @@ class QBert4Rec(SequentialRecommender):
         if cfg.level_loss_weight < 0 or cfg.item_loss_weight < 0 or cfg.level_loss_weight + cfg.item_loss_weight <= 0:
             raise ValueError(f"QBertConfig: loss weights must be >= 0 with a positive sum, got level_loss_weight="
                              f"{cfg.level_loss_weight}, item_loss_weight={cfg.item_loss_weight}")
-        if cfg.hidden % cfg.heads:
-            raise ValueError(f"hidden {cfg.hidden} is not divisible by heads {cfg.heads}")
 
         self.config = cfg
         self.masking = masking or PRETRAIN_MASKS
@@ -216,14 +213,8 @@ class QBert4Rec(SequentialRecommender):
 
     def _init_weights(self) -> None:
         std = self.config.init_std
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, std=std)
-                if isinstance(module, nn.Linear) and module.bias is not None:
-                    nn.init.zeros_(module.bias)
-                if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-                    with torch.no_grad():
-                        module.weight[module.padding_idx].zero_()
+        for module in self.modules():  # pre-order (the baselines use apply: post-order); the order is the weights'
+            init_weights(module, std)
         if self.head_weights is not None:
             for w in self.head_weights:
                 nn.init.normal_(w, std=std)
@@ -258,9 +249,7 @@ class QBert4Rec(SequentialRecommender):
             item_rows = sequences.masked_fill(masked, self.num_items + 1)  # [B, T]
             x = x + self.item_embedding(item_rows)
         x = self.input_dropout(self.input_norm(x))  # [B, T, d]
-        is_padding = (sequences == 0) & ~masked  # [B, T]
-        is_padding[:, -1] = False  # an all-padding row would give NaN attention; let it attend to its last slot
-        return self.encoder(x, src_key_padding_mask=is_padding)  # [B, T, d]
+        return self.encoder(x, src_key_padding_mask=key_padding_mask(sequences, masked))  # [B, T, d]
 
     def masked_states(self, sequences: torch.Tensor, masked: torch.Tensor,
                       vectors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
