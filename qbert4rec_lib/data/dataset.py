@@ -10,13 +10,13 @@ embedded default in :mod:`qbert4rec_lib.data.synthetic`. Both return a :class:`D
 """
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
+
+from ..cache import digest
 
 __all__ = [
     "DataFormatError",
@@ -234,19 +234,20 @@ class Dataset:
 
     def fingerprint(self) -> str:
         """A content hash of ids, sequences and text (keys every downstream cache)."""
-        h = hashlib.sha256()
-        h.update(self.name.encode())
-        for rid, title, cats, brand, desc, img in zip(
-            self.items.raw_ids, self.items.titles, self.items.categories, self.items.brands,
-            self.items.descriptions, self.items.images,
-        ):
-            h.update("\x1f".join([rid, title, "|".join(cats), brand, desc, img]).encode("utf-8", "surrogatepass"))
-            h.update(b"\x1e")
-        h.update(np.nan_to_num(self.items.prices, nan=-1.0).tobytes())
-        for s in self.sequences:
-            h.update(np.asarray(s, dtype=np.int64).tobytes())
-            h.update(b"|")
-        return h.hexdigest()[:16]
+        def chunks():
+            yield self.name.encode()
+            for rid, title, cats, brand, desc, img in zip(
+                self.items.raw_ids, self.items.titles, self.items.categories, self.items.brands,
+                self.items.descriptions, self.items.images,
+            ):
+                yield "\x1f".join([rid, title, "|".join(cats), brand, desc, img]).encode("utf-8", "surrogatepass")
+                yield b"\x1e"
+            yield np.nan_to_num(self.items.prices, nan=-1.0).tobytes()
+            for s in self.sequences:
+                yield np.asarray(s, dtype=np.int64).tobytes()
+                yield b"|"
+
+        return digest(chunks())
 
     # ---- split --------------------------------------------------------------------------
     def split(self, max_len: int = 50) -> LeaveOneOutSplit:

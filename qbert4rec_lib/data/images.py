@@ -21,7 +21,6 @@ the reason for every failure, and the local path of every image now available.
 """
 from __future__ import annotations
 
-import hashlib
 import http.client
 import io
 import os
@@ -37,6 +36,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
+
+from ..cache import digest
 
 __all__ = ["DownloadSummary", "download_images", "safe_stem", "find_existing", "IMAGE_ROOTS_ENV",
            "allowed_image_roots", "is_inside", "check_image_file"]
@@ -153,7 +154,7 @@ def safe_stem(key: str) -> str:
     """A file-name stem derived from an item key: no separators, no dot-files, no traversal."""
     stem = re.sub(r"\.{2,}", "_", re.sub(r"[^A-Za-z0-9_.-]", "_", str(key))).strip(".")[:80] or "item"
     if stem != str(key):  # sanitising changed it: keep distinct keys distinct
-        stem = f"{stem}_{hashlib.sha256(str(key).encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+        stem = f"{stem}_{digest([str(key).encode('utf-8', 'surrogatepass')], length=8)}"
     return stem
 
 

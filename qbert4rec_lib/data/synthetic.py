@@ -27,7 +27,8 @@ Choices the paper leaves open (it evaluates on Amazon data only), all config kno
 
 Rendering the item images is :mod:`~qbert4rec_lib.data.synthetic_images`; writing the folder and
 :func:`~qbert4rec_lib.data.synthetic_folder.load_default` (the embedded default, cached) are
-:mod:`~qbert4rec_lib.data.synthetic_folder`. The output folder (read by :func:`qbert4rec_lib.data.loaders.load_dataset`, the same code path as real data)::
+:mod:`~qbert4rec_lib.data.synthetic_folder`. The output folder (read by
+:func:`qbert4rec_lib.data.loaders.load_dataset`, the same code path as real data)::
 
     user_sequence.txt   USER_ID ITEM_ID ...   (one user a line, chronological)
     catalog.item        RecBole atomic TSV: item_id, title, categories, price, brand, description, image

@@ -5,7 +5,6 @@ data folder (RecBole item file, sequence file, ground truth, rendered images, co
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..cache import stage_dir
+from ..cache import digest, stage_dir
 from ..config import override, to_dict
 from .dataset import Dataset
 from .synthetic import (BRAND_FAMILIES, COLOURS, GROUND_TRUTH_ATTRIBUTES, SHAPES, GeneratedCatalog, SyntheticConfig,
@@ -137,11 +136,9 @@ def generate_catalog(cfg: SyntheticConfig, out_dir: str | Path, progress: bool =
 
 def folder_fingerprint(folder: str | Path) -> str:
     """sha256 over every file's relative path and bytes: equal for byte-identical folders."""
-    folder, h = Path(folder), hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        if p.is_file():
-            h.update(p.relative_to(folder).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
+    folder = Path(folder)
+    return digest(p.relative_to(folder).as_posix().encode() + b"\0" + p.read_bytes() + b"\0"
+                  for p in sorted(folder.rglob("*")) if p.is_file())
 
 
 def default_folder(cfg: SyntheticConfig | None = None, root: str | Path | None = None) -> Path:

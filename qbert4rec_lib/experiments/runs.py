@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..cache import stable_hash, stage_dir
+from ..cache import digest, stable_hash, stage_dir
 from ..config import seed_everything
 from ..models.qbert import QBert4Rec
 from .evaluate import EvalResult, evaluate_split
@@ -200,10 +200,6 @@ def _pretrain_phase(model, dataset, split, split_key: str, cfg: ExperimentConfig
 
 
 def hashlib_state(model: torch.nn.Module) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    """A content key of a model's weights (names and values, sorted by name)."""
+    return digest(chunk for k, v in sorted(model.state_dict().items())
+                  for chunk in (k.encode(), v.detach().cpu().contiguous().numpy().tobytes()))

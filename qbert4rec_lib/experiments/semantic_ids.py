@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..cache import stable_hash
+from ..cache import digest, stable_hash
 from ..semantic.features import FeatureSet, build_features, pooled
 from ..semantic.fusion import FusionResult, run_fusion
 from ..semantic.quantize import QuantizeResult, SemanticIDTable, run_quantize
@@ -52,6 +52,4 @@ def semantic_ids(dataset, cfg: ExperimentConfig = ExperimentConfig(), *, split=N
 
 
 def hashlib_ids(ids: np.ndarray) -> str:
-    import hashlib
-
-    return hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int64).tobytes()).hexdigest()[:16]
+    return digest([np.ascontiguousarray(ids, dtype=np.int64).tobytes()])

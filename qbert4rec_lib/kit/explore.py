@@ -21,7 +21,7 @@ rank). Every widget carries the CSS classes ``qbert4rec-explorer`` and ``qbert4r
 from __future__ import annotations
 
 import html
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 

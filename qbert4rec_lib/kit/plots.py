@@ -273,7 +273,6 @@ def residual_toy_figure(points, code1, book1, code2, book2):
     level-1 codewords (crosses); right, what level 1 left over (``points - book1[code1]``) coloured by the level-2 code
     with the level-2 codewords. Notebook 04 builds the inputs by hand before calling the library's RQ-VAE."""
     import numpy as np
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     points, book1, book2 = np.asarray(points), np.asarray(book1), np.asarray(book2)

@@ -7,7 +7,6 @@ Each one turns items into vectors; what to compute, the caching and the per-moda
 """
 from __future__ import annotations
 
-import hashlib
 import html
 import re
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from ..cache import load_chunk, save_chunk
+from ..cache import digest, load_chunk, save_chunk
 
 __all__ = ["BUNDLED_MINILM", "TEXT_FIELDS", "TEMPLATE_VERSION", "item_text", "item_texts", "TextEncoder",
            "resolve_text_model", "ImagePaths", "image_paths", "resolve_images", "ImageEncoder", "StructuralResult",
@@ -142,7 +141,7 @@ class TextEncoder:
             return out
         order = np.argsort(-self.token_lengths(texts), kind="stable")  # longest first: peak memory early
         chunks = [order[i:i + chunk_size] for i in range(0, n, chunk_size)]
-        tag = hashlib.sha256("\x1e".join(texts[i] for i in order).encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        tag = digest(["\x1e".join(texts[i] for i in order).encode("utf-8", "surrogatepass")], length=12)
         total = sum(-(-len(c) // batch_size) for c in chunks)
         bar = tqdm(total=total, desc=f"text {Path(self.name).name}", unit="batch", disable=not progress)
         for c, idx in enumerate(chunks):

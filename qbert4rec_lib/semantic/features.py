@@ -50,14 +50,13 @@ and text encoding resumes from saved chunks after an interruption.
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import numpy as np
 
-from ..cache import stage_dir
+from ..cache import digest, stage_dir
 from ..config import torch_threads
 from .clip import _captions, fit_catalog_clip
 from .encoders import (BUNDLED_MINILM, TEMPLATE_VERSION, TEXT_FIELDS, ImageEncoder, TextEncoder, item_texts,
@@ -156,10 +155,7 @@ def _key_fields(cfg: FeatureConfig, prefix: str, *extra: str) -> dict:
 
 
 def _sequences_hash(seqs: Sequence[np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for s in seqs:
-        h.update(np.asarray(s, dtype=np.int64).tobytes() + b"|")
-    return h.hexdigest()[:16]
+    return digest(np.asarray(s, dtype=np.int64).tobytes() + b"|" for s in seqs)
 
 
 def _cached(name: str, key: dict, fingerprint: str, num_items: int, root, compute) -> ModalityFeatures:
@@ -281,7 +277,7 @@ def _build(dataset, cfg: FeatureConfig, split, cache_root, progress: bool) -> Fe
         else:
             key = (_key_fields(cfg, "image_", "seed") if cfg.image_model == "fit"
                    else {"image_model": cfg.image_model, "image_pretrained": cfg.image_pretrained})
-            key["images"] = hashlib.sha256("\n".join(p or "" for p in paths).encode()).hexdigest()[:16]
+            key["images"] = digest(["\n".join(p or "" for p in paths).encode()])
             mods["image"] = _cached("image", key, fp, n, cache_root, _image(dataset, cfg, paths, progress))
             counts = resolved.summary.as_dict()
             mods["image"].meta["image_files"] = {k: counts[k] for k in ("available", "missing", "broken")} | {

@@ -52,7 +52,6 @@ does the same through the content-addressed cache (a second call is a cache hit)
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -62,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cache import stage_dir
+from ..cache import digest, stage_dir
 from ..config import from_dict, to_dict, torch_threads
 
 __all__ = [
@@ -474,9 +473,8 @@ def features_key(features) -> dict:
     key: dict[str, Any] = {"absent": sorted(features.absent)}
     for name, mod in sorted(features.modalities.items()):
         vectors = np.ascontiguousarray(mod.vectors, dtype=np.float32)
-        digest = hashlib.sha256(vectors.tobytes())
-        digest.update(np.ascontiguousarray(mod.present, dtype=bool).tobytes())
-        key[name] = {"shape": list(vectors.shape), "sha256": digest.hexdigest()[:16]}
+        key[name] = {"shape": list(vectors.shape),
+                     "sha256": digest([vectors.tobytes(), np.ascontiguousarray(mod.present, dtype=bool).tobytes()])}
     return key
 
 

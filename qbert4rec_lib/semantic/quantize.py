@@ -34,7 +34,6 @@ logged every epoch and returned. Levels are numbered from 1 in every public func
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cache import atomic_save_npy, atomic_write_json, stage_dir
+from ..cache import atomic_save_npy, atomic_write_json, digest, stage_dir
 from ..config import from_dict, to_dict, torch_threads
 from .code_health import code_health
 
@@ -457,7 +456,7 @@ def run_quantize(dataset, source, cfg: RQVAEConfig = RQVAEConfig(), *, cache_roo
     if len(embeddings) != dataset.num_items:
         raise ValueError(f"{len(embeddings)} embedding rows but dataset {dataset.name!r} has {dataset.num_items} items")
     if source_key is None:
-        source_key = getattr(source, "key", "") or hashlib.sha256(np.ascontiguousarray(embeddings).tobytes()).hexdigest()[:16]
+        source_key = getattr(source, "key", "") or digest([np.ascontiguousarray(embeddings).tobytes()])
     store = stage_dir("quantize", dataset.fingerprint(), source_key, cfg, root=cache_root)
     with store.lock():
         if store.usable():  # complete and intact; a damaged folder is reported and rebuilt
