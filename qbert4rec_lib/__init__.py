@@ -5,7 +5,7 @@ Data flows one way through the subpackages, in pipeline order:
     data/         Dataset + split; loaders (format detection, RecBole / Amazon readers); the generated catalog
     semantic/     features (stage 0)  ->  fusion (stage 1)  ->  quantize (stage 2): semantic IDs
     models/       the model contract (base), masking, qbert (stage 3), baselines; shared transformer layers
-    experiments/  the stages composed: presets, semantic_ids, runs (train_model) over train.fit, evaluate,
+    experiments/  the stages composed: presets, stages (semantic_ids), runs (train_model) over train.fit, evaluate,
                   records, experiment / study tables, cold start, cross-domain transfer
     kit/          cli (+ commands), reproduce, notebook (Recorder), viz (+ plots), explore
 

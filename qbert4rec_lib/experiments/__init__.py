@@ -3,7 +3,7 @@
 Where to change what:
 
 * a preset or a default of a run (epochs, patience, which models): ``experiments/presets.py``
-* how stages 0-2 are chained into the semantic-ID table (fused / raw text / random IDs): ``experiments/semantic_ids.py``
+* how stages 0-2 are chained into the semantic-ID table (fused / raw text / random IDs): ``experiments/stages.py``
 * how a model is trained and cached (Q-Bert4Rec's pretrain -> fine-tune phases, the baselines): ``experiments/runs.py``
 * the training loop, early stopping, checkpoints: ``experiments/train.py``
 * the evaluation protocol (leave-one-out, full ranking, metrics): ``experiments/evaluate.py``
@@ -19,7 +19,7 @@ from .presets import (MODEL_NAMES, PRESETS, ExperimentConfig, beauty_config, bea
                       smoke_config)
 from .records import read_record, run_from_record, runs_from_records, write_record
 from .runs import ModelRun, train_model
-from .semantic_ids import SemanticIDs, semantic_ids
+from .stages import SemanticIDs, semantic_ids
 from .study import STUDY, run_study, study_config, study_runs_from_records, study_table
 
 __all__ = [

@@ -6,7 +6,7 @@ sets it up the only way it can work — both catalogs are tokenised by ONE seman
 
 1. :func:`union_dataset` stacks the two catalogs into one item space (source items ``1..N_s``,
    target items ``N_s+1..N_s+N_t``; raw ids prefixed ``"<name>:"``; users of both kept apart).
-2. Stages 0-2 run once on the union (:func:`qbert4rec_lib.experiments.semantic_ids.semantic_ids`) on the *content*
+2. Stages 0-2 run once on the union (:func:`qbert4rec_lib.experiments.stages.semantic_ids`) on the *content*
    modalities only (text: one transformers model; image: one CLIP fitted on the union's images), ONE
    fusion model and ONE RQ-VAE. Structural features are left out by default: co-occurrence never links
    two catalogs, so its SVD axes are catalog-specific and the codes split by catalog (measured on the
@@ -100,7 +100,7 @@ def union_dataset(source: Dataset, target: Dataset, names: tuple[str, str] = ("s
 
 
 def split_ids(union_ids, num_source_items: int):
-    """Cut the union's :class:`~qbert4rec_lib.experiments.semantic_ids.SemanticIDs` into the source's and the target's.
+    """Cut the union's :class:`~qbert4rec_lib.experiments.stages.SemanticIDs` into the source's and the target's.
 
     Both parts keep the union's vocabulary sizes (the shared vocabulary). The disambiguation column
     stays unique within each catalog because it is unique within the union.
@@ -149,7 +149,7 @@ def run_cross_domain(source: Dataset, target: Dataset, cfg=None, *, seed: int = 
     """
     from .presets import smoke_config
     from .runs import train_model
-    from .semantic_ids import semantic_ids
+    from .stages import semantic_ids
     from ..models.qbert import QBert4Rec, transfer_weights
 
     cfg = cfg if cfg is not None else smoke_config()

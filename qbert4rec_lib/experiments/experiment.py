@@ -22,7 +22,7 @@ from ..models.masking import STRATEGIES, only
 from .evaluate import results_table
 from .presets import MODEL_NAMES, ExperimentConfig
 from .runs import ModelRun, train_model
-from .semantic_ids import SemanticIDs, semantic_ids
+from .stages import SemanticIDs, semantic_ids
 
 __all__ = ["ExperimentResult", "run_experiment", "ABLATIONS", "ablation_config", "run_ablations", "ablation_table"]
 

@@ -21,7 +21,7 @@ from ..config import seed_everything
 from ..models.qbert import QBert4Rec
 from .evaluate import EvalResult, evaluate_split
 from .presets import MODEL_NAMES, ExperimentConfig
-from .semantic_ids import SemanticIDs, hashlib_ids, semantic_ids
+from .stages import SemanticIDs, hashlib_ids, semantic_ids
 from .train import FitResult, TrainConfig, fit
 
 __all__ = ["ModelRun", "train_model", "hashlib_state"]

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 from .presets import ExperimentConfig
 from .records import run_from_record
 from .runs import ModelRun, train_model
-from .semantic_ids import semantic_ids
+from .stages import semantic_ids
 
 __all__ = ["STUDY", "study_config", "run_study", "study_runs_from_records", "study_table"]
 

@@ -90,7 +90,7 @@ def cmd_fuse(args) -> int:
 
 
 def cmd_quantize(args) -> int:
-    from ..experiments.semantic_ids import semantic_ids
+    from ..experiments.stages import semantic_ids
 
     cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
     ids = semantic_ids(ds, cfg, progress=not args.json)
