@@ -74,3 +74,10 @@ def test_label_breakdown_html_gives_shares_of_the_chosen_items():
     out = viz.label_breakdown_html({"brand": ["A", "A", "B", "C"]}, [1, 2, 3])
     assert "3 items" in out and "A <b>67%</b>" in out and "B <b>33%</b>" in out and "C" not in out
     assert "no items" in viz.label_breakdown_html({"brand": ["A"]}, [])
+
+
+def test_the_kit_finds_the_checkout_root():
+    """reproduce.REPO (and with it the default figures/ and outputs/ folders) is the checkout, not a package folder."""
+    from qbert4rec_lib.kit.reproduce import NOTEBOOKS, REPO, list_notebooks
+
+    assert (REPO / "pyproject.toml").is_file() and NOTEBOOKS == REPO / "notebooks" and list_notebooks()

@@ -26,7 +26,9 @@ MIME_TYPE = "application/x-qbert4rec+json"
 def results_dir(path: str | Path | None = None) -> Path:
     """``path`` or ``$QBERT4REC_RESULTS`` or ``outputs/results`` at the repository root."""
     if not path:
-        path = os.environ.get("QBERT4REC_RESULTS") or Path(__file__).resolve().parent.parent / "outputs" / "results"
+        from .reproduce import REPO
+
+        path = os.environ.get("QBERT4REC_RESULTS") or REPO / "outputs" / "results"
     p = Path(path)
     p.mkdir(parents=True, exist_ok=True)
     return p

@@ -36,7 +36,7 @@ from ..cache import atomic_write_json, atomic_write_text
 __all__ = ["REPO", "NOTEBOOKS", "list_notebooks", "load_param_set", "run_set", "RunReport", "NotebookFailed",
            "gather_results", "update_readme", "readme_markdown"]
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # the checkout: qbert4rec_lib/kit/reproduce.py -> its root
 NOTEBOOKS = REPO / "notebooks"
 PARAMS = NOTEBOOKS / "params"
 

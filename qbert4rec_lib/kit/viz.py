@@ -31,7 +31,9 @@ _PNG_STATE: dict[str, object] = {}
 def figures_dir(path: str | Path | None = None) -> Path:
     """``path`` or ``$QBERT4REC_FIGURES`` or ``figures/`` at the repository root."""
     if path is None:
-        path = os.environ.get("QBERT4REC_FIGURES") or Path(__file__).resolve().parent.parent / "figures"
+        from .reproduce import REPO
+
+        path = os.environ.get("QBERT4REC_FIGURES") or REPO / "figures"
     p = Path(path)
     p.mkdir(parents=True, exist_ok=True)
     return p
