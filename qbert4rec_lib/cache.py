@@ -40,7 +40,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -51,6 +51,7 @@ __all__ = [
     "save_chunk",
     "load_chunk",
     "stable_hash",
+    "digest",
     "atomic_write_text",
     "atomic_write_json",
     "atomic_save_npy",
@@ -195,21 +196,31 @@ def _key_view(obj: Any) -> Any:
     return obj
 
 
+def digest(chunks: Iterable[bytes], length: int = 16) -> str:
+    """The kit's one content hash: sha256 over the byte ``chunks`` in order, as hex cut to ``length`` characters.
+    Content keys of arrays, sequences, files and texts are this over their bytes; :func:`stable_hash` is this over
+    the JSON of config-like parts. (Cache *integrity* records use :func:`file_digest`, a different job.)"""
+    h = hashlib.sha256()
+    for chunk in chunks:
+        h.update(chunk)
+    return h.hexdigest()[:length]
+
+
 def stable_hash(*parts: Any, length: int = 16) -> str:
     """A short, stable hex digest of JSON-able parts (dataclasses, dicts, strings, numbers); dataclass fields at
     their ``key_neutral`` value are left out (see :func:`_key_view`)."""
     payload = json.dumps([_jsonable(_key_view(p)) for p in parts], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:length]
+    return digest([payload.encode("utf-8")], length)
 
 
-def atomic_write_text(path: Path | str, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+@contextmanager
+def _atomic_file(path: Path, binary: bool) -> Iterator[Any]:
+    """An open temporary file beside ``path`` (in its folder, which must exist); on a clean exit it is flushed,
+    fsync'ed and renamed onto ``path``, on any error removed."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -217,6 +228,14 @@ def atomic_write_text(path: Path | str, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: Path | str, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _atomic_file(path, binary=False) as fh:
+        fh.write(text)
 
 
 def atomic_write_json(path: Path | str, obj: Any) -> None:
@@ -230,17 +249,8 @@ def atomic_save_npy(path: Path | str, array: np.ndarray) -> None:
     array = np.asarray(array)
     if array.dtype == object:
         raise TypeError(f"refusing to save an object array to {path} (would need pickle)")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with _atomic_file(path, binary=True) as fh:
+        np.save(fh, array, allow_pickle=False)
 
 
 def save_chunk(path: Path | str, array: np.ndarray) -> None:

@@ -27,13 +27,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from qbert4rec_lib import open_dataset  # noqa: E402
-from qbert4rec_lib import features as F  # noqa: E402
+from qbert4rec_lib.semantic import encoders, features as F  # noqa: E402
 
 
 def bench_text(ds, limit: int | None, batch_size: int) -> dict:
-    texts = F.item_texts(ds.items)[:limit] if limit else F.item_texts(ds.items)
+    texts = encoders.item_texts(ds.items)[:limit] if limit else encoders.item_texts(ds.items)
     t0 = time.perf_counter()
-    encoder = F.TextEncoder(F.BUNDLED_MINILM, max_tokens=128)
+    encoder = encoders.TextEncoder(encoders.BUNDLED_MINILM, max_tokens=128)
     load = time.perf_counter() - t0
     lengths = encoder.token_lengths(texts)
     t0 = time.perf_counter()
@@ -59,7 +59,7 @@ def bench_structural(ds, repeats: int = 3) -> dict:
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        res = F.structural_features(train, ds.num_items, dim=cfg.structural_dim, window=cfg.structural_window,
+        res = encoders.structural_features(train, ds.num_items, dim=cfg.structural_dim, window=cfg.structural_window,
                                     cds=cfg.structural_cds, seed=cfg.seed)
         times.append(time.perf_counter() - t0)
     return {"items": ds.num_items, "present": int(res.present.sum()), "dim": res.info["dim"],

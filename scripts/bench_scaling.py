@@ -26,7 +26,7 @@ What is measured, per catalog size ``N`` (users ``U = 2 N``, capped by ``--max-u
 * **Beam search vs exact** (smallest and largest size): Q-Bert4Rec with the ``level_sum`` head (its per-level
   log-probs are what the beam scores) trained briefly (``--beam-train-steps`` steps with the sampled softmax,
   1024 uniform negatives — a quick model, not a converged one), then test NDCG@10 and time on ``--eval-users``
-  users: exact full ranking vs :func:`qbert4rec_lib.retrieval.evaluate_beam` at several widths.
+  users: exact full ranking vs :func:`qbert4rec_lib.experiments.retrieval.evaluate_beam` at several widths.
 
 Run on 1 thread (``--threads 1``, the default): on the shared 2-core machine more threads are slower.
 """
@@ -93,7 +93,7 @@ def generate(num_items: int, num_users: int, seed: int = 0):
 
 
 def make_split(sequences, num_items: int):
-    from qbert4rec_lib.data import LeaveOneOutSplit
+    from qbert4rec_lib.data.dataset import LeaveOneOutSplit
 
     cut = lambda a: a[-MAX_LEN:]  # noqa: E731
     return LeaveOneOutSplit([cut(s[:-2]) for s in sequences], [cut(s[:-2]) for s in sequences],
@@ -119,8 +119,8 @@ def peak_rss_gib() -> float:
 def build(name: str, num_items: int, ids, **qbert):
     import torch
 
-    from qbert4rec_lib.baselines import BERT4RecID, SASRec
-    from qbert4rec_lib.qbert import QBert4Rec, QBertConfig
+    from qbert4rec_lib.models.baselines import BERT4RecID, SASRec
+    from qbert4rec_lib.models.qbert import QBert4Rec, QBertConfig
 
     torch.manual_seed(0)
     if name == "Q-Bert4Rec":
@@ -134,8 +134,8 @@ def train_steps(model, split, steps: int, lr: float = 2e-3, seed: int = 0) -> li
     """The inner loop of ``train.fit``; returns each step's seconds."""
     import torch
 
-    from qbert4rec_lib.seqbase import pad_left
-    from qbert4rec_lib.train import TrainConfig, make_batches
+    from qbert4rec_lib.models.base import pad_left
+    from qbert4rec_lib.experiments.train import TrainConfig, make_batches
 
     seqs = [np.asarray(s[-MAX_LEN:], dtype=np.int64) for s in split.train]
     lengths = np.array([len(s) for s in seqs])
@@ -165,7 +165,7 @@ def sample_users(split, n: int, seed: int = 1) -> np.ndarray:
 def worker(args) -> None:
     import torch
 
-    from qbert4rec_lib.evaluate import EvalConfig, evaluate
+    from qbert4rec_lib.experiments.evaluate import EvalConfig, evaluate
 
     torch.set_num_threads(args.threads)
     sequences, ids = load_data(Path(args.data))
@@ -189,15 +189,15 @@ def beam_worker(args) -> None:
 
     from dataclasses import replace
 
-    from qbert4rec_lib.evaluate import EvalConfig, evaluate
-    from qbert4rec_lib.retrieval import PrefixTrie, evaluate_beam
+    from qbert4rec_lib.experiments.evaluate import EvalConfig, evaluate
+    from qbert4rec_lib.experiments.retrieval import PrefixTrie, evaluate_beam
 
     torch.set_num_threads(args.threads)
     sequences, ids = load_data(Path(args.data))
     num_items = len(ids)
     split = make_split(sequences, num_items)
     model = build("Q-Bert4Rec", num_items, ids, item_head="level_sum", item_loss="sampled", loss_negatives=1024)
-    from qbert4rec_lib.masking import FINETUNE_MASKS
+    from qbert4rec_lib.models.masking import FINETUNE_MASKS
 
     model.masking = FINETUNE_MASKS
     t0 = time.perf_counter()
@@ -224,7 +224,7 @@ def beam_worker(args) -> None:
 def rq_worker(args) -> None:
     import torch
 
-    from qbert4rec_lib.quantize import RQVAEConfig, train_rqvae
+    from qbert4rec_lib.semantic.quantize import RQVAEConfig, train_rqvae
 
     torch.set_num_threads(args.threads)
     n = args.items
@@ -287,7 +287,7 @@ def figure(result: dict, path: Path) -> None:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    from qbert4rec_lib.viz import save_figure
+    from qbert4rec_lib.kit.viz import save_figure
 
     titles = ("training: one epoch (s, extrapolated)", "full-ranking evaluation, all users (s, extrapolated)",
               "peak RSS (GiB)")

@@ -40,9 +40,10 @@ def main() -> int:
     import torch
 
     from qbert4rec_lib import open_dataset
-    from qbert4rec_lib.features import FeatureConfig, build_features, pooled
-    from qbert4rec_lib.fusion import FusionConfig, train_fusion
-    from qbert4rec_lib.quantize import RQVAEConfig, category_purity, random_purity_baseline, train_rqvae
+    from qbert4rec_lib.semantic.features import FeatureConfig, build_features, pooled
+    from qbert4rec_lib.semantic.fusion import FusionConfig, train_fusion
+    from qbert4rec_lib.semantic.code_health import category_purity, random_purity_baseline
+    from qbert4rec_lib.semantic.quantize import RQVAEConfig, train_rqvae
 
     print(f"torch {torch.__version__}, training threads {args.threads or torch.get_num_threads()}, device {args.device}")
 

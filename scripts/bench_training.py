@@ -38,10 +38,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from qbert4rec_lib.baselines import BERT4RecID, Popularity, SASRec  # noqa: E402
-from qbert4rec_lib.evaluate import EvalConfig, evaluate_split  # noqa: E402
-from qbert4rec_lib.seqbase import pad_left  # noqa: E402
-from qbert4rec_lib.train import TrainConfig, fit, make_batches  # noqa: E402
+from qbert4rec_lib.models.baselines import BERT4RecID, Popularity, SASRec  # noqa: E402
+from qbert4rec_lib.experiments.evaluate import EvalConfig, evaluate_split  # noqa: E402
+from qbert4rec_lib.models.base import pad_left  # noqa: E402
+from qbert4rec_lib.experiments.train import TrainConfig, fit, make_batches  # noqa: E402
 
 RECBOLE = {  # shared/notes/speed.md, same machine kind, batch 256, hidden 64, 2 layers, max length 50
     "SASRec-CE": {"targets_per_s": 554, "epoch_s": 237, "eval_s": 24.5},
@@ -52,12 +52,12 @@ RECBOLE = {  # shared/notes/speed.md, same machine kind, batch 256, hidden 64, 2
 
 def load_split(path: Path, max_len: int):
     try:
-        from qbert4rec_lib.loaders import load_dataset
+        from qbert4rec_lib.data.loaders import load_dataset
 
         dataset = load_dataset(path)
         return dataset.split(max_len), dataset.num_items
     except ImportError:  # the loader module is not there: read user_sequence.txt directly
-        from qbert4rec_lib.data import LeaveOneOutSplit
+        from qbert4rec_lib.data.dataset import LeaveOneOutSplit
 
         ids: dict[str, int] = {}
         seqs = []
@@ -92,9 +92,9 @@ def build_models(split, num_items: int) -> dict:
     models = {"Popularity": Popularity.from_split(split), "SASRec-CE": SASRec(num_items),
               "BERT4Rec-ID": BERT4RecID(num_items)}
     try:
-        from qbert4rec_lib.qbert import QBert4Rec
+        from qbert4rec_lib.models.qbert import QBert4Rec
 
-        from qbert4rec_lib.qbert import QBertConfig
+        from qbert4rec_lib.models.qbert import QBertConfig
 
         ids = random_semantic_ids(num_items)
         models["Q-Bert4Rec (random IDs)"] = QBert4Rec(ids)
@@ -107,7 +107,7 @@ def build_models(split, num_items: int) -> dict:
 
 
 def time_training(model, split, cfg: TrainConfig, batches: int, repeats: int) -> dict:
-    """The same inner loop as :func:`qbert4rec_lib.train.fit`, timed over fixed slices of batches."""
+    """The same inner loop as :func:`qbert4rec_lib.experiments.train.fit`, timed over fixed slices of batches."""
     sequences = [np.asarray(s[-cfg.max_len:], dtype=np.int64) for s in split.train]
     lengths = np.array([len(s) for s in sequences])
     order = make_batches(lengths, cfg, np.random.default_rng(cfg.seed))

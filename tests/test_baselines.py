@@ -5,18 +5,18 @@ import numpy as np
 import pytest
 import torch
 
-from qbert4rec_lib.baselines import (
+from qbert4rec_lib.models.baselines import (
     BERT4RecConfig,
     BERT4RecID,
     Popularity,
     SASRec,
     SASRecConfig,
-    attention_mask,
 )
-from qbert4rec_lib.data import LeaveOneOutSplit
-from qbert4rec_lib.evaluate import EvalConfig, evaluate_split, results_table
-from qbert4rec_lib.seqbase import LossOutput, SequentialRecommender, pad_left
-from qbert4rec_lib.train import TrainConfig, fit, make_batches, run_multi_seed
+from qbert4rec_lib.data.dataset import LeaveOneOutSplit
+from qbert4rec_lib.models.layers import attention_mask
+from qbert4rec_lib.experiments.evaluate import EvalConfig, evaluate_split, results_table
+from qbert4rec_lib.models.base import LossOutput, SequentialRecommender, pad_left
+from qbert4rec_lib.experiments.train import TrainConfig, fit, make_batches
 
 NUM_ITEMS = 20
 MAX_LEN = 10
@@ -233,14 +233,19 @@ def test_make_batches_cover_every_sequence_once():
         assert max(len(b) for b in batches) == 64
 
 
-def test_run_multi_seed_reports_test_results_per_seed(cycles):
-    runs = run_multi_seed(
-        small_sasrec, cycles, TrainConfig(epochs=1, batch_size=64, max_len=MAX_LEN), seeds=(0, 1), progress=False
-    )
-    assert [r.seed for r in runs] == [0, 1]
-    assert all(r.test.protocol.endswith("test split") and r.fit.best_epoch == 1 for r in runs)
-    assert runs[0].fit.history[0]["train_loss"] != runs[1].fit.history[0]["train_loss"]
-    table = results_table({"SASRec-CE": [r.test for r in runs]})
+def test_fit_per_seed_then_test_results_make_a_table(cycles):
+    """One fit per seed (run_experiment's seed loop), each best model scored on test, tabulated mean ± std."""
+    from qbert4rec_lib.config import seed_everything
+
+    fits, tests = [], []
+    for seed in (0, 1):
+        seed_everything(seed)
+        model = small_sasrec()
+        fits.append(fit(model, cycles, TrainConfig(epochs=1, batch_size=64, max_len=MAX_LEN, seed=seed), progress=False))
+        tests.append(evaluate_split(model, cycles, "test", EvalConfig()))
+    assert all(t.protocol.endswith("test split") for t in tests) and all(f.best_epoch == 1 for f in fits)
+    assert fits[0].history[0]["train_loss"] != fits[1].history[0]["train_loss"]
+    table = results_table({"SASRec-CE": tests})
     assert "± " in table and "| 2 |" in table
 
 

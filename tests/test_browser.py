@@ -5,7 +5,7 @@ root of the checkout that holds this file, and serves *copies* of notebooks 02, 
 (``figures_dir`` / ``results_dir`` pointed there too), so ``notebooks/`` and ``figures/`` are never rewritten; the copy
 of 07 ends after its explorer (its cold-start study would retrain several models). For each notebook Playwright drives
 Debian's Chromium (``executable_path``; no browser download is possible offline): Run All, wait until every code cell
-has run, then change each control of each explorer (:mod:`qbert4rec_lib.explore`: 02's item, 04's level and code,
+has run, then change each control of each explorer (:mod:`qbert4rec_lib.kit.explore`: 02's item, 04's level and code,
 04's prefix item, 07's user and item) and check that the explorer's view changes each time; notebook 02's plotly
 figures must be live (not PNGs) with hover texts. Any JavaScript error
 (``pageerror``) or a cell error fails the test. Screenshots of each explorer before and after each change go to

@@ -117,3 +117,25 @@ def test_key_neutral_fields_leave_old_keys_valid_and_never_give_a_wrong_hit():
     assert stable_hash(After(b=0.5)) != stable_hash(After())
     assert stable_hash(LaterDefault()) == stable_hash(After(b=0.5)) != stable_hash(After())
     assert stable_hash([After()], {"x": After()}) == stable_hash([{"a": 1}], {"x": {"a": 1}})
+
+
+def test_content_keys_keep_their_values():
+    """Every content key is cache.digest (sha256 over bytes) or stable_hash (digest over JSON); they key the caches
+    and the committed result records, so their values are pinned (taken before the hashes were unified)."""
+    import hashlib
+
+    from qbert4rec_lib.cache import digest, stable_hash
+    from qbert4rec_lib.data.images import safe_stem
+    from qbert4rec_lib.experiments.stages import hashlib_ids
+    from qbert4rec_lib.semantic.features import FeatureSet, ModalityFeatures, _sequences_hash
+    from qbert4rec_lib.semantic.fusion import features_key
+
+    assert digest([b"ab", b"c"]) == hashlib.sha256(b"abc").hexdigest()[:16] and len(digest([b""], length=8)) == 8
+    assert stable_hash({"a": 1}, [1, 2], "x") == "dc7ea6411a7983c2"
+    assert hashlib_ids(np.arange(30).reshape(10, 3)) == "394a42f05d4ef71e"
+    assert [safe_stem(k) for k in ("a/b", "x..y", "ok", "\udcff")] == ["a_b_c14cddc0", "x_y_c0e705fa", "ok", "__8f1d0f9c"]
+    vectors = np.random.default_rng(0).normal(size=(5, 1, 4)).astype(np.float32)
+    fs = FeatureSet("fp", {"text": ModalityFeatures("text", vectors, np.array([1, 1, 0, 1, 1], bool), {})}, {"image": "none"})
+    assert features_key(fs) == {"absent": ["image"], "text": {"shape": [5, 1, 4], "sha256": "014822515400941d"}}
+    assert _sequences_hash([np.array([1, 2, 3]), np.array([4])]) == digest(
+        [np.array([1, 2, 3], np.int64).tobytes() + b"|", np.array([4], np.int64).tobytes() + b"|"])

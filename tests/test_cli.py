@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from qbert4rec_lib.cli import main
+from qbert4rec_lib.kit.cli import main
 
 
 def test_stats_json_on_beauty(beauty_path, capsys):
@@ -45,7 +45,7 @@ def test_console_command_is_declared_and_is_the_module_main():
     import tomllib
     from pathlib import Path
 
-    import qbert4rec_lib.cli as cli
+    import qbert4rec_lib.kit.cli as cli
 
     root = Path(__file__).resolve().parents[1]
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]

@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from qbert4rec_lib import coldstart as C
-from qbert4rec_lib.baselines import BERT4RecID, BERT4RecConfig, Popularity, SASRec, SASRecConfig
-from qbert4rec_lib.pipeline import smoke_config
-from qbert4rec_lib.quantize import extend_ids
-from qbert4rec_lib.synthetic import load_default
-from qbert4rec_lib.train import TrainConfig
+from qbert4rec_lib.experiments import coldstart_ids as CI
+from qbert4rec_lib.experiments import coldstart_models as CM
+from qbert4rec_lib.experiments import coldstart_split as CS
+from qbert4rec_lib.models.baselines import BERT4RecID, BERT4RecConfig, Popularity, SASRec, SASRecConfig
+from qbert4rec_lib.experiments import smoke_config
+from qbert4rec_lib.semantic.quantize import extend_ids
+from qbert4rec_lib.data.synthetic_folder import load_default
+from qbert4rec_lib.experiments.train import TrainConfig
 
 TINY = dict(num_items=240, num_users=360)
 
@@ -36,8 +38,8 @@ def _all_train_items(cs):
 
 
 def test_time_split_holds_out_the_latest_items(ds):
-    cs = C.cold_start_split(ds, 0.1, by="time", max_len=20)
-    first = C.first_appearance(ds)
+    cs = CS.cold_start_split(ds, 0.1, by="time", max_len=20)
+    first = CS.first_appearance(ds)
     assert len(cs.cold_items) == int(0.1 * ds.num_items)
     # every cold item arrives no earlier than every warm item
     assert first[cs.cold_items].min() >= first[np.setdiff1d(np.arange(1, ds.num_items + 1), cs.cold_items)].max()
@@ -49,18 +51,18 @@ def test_time_split_holds_out_the_latest_items(ds):
     assert not np.isin(cs.split.test_target[cs.warm_users], cs.cold_items).any()
     assert not np.isin(cs.train_split.valid_target, cs.cold_items).any()  # early stopping never sees a cold item
     assert len(cs.train_split.valid_target) + len(cs.cold_valid_users) == ds.num_users
-    rnd = C.cold_start_split(ds, 0.1, by="random", max_len=20)
+    rnd = CS.cold_start_split(ds, 0.1, by="random", max_len=20)
     assert not np.array_equal(rnd.cold_items, cs.cold_items)
     with pytest.raises(ValueError, match="by must be"):
-        C.cold_start_split(ds, 0.1, by="popularity")
+        CS.cold_start_split(ds, 0.1, by="popularity")
 
 
 def test_cold_items_absent_from_stage_1_2_inputs_and_frozen_ids_valid(ds, tiny_cfg, monkeypatch):
-    import qbert4rec_lib.features as F
-    import qbert4rec_lib.fusion as FU
-    import qbert4rec_lib.quantize as Q
+    import qbert4rec_lib.semantic.features as F
+    import qbert4rec_lib.semantic.fusion as FU
+    import qbert4rec_lib.semantic.quantize as Q
 
-    cs = C.cold_start_split(ds, 0.15, by="time", max_len=20)
+    cs = CS.cold_start_split(ds, 0.15, by="time", max_len=20)
     seen = {}
     real_fusion, real_rqvae, real_struct = FU.train_fusion, Q.train_rqvae, F.structural_features
 
@@ -80,7 +82,7 @@ def test_cold_items_absent_from_stage_1_2_inputs_and_frozen_ids_valid(ds, tiny_c
     monkeypatch.setattr(FU, "train_fusion", spy_fusion)
     monkeypatch.setattr(Q, "train_rqvae", spy_rqvae)
     monkeypatch.setattr(F, "structural_features", spy_struct)
-    ids = C.cold_semantic_ids(ds, cs, tiny_cfg, "fused", cache_root=None)
+    ids = CI.cold_semantic_ids(ds, cs, tiny_cfg, "fused", cache_root=None)
     n_warm = ds.num_items - len(cs.cold_items)
     assert set(seen["fusion_rows"].values()) == {n_warm}  # ID queries and contrastive batches: warm rows only
     text = F.build_features(ds, tiny_cfg.features, split=replace(cs.split, train=cs.train_full, max_len=0)
@@ -88,14 +90,14 @@ def test_cold_items_absent_from_stage_1_2_inputs_and_frozen_ids_valid(ds, tiny_c
     assert np.array_equal(seen["fusion_text"], text[cs.warm_rows])
     assert seen["rqvae_rows"] == [n_warm]  # RQ-VAE training set and k-means init: warm items only
     assert not np.isin(seen["structural_items"], cs.cold_items).any()  # co-occurrence: warm sequences only
-    assert set(ids.paths) == set(C.QUERY_PATHS)
+    assert set(ids.paths) == set(CI.QUERY_PATHS)
     warm = ids.tables["content"][cs.warm_rows]
     for path, table in ids.tables.items():
         assert table.shape == (ds.num_items, 4)
         assert len(np.unique(table, axis=0)) == ds.num_items  # every item, cold included, has a unique ID
         assert (table < np.array(ids.vocab_sizes)).all() and (table >= 0).all()
         assert np.array_equal(table[cs.warm_rows], warm)  # warm IDs do not depend on the new-item path
-    raw = C.cold_semantic_ids(ds, cs, tiny_cfg, "raw_text")
+    raw = CI.cold_semantic_ids(ds, cs, tiny_cfg, "raw_text")
     assert len(np.unique(raw.tables["frozen"], axis=0)) == ds.num_items
 
 
@@ -129,7 +131,7 @@ def test_training_softmax_gives_cold_items_no_gradient(make):
 
 
 def test_qbert_loss_ignores_cold_rows_of_the_id_table():
-    from qbert4rec_lib.qbert import QBert4Rec, QBertConfig
+    from qbert4rec_lib.models.qbert import QBert4Rec, QBertConfig
 
     rng = np.random.default_rng(0)
     ids = np.concatenate([rng.integers(0, 6, (40, 2)), np.zeros((40, 1), np.int64)], 1)
@@ -157,12 +159,12 @@ def test_qbert_loss_ignores_cold_rows_of_the_id_table():
 def test_id_baselines_know_nothing_about_cold_items(ds, tiny_cfg):
     from qbert4rec_lib.config import seed_everything
 
-    cs = C.cold_start_split(ds, 0.1, by="time", max_len=20)
-    model, fits = C.train_cold_model("SASRec-CE", ds, cs, tiny_cfg, seed=0)
+    cs = CS.cold_start_split(ds, 0.1, by="time", max_len=20)
+    model, fits = CM.train_cold_model("SASRec-CE", ds, cs, tiny_cfg, seed=0)
     assert model.train_item_mask is None  # lifted after training
-    from qbert4rec_lib.train import FitResult
+    from qbert4rec_lib.experiments.train import FitResult
 
-    _, cached = C.train_cold_model("SASRec-CE", ds, cs, tiny_cfg, seed=0)  # the cache hit gives the same fits
+    _, cached = CM.train_cold_model("SASRec-CE", ds, cs, tiny_cfg, seed=0)  # the cache hit gives the same fits
     assert list(fits) == list(cached) == ["train"] and all(isinstance(f, FitResult) for f in (*fits.values(), *cached.values()))
     assert cached["train"].history == fits["train"].history and cached["train"].best_epoch == fits["train"].best_epoch
     seed_everything(0)
@@ -170,7 +172,7 @@ def test_id_baselines_know_nothing_about_cold_items(ds, tiny_cfg):
     w, w0 = model.backbone.item_embedding.weight, init.backbone.item_embedding.weight
     assert torch.equal(w[cs.cold_items], w0[cs.cold_items])  # never updated: still the random initial rows
     assert not torch.equal(w[cs.warm_rows + 1], w0[cs.warm_rows + 1])
-    pop = C.evaluate_cold(Popularity(cs.split.train_item_counts()), cs)
+    pop = CS.evaluate_cold(Popularity(cs.split.train_item_counts()), cs)
     assert pop["cold"]["HR@50"] == 0.0 and pop["cold"]["median_rank"] > ds.num_items - len(cs.cold_items)
 
 
@@ -179,7 +181,7 @@ def test_content_knn_ranks_a_cold_item_by_its_content():
     vec = rng.normal(size=(20, 8)).astype(np.float32)
     vec /= np.linalg.norm(vec, axis=1, keepdims=True)
     vec[19] = vec[[2, 4]].mean(0) / np.linalg.norm(vec[[2, 4]].mean(0))  # item 20 (never seen) looks like 3 and 5
-    knn = C.ContentKNN(vec, k=2)
+    knn = CM.ContentKNN(vec, k=2)
     scores = knn.score_all(torch.tensor([[0, 7, 3, 5]]))[0]  # history ends with items 3 and 5
     scores[[3, 5, 7]] = -torch.inf  # the evaluator excludes the history
     assert int(scores.argmax()) == 20
@@ -189,7 +191,7 @@ def test_content_knn_ranks_a_cold_item_by_its_content():
 def test_cli_cold_start_writes_the_table(ds, tmp_path, capsys):
     import json
 
-    from qbert4rec_lib.cli import main
+    from qbert4rec_lib.kit.cli import main
 
     out = tmp_path / "cold"
     rc = main(["cold-start", ds.source, "--seeds", "0", "1", "--fraction", "0.1", "--by", "random",
@@ -204,7 +206,8 @@ def test_cli_cold_start_writes_the_table(ds, tmp_path, capsys):
 
 
 def test_dial_moves_transitions_from_attributes_to_item_specific_follow_ups():
-    from qbert4rec_lib.synthetic import SyntheticConfig, default_folder, generate
+    from qbert4rec_lib.data.synthetic import SyntheticConfig, generate
+    from qbert4rec_lib.data.synthetic_folder import default_folder
 
     def attribute_share(cat):
         sub, brand = cat.attributes["subcategory"], cat.attributes["brand"]
@@ -221,7 +224,7 @@ def test_dial_moves_transitions_from_attributes_to_item_specific_follow_ups():
 
 
 def test_dial_table_lists_warm_and_cold_per_dial_value():
-    from qbert4rec_lib.coldstart import dial_table
+    from qbert4rec_lib.experiments.coldstart import dial_table
 
     def point(v, warm, cold):
         ms = lambda x: {"NDCG@10": {"mean": x, "std": 0.0}}  # noqa: E731

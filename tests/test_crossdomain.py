@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from qbert4rec_lib.crossdomain import run_cross_domain, split_ids, union_dataset
-from qbert4rec_lib.pipeline import semantic_ids, smoke_config
-from qbert4rec_lib.synthetic import load_default
+from qbert4rec_lib.experiments.crossdomain import run_cross_domain, split_ids, union_dataset
+from qbert4rec_lib.experiments import semantic_ids, smoke_config
+from qbert4rec_lib.data.synthetic_folder import load_default
 
 TINY = dict(num_items=260, num_users=380)
 
@@ -42,7 +42,7 @@ def test_union_keeps_both_catalogs_apart(pair):
 def test_union_refuses_mismatched_image_modality(pair):
     from dataclasses import replace
 
-    from qbert4rec_lib.data import Modalities
+    from qbert4rec_lib.data.dataset import Modalities
 
     src, tgt = pair
     no_images = replace(tgt, modalities=Modalities(text=True, image=False))

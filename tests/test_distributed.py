@@ -1,4 +1,4 @@
-"""Multi-process training through torchrun (qbert4rec_lib.distributed): 2 gloo ranks vs 1 process, and a rank
+"""Multi-process training through torchrun (qbert4rec_lib.experiments.distributed): 2 gloo ranks vs 1 process, and a rank
 killed mid-run. Each test launches real processes on a small generated catalog (CPU only, < 1 minute each)."""
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ COMMON = ["--model", "SASRec-CE", "--set", "baseline_train.eval_every=2", "--set
 
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory) -> Path:
-    from qbert4rec_lib.synthetic import SyntheticConfig, generate_catalog
+    from qbert4rec_lib.data.synthetic import SyntheticConfig
+    from qbert4rec_lib.data.synthetic_folder import generate_catalog
 
     return generate_catalog(SyntheticConfig(num_items=300, num_users=600, image_size=16),
                             tmp_path_factory.mktemp("dist") / "catalog")
@@ -38,12 +39,12 @@ def _env() -> dict:
 
 def _torchrun(nproc: int) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-            "-m", "qbert4rec_lib.distributed"]
+            "-m", "qbert4rec_lib.experiments.distributed"]
 
 
 def test_single_process_shard_is_make_batches():
-    from qbert4rec_lib.distributed import active, shard_batches
-    from qbert4rec_lib.train import TrainConfig, make_batches
+    from qbert4rec_lib.experiments.distributed import active, shard_batches
+    from qbert4rec_lib.experiments.train import TrainConfig, make_batches
 
     assert not active()
     lengths = np.arange(1, 100)
@@ -57,7 +58,7 @@ def test_two_gloo_ranks_match_one_process(catalog, tmp_path):
     one, two = tmp_path / "one.json", tmp_path / "two.json"
     epochs = ["--set", "baseline_train.epochs=8"]
     # same global batch (64): one process with 64, two ranks with 32 each
-    r1 = subprocess.run([sys.executable, "-m", "qbert4rec_lib.distributed", "train", str(catalog), *COMMON, *epochs,
+    r1 = subprocess.run([sys.executable, "-m", "qbert4rec_lib.experiments.distributed", "train", str(catalog), *COMMON, *epochs,
                          "--set", "baseline_train.batch_size=64", "--out", str(one)],
                         env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=150)
     assert r1.returncode == 0, r1.stderr[-3000:]

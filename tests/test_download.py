@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from qbert4rec_lib import download as dl
-from qbert4rec_lib.cli import main
+from qbert4rec_lib.data import download as dl
+from qbert4rec_lib.kit.cli import main
 
 # ---- tiny Amazon 2014 files (reviews: JSON lines; metadata: Python literals, as published) ------------------
 USERS = [f"U{u}" for u in range(6)]
@@ -199,7 +199,7 @@ def test_list_names_the_datasets_files_and_sizes(capsys):
 
 
 def test_dataset_table_matches_the_loader_file_names(tmp_path):
-    from qbert4rec_lib.loaders import detect_format
+    from qbert4rec_lib.data.loaders import detect_format
 
     for name, entry in dl.DATASETS.items():
         (_, reviews), (_, meta) = dl.dataset_files(name)

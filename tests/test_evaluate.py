@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from qbert4rec_lib.evaluate import (
+from qbert4rec_lib.experiments.evaluate import (
     EvalConfig,
     EvalResult,
     aggregate,
@@ -19,7 +19,7 @@ from qbert4rec_lib.evaluate import (
     rank_targets,
     results_table,
 )
-from qbert4rec_lib.seqbase import SequentialRecommender, pad_left
+from qbert4rec_lib.models.base import SequentialRecommender, pad_left
 
 
 # Three users, six items (ids 1..6); column 0 is padding and gets a huge score it must not use.
@@ -190,7 +190,7 @@ def test_aggregate_and_results_table():
 
 
 def test_length_sorted_batching_does_not_change_ranks():
-    from qbert4rec_lib.baselines import SASRec, SASRecConfig
+    from qbert4rec_lib.models.baselines import SASRec, SASRecConfig
 
     torch.manual_seed(0)
     model = SASRec(30, SASRecConfig(hidden_size=16, max_len=8))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from qbert4rec_lib import explore
+from qbert4rec_lib.kit import explore
 
 # 6 items, 3 code levels + the disambiguation token
 IDS = np.array([

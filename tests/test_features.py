@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from qbert4rec_lib import features as F
-from qbert4rec_lib.data import Dataset, ItemTable, Modalities
-from qbert4rec_lib.features import FeatureConfig, build_features
+from qbert4rec_lib.semantic import clip, encoders, features as F, similarity
+from qbert4rec_lib.data.dataset import Dataset, ItemTable, Modalities
+from qbert4rec_lib.semantic.features import FeatureConfig, build_features
 
 COLOURS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 170, 60), "yellow": (235, 210, 30)}
 SHAPES = ("circle", "square", "triangle")
@@ -54,15 +54,15 @@ def tiny_dataset(tmp_path, *, with_images=True, n_users=60) -> Dataset:
 
 @pytest.fixture(scope="module")
 def encoder():
-    return F.TextEncoder(max_tokens=32)
+    return encoders.TextEncoder(max_tokens=32)
 
 
 # ---- text -----------------------------------------------------------------------------------
 def test_item_text_template():
-    assert F.item_text("Rose &amp; Oud <i>Mist</i>", "Acme", ("Beauty", "Fragrance"), "  Soft\n scent. ") == \
+    assert encoders.item_text("Rose &amp; Oud <i>Mist</i>", "Acme", ("Beauty", "Fragrance"), "  Soft\n scent. ") == \
         "Rose & Oud Mist; brand: Acme; category: Beauty > Fragrance; Soft scent."
-    assert F.item_text("", "Acme", ("Beauty",), "") == "brand: Acme; category: Beauty"  # no title: the rest stays
-    assert F.item_text("", "", (), "") == ""
+    assert encoders.item_text("", "Acme", ("Beauty",), "") == "brand: Acme; category: Beauty"  # no title: the rest stays
+    assert encoders.item_text("", "", (), "") == ""
 
 
 def test_text_encoder_vectors(encoder):
@@ -80,7 +80,7 @@ def test_text_resume_after_interruption(encoder, tmp_path, monkeypatch):
     texts = [f"item number {i} with {'words ' * (i % 7)}" for i in range(40)]
     full = encoder.encode(texts, batch_size=4, progress=False)
     calls = {"n": 0}
-    real = F.TextEncoder.encode_batch
+    real = encoders.TextEncoder.encode_batch
 
     def flaky(self, batch):
         calls["n"] += 1
@@ -88,7 +88,7 @@ def test_text_resume_after_interruption(encoder, tmp_path, monkeypatch):
             raise KeyboardInterrupt("simulated interruption")
         return real(self, batch)
 
-    monkeypatch.setattr(F.TextEncoder, "encode_batch", flaky)
+    monkeypatch.setattr(encoders.TextEncoder, "encode_batch", flaky)
     with pytest.raises(KeyboardInterrupt):
         encoder.encode(texts, batch_size=4, progress=False, resume_dir=tmp_path, chunk_size=8)
     assert len(list(tmp_path.glob("text-*.npy"))) == 2  # two chunks of 8 (= 2 batches each) were saved
@@ -134,7 +134,7 @@ def test_text_fields_mode(tmp_path, encoder):
     fs = build_features(ds, FeatureConfig(modalities=("text",), text_fields="fields", text_max_tokens=32),
                         cache_root=tmp_path / "cache", progress=False)
     vecs = fs.modalities["text"].vectors
-    assert vecs.shape == (24, 4, 384) and fs.modalities["text"].meta["rows"] == list(F.TEXT_FIELDS)
+    assert vecs.shape == (24, 4, 384) and fs.modalities["text"].meta["rows"] == list(encoders.TEXT_FIELDS)
     joint = build_features(ds, FeatureConfig(modalities=("text",), text_max_tokens=32),
                            cache_root=tmp_path / "cache", progress=False).modalities["text"].vectors[:, 0]
     np.testing.assert_allclose(vecs[0, 3], joint[0], atol=1e-5)  # item 1 has no description -> joint copy
@@ -148,7 +148,7 @@ def test_build_text_resumes_through_cache(tmp_path, monkeypatch):
     ds = tiny_dataset(tmp_path, with_images=False)
     cfg = FeatureConfig(modalities=("text",), text_max_tokens=32, text_chunk_size=4, batch_size=2)
     calls = {"n": 0}
-    real = F.TextEncoder.encode_batch
+    real = encoders.TextEncoder.encode_batch
 
     def counting(self, batch):
         calls["n"] += 1
@@ -156,7 +156,7 @@ def test_build_text_resumes_through_cache(tmp_path, monkeypatch):
             raise KeyboardInterrupt("simulated interruption")
         return real(self, batch)
 
-    monkeypatch.setattr(F.TextEncoder, "encode_batch", counting)
+    monkeypatch.setattr(encoders.TextEncoder, "encode_batch", counting)
     with pytest.raises(KeyboardInterrupt):
         build_features(ds, cfg, cache_root=tmp_path / "cache", progress=False)
     partial = list((tmp_path / "cache" / "features-text").glob("*.partial"))
@@ -181,7 +181,7 @@ def test_image_absent_and_no_silent_random_weights(tmp_path):
         with pytest.raises(ValueError, match="random weights"):
             build_features(with_images, bad, cache_root=tmp_path / "cache", progress=False)
     with pytest.raises(FileNotFoundError):
-        F.ImageEncoder.from_open_clip("ViT-B-32", str(tmp_path / "missing.safetensors"))
+        encoders.ImageEncoder.from_open_clip("ViT-B-32", str(tmp_path / "missing.safetensors"))
 
 
 def test_image_encoder_from_local_weights(tmp_path):
@@ -215,16 +215,16 @@ def test_image_encoder_from_local_weights(tmp_path):
 # ---- structural ---------------------------------------------------------------------------
 def test_structural_train_only_and_signal():
     train = [np.array([1, 2, 3, 1]), np.array([2, 3]), np.array([4, 5, 6]), np.array([5, 6, 4]), np.array([7])]
-    res = F.structural_features(train, num_items=8, dim=4, window=2, seed=0)
+    res = encoders.structural_features(train, num_items=8, dim=4, window=2, seed=0)
     assert res.vectors.shape == (8, 4) and res.present.tolist() == [True] * 6 + [False, False]
     np.testing.assert_allclose(np.linalg.norm(res.vectors[res.present], axis=1), 1.0, atol=1e-5)
     assert not res.vectors[~res.present].any()
     sims = res.vectors @ res.vectors.T
     assert sims[0, 1] > sims[0, 4] and sims[3, 4] > sims[3, 1]  # same-cluster items nearer
-    again = F.structural_features(train, num_items=8, dim=4, window=2, seed=0)
+    again = encoders.structural_features(train, num_items=8, dim=4, window=2, seed=0)
     np.testing.assert_array_equal(res.vectors, again.vectors)  # deterministic
     with pytest.raises(ValueError, match="outside"):
-        F.structural_features([np.array([1, 9])], num_items=8)
+        encoders.structural_features([np.array([1, 9])], num_items=8)
 
 
 def test_neighbour_helpers(tmp_path):
@@ -233,16 +233,16 @@ def test_neighbour_helpers(tmp_path):
                         cache_root=tmp_path / "cache", progress=False)
     struct = fs.modalities["structural"]
     colour = np.array([k // 6 for k in range(24)])  # rows are grouped by colour
-    assert F.neighbour_purity(struct, colour, k=3) > 0.8  # users stay within one colour
-    near = F.nearest_items(struct, 1, k=4)
+    assert similarity.neighbour_purity(struct, colour, k=3) > 0.8  # users stay within one colour
+    near = similarity.nearest_items(struct, 1, k=4)
     assert len(near) == 4 and all(1 <= i <= 24 and i != 1 for i, _ in near)
-    assert F.nearest_items(struct, 22) == []  # absent item
+    assert similarity.nearest_items(struct, 22) == []  # absent item
 
 
 # ---- the embedded default and real Beauty ------------------------------------------------------
 @pytest.fixture(scope="module")
 def default_features(tmp_path_factory):
-    pytest.importorskip("qbert4rec_lib.synthetic")
+    pytest.importorskip("qbert4rec_lib.data.synthetic")
     from qbert4rec_lib import open_dataset
 
     ds = open_dataset("default")
@@ -262,27 +262,27 @@ def test_default_catalog_all_modalities(default_features):
     np.fill_diagonal(same, False)
     diff = colour[:, None] != colour[None, :]
     assert sims[same].mean() > sims[diff].mean() + 0.2
-    assert F.neighbour_purity(fs.modalities["image"], colour, k=10) > 0.95  # chance is ~0.1
+    assert similarity.neighbour_purity(fs.modalities["image"], colour, k=10) > 0.95  # chance is ~0.1
     meta = fs.modalities["image"].meta
     assert meta["fit_epoch_losses"][-1] < meta["fit_epoch_losses"][0] - 1.0
     # the fit learned something: the brand family's pattern is clearer than in the untrained tower
     import open_clip
 
-    untrained = F.ImageEncoder(F.catalog_clip(meta["fit"], seed=meta["fit"]["seed"]),
+    untrained = encoders.ImageEncoder(clip.catalog_clip(meta["fit"], seed=meta["fit"]["seed"]),
                                open_clip.image_transform(meta["fit"]["vision"]["image_size"], is_train=False))
-    paths = F.image_paths(ds)
+    paths = encoders.image_paths(ds)
     before = F.ModalityFeatures("image", untrained.encode(paths, progress=False)[:, None], np.ones(n, bool), {})
     family = ds.ground_truth["brand_family"]
-    assert F.neighbour_purity(fs.modalities["image"], family) > F.neighbour_purity(before, family) + 0.1
+    assert similarity.neighbour_purity(fs.modalities["image"], family) > similarity.neighbour_purity(before, family) + 0.1
     # text knows the category, structure knows what is bought together
     tops = ds.ground_truth["top_category"]
-    assert F.neighbour_purity(fs.modalities["text"], tops, k=10) > 0.6
-    assert F.neighbour_purity(fs.modalities["structural"], tops, k=10) > 0.4
+    assert similarity.neighbour_purity(fs.modalities["text"], tops, k=10) > 0.6
+    assert similarity.neighbour_purity(fs.modalities["structural"], tops, k=10) > 0.4
 
 
 @pytest.fixture(scope="module")
 def beauty(beauty_path):
-    loaders = pytest.importorskip("qbert4rec_lib.loaders")
+    loaders = pytest.importorskip("qbert4rec_lib.data.loaders")
     return loaders.load_dataset(beauty_path)
 
 
@@ -294,13 +294,13 @@ def test_beauty_structural_and_image_absent(beauty, tmp_path):
     train_items = np.unique(np.concatenate(beauty.split(max_len=0).train))
     assert not struct.present[np.setdiff1d(np.arange(1, 12102), train_items) - 1].any()  # unseen in train -> absent
     cats = beauty.items.top_categories()
-    assert F.neighbour_purity(struct, cats, k=10, max_items=500) > 0.3
+    assert similarity.neighbour_purity(struct, cats, k=10, max_items=500) > 0.3
     again = build_features(beauty, FeatureConfig(modalities=("structural",)), cache_root=tmp_path, progress=False)
     assert again.modalities["structural"].meta["cache"] == "hit"
 
 
 def test_beauty_text_subset(beauty, encoder):
-    texts = F.item_texts(beauty.items)
+    texts = encoders.item_texts(beauty.items)
     assert len(texts) == 12101 and all(texts)  # every item has at least its category path
     assert not any("&amp;" in t or "&#39;" in t for t in texts)
     sample = np.random.default_rng(0).choice(len(texts), 120, replace=False)

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from qbert4rec_lib.features import FeatureSet, ModalityFeatures
-from qbert4rec_lib.fusion import (
+from qbert4rec_lib.semantic.features import FeatureSet, ModalityFeatures
+from qbert4rec_lib.semantic.fusion import (
     FusionConfig,
     FusionModel,
     info_nce,

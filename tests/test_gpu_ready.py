@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from qbert4rec_lib.baselines import SASRec, SASRecConfig
+from qbert4rec_lib.models.baselines import SASRec, SASRecConfig
 from qbert4rec_lib.cache import _key_view
 from qbert4rec_lib.config import ConfigError
-from qbert4rec_lib.data import LeaveOneOutSplit
-from qbert4rec_lib.train import TrainConfig, fit
+from qbert4rec_lib.data.dataset import LeaveOneOutSplit
+from qbert4rec_lib.experiments.train import TrainConfig, fit
 
 N = 30
 

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-from qbert4rec_lib.images import DownloadSummary, download_images, safe_stem
+from qbert4rec_lib.data.images import DownloadSummary, download_images, safe_stem
 
 SLOW_SECONDS = 1.5
 
@@ -141,8 +141,8 @@ def test_feature_stage_downloads_url_images_into_the_cache(server, tmp_path):
     """A dataset whose metadata holds URLs: the image stage fetches them into the cache, 404s become absent."""
     import numpy as np
 
-    from qbert4rec_lib.data import Dataset, ItemTable, Modalities
-    from qbert4rec_lib.features import image_paths
+    from qbert4rec_lib.data.dataset import Dataset, ItemTable, Modalities
+    from qbert4rec_lib.semantic.encoders import image_paths
 
     urls = [f"{server}/a.png", f"{server}/nothing.png", "", f"{server}/b"]
     items = ItemTable(raw_ids=["A", "B", "C", "D"], titles=["a", "b", "c", "d"], categories=[()] * 4, brands=[""] * 4,

@@ -1,4 +1,4 @@
-"""Chunked (exact) and sampled (logQ-corrected) item losses (qbert4rec_lib.itemloss) in every model."""
+"""Chunked (exact) and sampled (logQ-corrected) item losses (qbert4rec_lib.models.itemloss) in every model."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from qbert4rec_lib.baselines import BERT4RecConfig, BERT4RecID, SASRec, SASRecConfig
+from qbert4rec_lib.models.baselines import BERT4RecConfig, BERT4RecID, SASRec, SASRecConfig
 from qbert4rec_lib.cache import _key_view, stable_hash
 from qbert4rec_lib.config import ConfigError
-from qbert4rec_lib.masking import MaskConfig
-from qbert4rec_lib.qbert import QBert4Rec, QBertConfig
-from qbert4rec_lib.seqbase import pad_left
+from qbert4rec_lib.models.masking import MaskConfig
+from qbert4rec_lib.models.qbert import QBert4Rec, QBertConfig
+from qbert4rec_lib.models.base import pad_left
 
 N = 37
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from qbert4rec_lib import open_dataset
-from qbert4rec_lib.data import DataFormatError
-from qbert4rec_lib.loaders import describe_format, detect_format, load_dataset
+from qbert4rec_lib.data.dataset import DataFormatError
+from qbert4rec_lib.data.loaders import describe_format, detect_format, load_dataset
 
 ITEM_HEADER = "item_id:token\ttitle:token\tsales_type:token\tsales_rank:float\tcategories:token_seq\tprice:float\tbrand:token"
 

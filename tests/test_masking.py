@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from qbert4rec_lib.masking import (
+from qbert4rec_lib.models.masking import (
     FINETUNE_MASKS,
     STRATEGIES,
     MaskConfig,
@@ -17,7 +17,7 @@ from qbert4rec_lib.masking import (
     span_mask,
     tail_mask,
 )
-from qbert4rec_lib.seqbase import pad_left
+from qbert4rec_lib.models.base import pad_left
 
 T = 20
 
@@ -199,7 +199,7 @@ def test_rejects_right_padding_and_bad_config():
 
 
 def test_crop_prefixes_keeps_a_left_padded_prefix_of_every_row():
-    from qbert4rec_lib.masking import crop_prefixes, real_items
+    from qbert4rec_lib.models.masking import crop_prefixes, real_items
 
     g = torch.Generator().manual_seed(0)
     seqs = torch.tensor([[0, 0, 0, 5, 6, 7, 8, 9], [0, 0, 0, 0, 0, 0, 0, 3], [1, 2, 3, 4, 5, 6, 7, 8]])
@@ -220,7 +220,7 @@ def test_crop_prefixes_keeps_a_left_padded_prefix_of_every_row():
 def test_prefix_crop_draws_no_randomness_at_zero():
     """A config at prefix_crop_prob 0 masks exactly as before the field existed (the key leaves it out)."""
     from qbert4rec_lib.cache import stable_hash
-    from qbert4rec_lib.masking import MaskConfig
+    from qbert4rec_lib.models.masking import MaskConfig
 
     assert stable_hash(MaskConfig()) == stable_hash(MaskConfig(prefix_crop_prob=0.0))
     assert stable_hash(MaskConfig()) != stable_hash(MaskConfig(prefix_crop_prob=0.5))

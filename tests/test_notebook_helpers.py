@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qbert4rec_lib import viz
-from qbert4rec_lib.notebook import Recorder
+from qbert4rec_lib.kit import plots, viz
+from qbert4rec_lib.kit.notebook import Recorder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ def test_quiet_outputs_in_a_batch_kernel_disables_progress_bars_and_known_warnin
 import io, os, warnings
 from IPython.core.interactiveshell import InteractiveShell
 InteractiveShell.instance()
-from qbert4rec_lib.notebook import Recorder, interactive
+from qbert4rec_lib.kit.notebook import Recorder, interactive
 assert not interactive()  # no kernel with a live front end here
 Recorder("nb", {str(tmp_path)!r})
 import tqdm.auto
@@ -63,7 +63,7 @@ def test_figure_paths_echo_nothing():
 
 
 def test_agreement_heatmap_blanks_the_diagonal_and_scales_to_the_off_diagonal():
-    fig = viz.agreement_heatmap([[1.0, 0.04], [0.04, 1.0]], ["text", "image"], chance=0.008, k=10)
+    fig = plots.agreement_heatmap([[1.0, 0.04], [0.04, 1.0]], ["text", "image"], chance=0.008, k=10)
     z = np.array(fig.data[0].z, dtype=float)
     assert np.isnan(z[0, 0]) and np.isnan(z[1, 1]) and z[0, 1] == 0.04
     assert fig.data[0].zmax == 0.04
@@ -74,3 +74,10 @@ def test_label_breakdown_html_gives_shares_of_the_chosen_items():
     out = viz.label_breakdown_html({"brand": ["A", "A", "B", "C"]}, [1, 2, 3])
     assert "3 items" in out and "A <b>67%</b>" in out and "B <b>33%</b>" in out and "C" not in out
     assert "no items" in viz.label_breakdown_html({"brand": ["A"]}, [])
+
+
+def test_the_kit_finds_the_checkout_root():
+    """reproduce.REPO (and with it the default figures/ and outputs/ folders) is the checkout, not a package folder."""
+    from qbert4rec_lib.kit.reproduce import NOTEBOOKS, REPO, list_notebooks
+
+    assert (REPO / "pyproject.toml").is_file() and NOTEBOOKS == REPO / "notebooks" and list_notebooks()

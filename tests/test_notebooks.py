@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from qbert4rec_lib.reproduce import NotebookFailed, list_notebooks, load_param_set, notebook_parameters, run_set
+from qbert4rec_lib.kit.reproduce import NotebookFailed, list_notebooks, load_param_set, notebook_parameters, run_set
 
 NOTEBOOKS = [p.stem for p in list_notebooks()]
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from qbert4rec_lib import open_dataset
-from qbert4rec_lib.pinned import export_semantic_ids, load_semantic_ids
-from qbert4rec_lib.pipeline import run_experiment, semantic_ids, smoke_config
-from qbert4rec_lib.train import TrainConfig
+from qbert4rec_lib.experiments.pinned import export_semantic_ids, load_semantic_ids
+from qbert4rec_lib.experiments import run_experiment, semantic_ids, smoke_config
+from qbert4rec_lib.experiments.train import TrainConfig
 
 TINY = dict(num_items=260, num_users=380)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from qbert4rec_lib.pipeline import ABLATIONS, PRESETS, ExperimentConfig, ablation_config, preset
+from qbert4rec_lib.experiments import ABLATIONS, PRESETS, ExperimentConfig, ablation_config, preset
 
 
 def test_presets_are_distinct_and_named():

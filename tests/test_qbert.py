@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from qbert4rec_lib.masking import FINETUNE_MASKS, MaskConfig
-from qbert4rec_lib.qbert import MASK_TOKEN, PAD_TOKEN, QBert4Rec, QBertConfig, transfer_weights
-from qbert4rec_lib.seqbase import pad_left
+from qbert4rec_lib.models.masking import FINETUNE_MASKS, MaskConfig
+from qbert4rec_lib.models.qbert import MASK_TOKEN, PAD_TOKEN, QBert4Rec, QBertConfig, transfer_weights
+from qbert4rec_lib.models.base import pad_left
 
 GROUPS, PER_GROUP = 6, 10
 SMALL = QBertConfig(hidden=32, layers=2, heads=2, dropout=0.1, max_len=12)
@@ -279,11 +279,11 @@ def test_token_matrix_follows_item_tokens():
     assert torch.equal(dense.sum(1), torch.full((b.num_items,), 3.0))  # one token per level per item
 
 
-def test_pretrain_and_finetune_wrap_fit_and_set_the_masks():
-    from qbert4rec_lib.data import LeaveOneOutSplit
-    from qbert4rec_lib.masking import PRETRAIN_MASKS
-    from qbert4rec_lib.qbert import finetune, pretrain
-    from qbert4rec_lib.train import TrainConfig
+def test_pretrain_then_finetune_through_fit_with_the_phase_masks():
+    """The two phases as the pipeline runs them (experiments.runs.train_model): set ``model.masking``, then fit."""
+    from qbert4rec_lib.data.dataset import LeaveOneOutSplit
+    from qbert4rec_lib.experiments.train import TrainConfig, fit
+    from qbert4rec_lib.models.masking import PRETRAIN_MASKS
 
     histories, targets = group_walks(120, seed=9)
     split = LeaveOneOutSplit(train=[h[:-1] for h in histories], valid_history=[h[:-1] for h in histories],
@@ -291,9 +291,11 @@ def test_pretrain_and_finetune_wrap_fit_and_set_the_masks():
                              test_target=targets, num_items=GROUPS * PER_GROUP, max_len=12)
     model = new_model()
     cfg = TrainConfig(epochs=2, batch_size=32, patience=0, max_len=12)
-    first = pretrain(model, split, cfg, progress=False)
+    model.masking = PRETRAIN_MASKS
+    first = fit(model, split, cfg, progress=False)
     assert model.masking == PRETRAIN_MASKS and len(first.history) == 2
-    second = finetune(model, split, cfg, progress=False)
+    model.masking = FINETUNE_MASKS
+    second = fit(model, split, cfg, progress=False)
     assert model.masking == FINETUNE_MASKS and second.best_valid["NDCG@10"] >= 0
 
 

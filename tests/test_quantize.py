@@ -9,20 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from qbert4rec_lib.quantize import (
+from qbert4rec_lib.semantic.code_health import category_purity, code_health, random_purity_baseline, usage_counts
+from qbert4rec_lib.semantic.quantize import (
     RQVAE,
     ResidualQuantizer,
     RQVAEConfig,
     SemanticIDTable,
     _reseed_dead_codes,
-    category_purity,
-    code_health,
     disambiguate,
     effective_codebook_size,
-    random_purity_baseline,
     run_quantize,
     train_rqvae,
-    usage_counts,
 )
 
 
@@ -227,7 +224,7 @@ def test_stage_2_takes_its_thread_helper_from_config_not_from_stage_1():
     import subprocess
     import sys
 
-    code = ("import sys, qbert4rec_lib.quantize as q, qbert4rec_lib.config as c; "
-            "assert q.torch_threads is c.torch_threads; assert 'qbert4rec_lib.fusion' not in sys.modules")
+    code = ("import sys, qbert4rec_lib.semantic.quantize as q, qbert4rec_lib.config as c; "
+            "assert q.torch_threads is c.torch_threads; assert 'qbert4rec_lib.semantic.fusion' not in sys.modules")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from qbert4rec_lib import open_dataset
-from qbert4rec_lib.pipeline import run_experiment, smoke_config
-from qbert4rec_lib.train import FitResult, TrainConfig, epoch_logger
+from qbert4rec_lib.experiments import run_experiment, smoke_config
+from qbert4rec_lib.experiments.train import FitResult, TrainConfig, epoch_logger
 
 TINY = dict(num_items=260, num_users=380)
 
@@ -78,7 +78,7 @@ def test_epoch_logger_tracks_the_best_per_phase(capsys):
 
 
 def test_study_table_is_assembled_from_labelled_records(tmp_path):
-    from qbert4rec_lib.pipeline import study_runs_from_records, study_table
+    from qbert4rec_lib.experiments import study_runs_from_records, study_table
 
     def record(label, seed, ndcg):
         fits = {"finetune": {"history": [], "best_epoch": 3, "stop_reason": "patience", "seconds": 1.0},
@@ -107,7 +107,7 @@ def test_study_table_is_assembled_from_labelled_records(tmp_path):
 
 def test_runs_that_differ_only_in_fine_tuning_share_the_cached_pretraining(tiny, tmp_path):
     """The pretraining phase has its own cache entry; a hit gives exactly the model a fresh pretraining gives."""
-    from qbert4rec_lib.pipeline import train_model
+    from qbert4rec_lib.experiments import train_model
 
     base = dataclasses.replace(smoke_config(), pretrain=TrainConfig(epochs=2, eval_every=1, lr=2e-3),
                                finetune=TrainConfig(epochs=1, eval_every=1, lr=1e-3))

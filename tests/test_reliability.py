@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from qbert4rec_lib.cache import CacheError, StageDir, load_chunk, save_chunk
-from qbert4rec_lib.data import DataFormatError
-from qbert4rec_lib.loaders import load_dataset
+from qbert4rec_lib.data.dataset import DataFormatError
+from qbert4rec_lib.data.loaders import load_dataset
 
 
 # ---- item 2 / 9: integrity records and cache errors that name the file ------------------------------------
@@ -125,7 +125,7 @@ def test_bad_resume_chunk_is_dropped(tmp_path, capsys, fault):
 
 
 def test_text_encoder_recomputes_a_truncated_chunk(tmp_path, capsys):
-    from qbert4rec_lib.features import TextEncoder
+    from qbert4rec_lib.semantic.encoders import TextEncoder
 
     enc = TextEncoder(max_tokens=16)
     texts = [f"item {i} {'word ' * (i % 5)}" for i in range(12)]
@@ -297,7 +297,7 @@ def drip_server(monkeypatch):
 def test_image_download_has_a_total_deadline(tmp_path, drip_server, route):
     import time
 
-    from qbert4rec_lib.images import download_images
+    from qbert4rec_lib.data.images import download_images
 
     t0 = time.monotonic()
     s = download_images({"X": drip_server + route}, tmp_path / "img", timeout=0.5, deadline=1.0, retries=2,
@@ -345,7 +345,8 @@ def test_allowed_image_root_is_explicit(tmp_path, monkeypatch):
 def test_unreadable_local_images_become_counted_broken_entries(tmp_path, capsys):
     from dataclasses import replace
 
-    from qbert4rec_lib.features import FeatureConfig, build_features, resolve_images
+    from qbert4rec_lib.semantic.encoders import resolve_images
+    from qbert4rec_lib.semantic.features import FeatureConfig, build_features
 
     folder = _image_folder(tmp_path)
     ds = load_dataset(folder)
@@ -383,7 +384,7 @@ BAD_ARGS = [
 
 @pytest.mark.parametrize("argv,message", BAD_ARGS, ids=[a[-1] for a, _ in BAD_ARGS])
 def test_cli_bad_values_are_one_line_errors(capsys, argv, message):
-    from qbert4rec_lib.cli import main
+    from qbert4rec_lib.kit.cli import main
 
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -391,7 +392,7 @@ def test_cli_bad_values_are_one_line_errors(capsys, argv, message):
 
 
 def test_cli_rejects_negative_threads(capsys):
-    from qbert4rec_lib.cli import main
+    from qbert4rec_lib.kit.cli import main
 
     with pytest.raises(SystemExit) as exc:
         main(["quantize", "default", "--threads", "-1"])
@@ -399,7 +400,7 @@ def test_cli_rejects_negative_threads(capsys):
 
 
 def test_cli_generate_into_a_non_empty_folder(tmp_path, capsys):
-    from qbert4rec_lib.cli import main
+    from qbert4rec_lib.kit.cli import main
 
     (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
     assert main(["generate", str(tmp_path)]) == 2
@@ -409,7 +410,7 @@ def test_cli_generate_into_a_non_empty_folder(tmp_path, capsys):
 
 
 def test_cli_name_chooses_among_two_item_files(tmp_path, capsys):
-    from qbert4rec_lib.cli import main
+    from qbert4rec_lib.kit.cli import main
 
     folder = _seq_folder(tmp_path, ["A\tAlpha\t1.0\tX", "B\tBeta\t2.0\tY", "C\tGamma\t3.0\tZ", "D\tDelta\t4.0\tW"])
     (folder / "other.item").write_text((folder / "cat.item").read_text(encoding="utf-8").replace("Alpha", "Other"),
@@ -423,16 +424,16 @@ def test_cli_name_chooses_among_two_item_files(tmp_path, capsys):
 def test_config_types_and_ranges_are_checked_in_post_init():
     from dataclasses import replace
 
-    from qbert4rec_lib.baselines import BERT4RecConfig, SASRecConfig
+    from qbert4rec_lib.models.baselines import BERT4RecConfig, SASRecConfig
     from qbert4rec_lib.config import ConfigError, ConfigTypeError, override, override_path
-    from qbert4rec_lib.evaluate import EvalConfig
-    from qbert4rec_lib.features import FeatureConfig
-    from qbert4rec_lib.fusion import FusionConfig
-    from qbert4rec_lib.masking import MaskConfig
-    from qbert4rec_lib.pipeline import ExperimentConfig
-    from qbert4rec_lib.qbert import QBertConfig
-    from qbert4rec_lib.quantize import RQVAEConfig
-    from qbert4rec_lib.train import TrainConfig
+    from qbert4rec_lib.experiments.evaluate import EvalConfig
+    from qbert4rec_lib.semantic.features import FeatureConfig
+    from qbert4rec_lib.semantic.fusion import FusionConfig
+    from qbert4rec_lib.models.masking import MaskConfig
+    from qbert4rec_lib.experiments import ExperimentConfig
+    from qbert4rec_lib.models.qbert import QBertConfig
+    from qbert4rec_lib.semantic.quantize import RQVAEConfig
+    from qbert4rec_lib.experiments.train import TrainConfig
 
     cases = [
         (lambda: FeatureConfig(batch_size=0), "FeatureConfig.batch_size must be an int >= 1"),
@@ -470,12 +471,12 @@ def test_config_types_and_ranges_are_checked_in_post_init():
 
 # ---- the whole chain: damage each cached artifact kind in turn, rerun, get the clean run's metrics ----------
 def _chain_config():
-    from qbert4rec_lib.features import FeatureConfig
-    from qbert4rec_lib.fusion import FusionConfig
-    from qbert4rec_lib.pipeline import ExperimentConfig
-    from qbert4rec_lib.qbert import QBertConfig
-    from qbert4rec_lib.quantize import RQVAEConfig
-    from qbert4rec_lib.train import TrainConfig
+    from qbert4rec_lib.semantic.features import FeatureConfig
+    from qbert4rec_lib.semantic.fusion import FusionConfig
+    from qbert4rec_lib.experiments import ExperimentConfig
+    from qbert4rec_lib.models.qbert import QBertConfig
+    from qbert4rec_lib.semantic.quantize import RQVAEConfig
+    from qbert4rec_lib.experiments.train import TrainConfig
 
     return ExperimentConfig(
         features=FeatureConfig(text_max_tokens=16, text_chunk_size=32, batch_size=16, image_fit_epochs=1,
@@ -516,9 +517,9 @@ FAULTS = [  # (what, stage folder, file, damage)
 
 
 def test_fault_injection_through_the_whole_chain(tmp_path, capsys, monkeypatch):
-    from qbert4rec_lib import features as F
-    from qbert4rec_lib.pipeline import train_model
-    from qbert4rec_lib.synthetic import load_default
+    from qbert4rec_lib.semantic import encoders
+    from qbert4rec_lib.experiments import train_model
+    from qbert4rec_lib.data.synthetic_folder import load_default
 
     root = tmp_path / "cache"
     ds = load_default(root=root, seed=31, num_items=150, num_users=220)
@@ -547,7 +548,7 @@ def test_fault_injection_through_the_whole_chain(tmp_path, capsys, monkeypatch):
     import shutil
 
     shutil.rmtree(text_folder)
-    real, calls = F.TextEncoder.encode_batch, {"n": 0}
+    real, calls = encoders.TextEncoder.encode_batch, {"n": 0}
 
     def interrupted(self, batch):
         calls["n"] += 1
@@ -555,10 +556,10 @@ def test_fault_injection_through_the_whole_chain(tmp_path, capsys, monkeypatch):
             raise KeyboardInterrupt("simulated interruption")
         return real(self, batch)
 
-    monkeypatch.setattr(F.TextEncoder, "encode_batch", interrupted)
+    monkeypatch.setattr(encoders.TextEncoder, "encode_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run()
-    monkeypatch.setattr(F.TextEncoder, "encode_batch", real)
+    monkeypatch.setattr(encoders.TextEncoder, "encode_batch", real)
     chunks = sorted((root / "features-text").glob("*.partial/text-*.npy"))
     assert len(chunks) == 2
     _truncate(chunks[0])
@@ -584,7 +585,7 @@ def test_fault_injection_through_the_whole_chain(tmp_path, capsys, monkeypatch):
 
 
 def test_exported_semantic_id_table_errors_name_the_file(tmp_path):
-    from qbert4rec_lib.quantize import SemanticIDTable
+    from qbert4rec_lib.semantic.quantize import SemanticIDTable
 
     SemanticIDTable(np.arange(12, dtype=np.int64).reshape(4, 3) % 3, (3, 3, 3)).save(tmp_path)
     assert SemanticIDTable.load(tmp_path).ids.shape == (4, 3)

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from qbert4rec_lib import reproduce
+from qbert4rec_lib.kit import reproduce
 from qbert4rec_lib.cache import stage_dir
 
 
@@ -23,7 +23,7 @@ def _notebook(path, body: str) -> None:
     nbformat.write(nb, str(path))
 
 
-RECORD = ("from qbert4rec_lib.notebook import Recorder\n"
+RECORD = ("from qbert4rec_lib.kit.notebook import Recorder\n"
           "rec = Recorder('{stem}', results_dir or None)\nrec.record('value', value)\n")
 
 

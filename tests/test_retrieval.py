@@ -1,4 +1,4 @@
-"""Beam search over the semantic-ID prefix tree (qbert4rec_lib.retrieval): exactness at full width, valid items
+"""Beam search over the semantic-ID prefix tree (qbert4rec_lib.experiments.retrieval): exactness at full width, valid items
 at small widths, the evaluator's protocol, and clear errors."""
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from qbert4rec_lib.evaluate import EvalConfig, evaluate
-from qbert4rec_lib.qbert import QBert4Rec, QBertConfig
-from qbert4rec_lib.retrieval import PrefixTrie, beam_search, evaluate_beam, full_topk
+from qbert4rec_lib.experiments.evaluate import EvalConfig, evaluate
+from qbert4rec_lib.models.qbert import QBert4Rec, QBertConfig
+from qbert4rec_lib.experiments.retrieval import PrefixTrie, beam_search, evaluate_beam, full_topk
 
 CFG = dict(hidden=16, layers=1, heads=2, dropout=0.0, max_len=10)
 HEADS = {"token_mlp": dict(item_head="token_mlp"), "level_sum": dict(item_head="level_sum"),

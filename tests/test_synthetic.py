@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from qbert4rec_lib import synthetic as S
-from qbert4rec_lib.data import kcore_mask
-from qbert4rec_lib.loaders import read_ground_truth
-from qbert4rec_lib.synthetic import SyntheticConfig
+from qbert4rec_lib.data import synthetic as S
+from qbert4rec_lib.data import synthetic_folder as SF
+from qbert4rec_lib.data import synthetic_images as SI
+from qbert4rec_lib.data.dataset import kcore_mask
+from qbert4rec_lib.data.loaders import load_dataset, read_ground_truth
+from qbert4rec_lib.data.synthetic import SyntheticConfig
 
 SMALL = SyntheticConfig(num_items=300, num_users=500)
 
@@ -23,37 +25,37 @@ def cache_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def default(cache_root):
-    """The default-size catalog written where load_default keeps it, and its in-memory Dataset."""
+    """The default-size catalog written where load_default keeps it, and its Dataset read from that folder."""
     cfg = SyntheticConfig()
-    folder = S.generate_catalog(cfg, S.default_folder(cfg, cache_root))
-    return folder, S.build_dataset(cfg, folder)
+    folder = SF.generate_catalog(cfg, SF.default_folder(cfg, cache_root))
+    return folder, load_dataset(folder)
 
 
 # ---- determinism ------------------------------------------------------------------------------
 def test_same_seed_gives_byte_identical_folders_and_other_seed_differs(tmp_path):
-    a = S.generate_catalog(SMALL, tmp_path / "a")
+    a = SF.generate_catalog(SMALL, tmp_path / "a")
     S.generate.cache_clear()  # regenerate from scratch, not from the in-memory cache
-    b = S.generate_catalog(SMALL, tmp_path / "b")
-    c = S.generate_catalog(SyntheticConfig(num_items=300, num_users=500, seed=1), tmp_path / "c")
-    assert S.folder_fingerprint(a) == S.folder_fingerprint(b)
-    assert S.folder_fingerprint(a) != S.folder_fingerprint(c)
-    assert S.build_dataset(SMALL, a).fingerprint() == S.build_dataset(SMALL, a).fingerprint()
+    b = SF.generate_catalog(SMALL, tmp_path / "b")
+    c = SF.generate_catalog(SyntheticConfig(num_items=300, num_users=500, seed=1), tmp_path / "c")
+    assert SF.folder_fingerprint(a) == SF.folder_fingerprint(b)
+    assert SF.folder_fingerprint(a) != SF.folder_fingerprint(c)
+    assert load_dataset(a).fingerprint() == load_dataset(a).fingerprint()
     assert (a / "user_sequence.txt").read_bytes() != (c / "user_sequence.txt").read_bytes()
 
 
 def test_rewrite_replaces_own_folder_but_refuses_a_foreign_one(tmp_path):
-    out = S.generate_catalog(SMALL, tmp_path / "data")
-    before = S.folder_fingerprint(out)
-    assert S.generate_catalog(SMALL, out) == out and S.folder_fingerprint(out) == before
+    out = SF.generate_catalog(SMALL, tmp_path / "data")
+    before = SF.folder_fingerprint(out)
+    assert SF.generate_catalog(SMALL, out) == out and SF.folder_fingerprint(out) == before
     stamp = (out / "config.json").stat().st_mtime_ns
-    S.generate_catalog(SMALL, out, replace=False)  # a concurrent writer's folder is kept as is
+    SF.generate_catalog(SMALL, out, replace=False)  # a concurrent writer's folder is kept as is
     assert (out / "config.json").stat().st_mtime_ns == stamp
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp folders left behind"
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="foreign"):
-        S.generate_catalog(SMALL, foreign)
+        SF.generate_catalog(SMALL, foreign)
     assert (foreign / "notes.txt").read_text() == "mine"
 
 
@@ -148,8 +150,8 @@ def test_image_colour_follows_the_colour_attribute(default):
 def test_image_shape_follows_subcategory_and_pattern_follows_brand_family():
     rng = lambda: np.random.default_rng(3)  # noqa: E731 - identical jitter for both renders
     red = S.COLOURS["Red"][0]
-    circle, bar = (S.render_item_image(s, red, "plain", 64, rng()) for s in ("circle", "bar_tall"))
-    plain, striped = (S.render_item_image("square", red, p, 64, rng()) for p in ("plain", "stripes"))
+    circle, bar = (SI.render_item_image(s, red, "plain", 64, rng()) for s in ("circle", "bar_tall"))
+    plain, striped = (SI.render_item_image("square", red, p, 64, rng()) for p in ("plain", "stripes"))
     is_red = lambda im: (im[..., 0] > 150) & (im[..., 1] < 120)  # noqa: E731
     assert abs(int(is_red(circle).sum()) - int(is_red(bar).sum())) > 150  # different silhouettes
     assert is_red(plain).sum() > is_red(striped).sum() + 200  # stripes replace part of the fill
@@ -196,7 +198,7 @@ def test_ground_truth_labels_have_one_order_on_every_path(default, cache_root):
     families as declared; brands as generated), not sorted: in memory, on disk and through the folder loader."""
     folder, ds = default
     cat = S.generate(SyntheticConfig())
-    loaded = S.load_default(root=cache_root)
+    loaded = SF.load_default(root=cache_root)
     codes, file_labels = read_ground_truth(folder / "ground_truth.tsv", ds.items.raw_ids)
     on_disk = json.loads((folder / "ground_truth_labels.json").read_text(encoding="utf-8"))
     generator = {a: list(cat.labels[a]) for a in S.GROUND_TRUTH_ATTRIBUTES}
@@ -242,9 +244,9 @@ def test_next_subcategory_heuristic_clearly_beats_popularity(default):
     assert heur_hr > 1.5 * pop_hr, (pop_hr, heur_hr)
 
 
-def test_without_sequential_structure_the_heuristic_gains_nothing():
+def test_without_sequential_structure_the_heuristic_gains_nothing(cache_root):
     cfg = SyntheticConfig(num_items=400, num_users=1500, complement_prob=0.0, same_brand_prob=0.0)
-    pop_hr, heur_hr = _hit_rates_on_last_item(S.build_dataset(cfg, folder="/nonexistent"))
+    pop_hr, heur_hr = _hit_rates_on_last_item(SF.load_default(cfg, root=cache_root))
     assert heur_hr < 1.25 * pop_hr, (pop_hr, heur_hr)
 
 
@@ -252,27 +254,24 @@ def test_without_sequential_structure_the_heuristic_gains_nothing():
 def test_load_default_reuses_the_cache_and_accepts_overrides(default, cache_root):
     folder, ds = default
     stamp = (folder / "config.json").stat().st_mtime_ns
-    loaded = S.load_default(root=cache_root)
+    loaded = SF.load_default(root=cache_root)
     assert (folder / "config.json").stat().st_mtime_ns == stamp  # reused, not regenerated
     assert loaded.num_users == ds.num_users and loaded.num_items == ds.num_items
-    small = S.load_default(root=cache_root, num_items="300", num_users=500)
-    assert S.default_folder(SMALL, cache_root).is_dir() and small.num_items <= 300
+    small = SF.load_default(root=cache_root, num_items="300", num_users=500)
+    assert SF.default_folder(SMALL, cache_root).is_dir() and small.num_items <= 300
 
 
-def test_folder_loader_matches_build_dataset(default, cache_root):
+def test_the_folder_holds_what_the_generator_made(default, cache_root):
+    """The folder (read by the real-data loader: the only way a generated catalog becomes a Dataset) has the
+    generator's counts, ids, texts and ground truth."""
     folder, ds = default
-    loaded = S.load_default(root=cache_root)
-    assert (loaded.num_users, loaded.num_items, loaded.num_interactions) == (ds.num_users, ds.num_items, ds.num_interactions)
-    assert loaded.user_ids == ds.user_ids and loaded.items.raw_ids == ds.items.raw_ids
-    assert all(np.array_equal(a, b) for a, b in zip(loaded.sequences, ds.sequences))
-    assert loaded.items.titles == ds.items.titles and loaded.items.descriptions == ds.items.descriptions
-    assert [tuple(c) for c in loaded.items.categories] == ds.items.categories
-    assert loaded.items.brands == ds.items.brands
-    np.testing.assert_allclose(loaded.items.prices, ds.items.prices)
-    assert [Path(p).resolve() for p in loaded.items.images] == [Path(p).resolve() for p in ds.items.images]
-    assert loaded.modalities.as_dict() == ds.modalities.as_dict()
-    assert loaded.fingerprint() == ds.fingerprint()  # downstream caches are shared by both paths
-    assert any("5-core" in note for note in loaded.report.notes)
-    for attr in S.GROUND_TRUTH_ATTRIBUTES:
-        got = [loaded.ground_truth_labels[attr][c] for c in loaded.ground_truth[attr]]
-        assert got == [ds.ground_truth_labels[attr][c] for c in ds.ground_truth[attr]]
+    cat = S.generate(SyntheticConfig())
+    assert (ds.num_users, ds.num_items, ds.num_interactions) == (cat.counts["users"], cat.counts["items"], cat.counts["interactions"])
+    assert ds.user_ids == list(cat.user_ids) and sorted(ds.items.raw_ids) == sorted(cat.raw_ids)
+    row = {r: k for k, r in enumerate(cat.raw_ids)}
+    for i in (0, len(ds.items.raw_ids) // 2, len(ds.items.raw_ids) - 1):
+        k = row[ds.items.raw_ids[i]]
+        assert ds.items.brands[i] == cat.label("brand", k)
+        for attr in S.GROUND_TRUTH_ATTRIBUTES:
+            assert ds.ground_truth_labels[attr][ds.ground_truth[attr][i]] == cat.label(attr, k)
+    assert any("5-core" in note for note in SF.load_default(root=cache_root).report.notes)

@@ -1,0 +1,178 @@
+"""Semantic IDs for new items: each cold item's fused vector through the *trained* stage 1 (a content query, the
+mean query, the learned "unknown" query, or content + structure; :data:`QUERY_PATHS`), quantized by the trained
+RQ-VAE and disambiguated without changing any warm ID. Cached per (dataset, split, source, paths, config).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .coldstart_split import ColdStart
+
+__all__ = ["QUERY_PATHS", "content_vectors", "ColdIDs", "cold_semantic_ids"]
+
+QUERY_PATHS = ("content", "mean", "unknown", "content+structure")
+
+
+def content_vectors(features) -> np.ndarray:
+    """float32 ``[N, d]``: the concatenation of each content modality's pooled, L2-normalised vector (text, image;
+    never structural), L2-normalised. A missing modality contributes zeros."""
+    from ..semantic.features import pooled
+
+    parts = [pooled(features.modalities[m]) * np.asarray(features.modalities[m].present, dtype=np.float32)[:, None]
+             for m in ("text", "image") if m in features.modalities]
+    if not parts:
+        raise ValueError("content_vectors: the FeatureSet has neither text nor image features")
+    x = np.concatenate(parts, axis=1)
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+@dataclass
+class ColdIDs:
+    """Semantic IDs of every item when the cold items were absent from stages 1-2."""
+
+    source: str  # "fused" (stages 1+2) | "raw_text" (RQ-VAE on the text vectors)
+    tables: dict[str, np.ndarray]  # path -> int64 [N, L + 1]; warm rows identical across paths
+    vocab_sizes: tuple[int, ...]  # covers every path's table (codebook size per level, then max suffix + 1)
+    info: dict = field(default_factory=dict)  # per path: diagnostics (see cold_semantic_ids)
+    key: str = ""
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(self.tables)
+
+
+def _subset_features(features, rows: np.ndarray):
+    from ..semantic.features import FeatureSet, ModalityFeatures
+
+    mods = {m: ModalityFeatures(m, f.vectors[rows], np.asarray(f.present)[rows], dict(f.meta))
+            for m, f in features.modalities.items()}
+    return FeatureSet(features.dataset_fingerprint, mods, dict(features.absent))
+
+
+def _path_diagnostics(table: np.ndarray, cs: ColdStart, dataset, warm_codes_via_path: np.ndarray | None,
+                      warm_ids: np.ndarray) -> dict:
+    """Cheap, label-free and ground-truth checks of a path's IDs (no test data used)."""
+    cold_rows, warm_rows = cs.cold_items - 1, cs.warm_rows
+    cold = table[cold_rows]
+    warm_prefixes = {tuple(r) for r in warm_ids[:, :-1]}
+    out = {"cold_items": int(len(cold_rows)),
+           "cold_sharing_all_codes_with_a_warm_item": float(np.mean([tuple(r) in warm_prefixes for r in cold[:, :-1]])),
+           "cold_distinct_level1_codes": int(len(np.unique(cold[:, 0]))),
+           "max_disambiguation_token": int(table[:, -1].max())}
+    if warm_codes_via_path is not None:  # warm items sent through the new-item path: do they land on their own codes?
+        out["warm_level1_agreement"] = float(np.mean(warm_codes_via_path[:, 0] == warm_ids[:, 0]))
+        out["warm_level12_agreement"] = float(np.mean(np.all(warm_codes_via_path[:, :2] == warm_ids[:, :2], axis=1)))
+    gt = getattr(dataset, "ground_truth", None)
+    if gt is not None and "subcategory" in gt:  # does a cold item's level-1 code hold warm items of its subcategory?
+        sub = np.asarray(gt["subcategory"])
+        majority = {}
+        for code in np.unique(table[warm_rows, 0]):
+            members = sub[warm_rows[table[warm_rows, 0] == code]]
+            majority[int(code)] = int(np.bincount(members).argmax())
+        hits = [majority.get(int(table[r, 0]), -1) == sub[r] for r in cold_rows]
+        out["cold_level1_majority_subcategory_match"] = float(np.mean(hits))
+    return out
+
+
+def cold_semantic_ids(dataset, cs: ColdStart, cfg, source: str = "fused", *, paths: Sequence[str] = QUERY_PATHS,
+                      content_k: int = 10, cache_root=None, progress: bool = False) -> ColdIDs:
+    """Train stages 1-2 on the warm items only and give every cold item a semantic ID through the frozen stages
+    (see the module doc). ``cfg`` is an :class:`~qbert4rec_lib.experiments.presets.ExperimentConfig`. Cached."""
+    from ..cache import stage_dir
+    from ..semantic.features import build_features
+
+    if source not in ("fused", "raw_text"):
+        raise ValueError(f"source must be 'fused' or 'raw_text', got {source!r}")
+    paths = tuple(paths) if source == "fused" else ("frozen",)
+    unknown = set(paths) - set(QUERY_PATHS) - {"frozen"}
+    if unknown:
+        raise ValueError(f"unknown stage-1 path(s) {sorted(unknown)}; known: {QUERY_PATHS}")
+    full_split = replace(cs.split, train=cs.train_full, max_len=0)
+    features = build_features(dataset, cfg.features, split=full_split, cache_root=cache_root, progress=progress)
+    store = stage_dir("coldstart_ids", dataset.fingerprint(), cs.key(), source, paths, content_k, cfg.features,
+                      cfg.fusion if source == "fused" else None, cfg.rqvae, root=cache_root)
+    with store.lock():
+        if store.usable():
+            meta = store.meta()
+            return ColdIDs(source, {p: store.load_npy(f"ids_{p}") for p in meta["paths"]}, tuple(meta["vocab_sizes"]),
+                           meta["info"], store.key)
+        ids = _compute_cold_ids(dataset, cs, cfg, source, paths, content_k, features, progress)
+        store.write({f"ids_{p}": t for p, t in ids.tables.items()},
+                    {"paths": list(ids.tables), "vocab_sizes": list(ids.vocab_sizes), "info": ids.info,
+                     "source": source, "cold_items": cs.cold_items.tolist(), "protocol": cs.describe()})
+        ids.key = store.key
+        return ids
+
+
+def _compute_cold_ids(dataset, cs, cfg, source, paths, content_k, features, progress) -> ColdIDs:
+    from ..semantic.features import pooled
+    from ..semantic.fusion import _select_inputs, train_fusion
+    from ..semantic.fusion_queries import encode_with_queries, fit_unknown_query
+    from ..semantic.quantize import encode_frozen, extend_ids, train_rqvae
+
+    warm_rows, cold_rows = cs.warm_rows, cs.cold_items - 1
+    n = dataset.num_items
+    info: dict = {"warm_items": int(len(warm_rows))}
+    tables: dict[str, np.ndarray] = {}
+    if source == "raw_text":
+        if "text" not in features.modalities:
+            raise ValueError(f"raw-text IDs need text features; {dataset.name!r} has none")
+        text = pooled(features.modalities["text"])
+        quant = train_rqvae(text[warm_rows], cfg.rqvae, progress=progress)
+        warm_ids = quant.semantic_ids
+        cold_codes = encode_frozen(quant, text[cold_rows])
+        table = np.zeros((n, warm_ids.shape[1]), np.int64)
+        table[warm_rows], table[cold_rows] = warm_ids, extend_ids(warm_ids, cold_codes)
+        tables["frozen"] = table
+        info["frozen"] = _path_diagnostics(table, cs, dataset, encode_frozen(quant, text[warm_rows]), warm_ids)
+    else:
+        if "structural" in features.modalities:  # the protocol: no co-occurrence for an item nobody has seen
+            assert not np.asarray(features.modalities["structural"].present)[cold_rows].any()
+        fusion = train_fusion(_subset_features(features, warm_rows), cfg.fusion, progress=progress)
+        model = fusion.model
+        quant = train_rqvae(fusion.embeddings, cfg.rqvae, progress=progress)
+        warm_ids = quant.semantic_ids
+        inputs = _select_inputs(features, cfg.fusion)  # all rows; a cold row has no structural modality
+        hide = torch.tensor([m == "structural" for m in inputs.names])
+        queries_w = model.id_queries.weight.detach()  # [N_warm, width], row order = warm_rows
+        content = content_vectors(features)
+        sim = content @ content[warm_rows].T  # [N, N_warm]
+        sim[warm_rows, np.arange(len(warm_rows))] = -np.inf  # a warm item is never its own neighbour (diagnostics)
+        neighbours = np.argsort(-sim, axis=1)[:, :content_k]  # [N, k] indices into warm_rows
+        unknown_query = None
+        if "unknown" in paths:
+            wf = {m: inputs.features[m][torch.as_tensor(warm_rows)] for m in inputs.names}
+            unknown_query = fit_unknown_query(model, wf, inputs.present[torch.as_tensor(warm_rows)] & ~hide,
+                                              seed=cfg.fusion.seed)
+
+        def queries_for(rows: np.ndarray, path: str) -> torch.Tensor:
+            if path in ("mean", "mean+structure"):
+                return queries_w.mean(0, keepdim=True).expand(len(rows), -1)
+            if path == "unknown":
+                return unknown_query.unsqueeze(0).expand(len(rows), -1)
+            return queries_w[torch.as_tensor(neighbours[rows])].mean(1)  # content: neighbours' mean query
+
+        def fused(rows: np.ndarray, path: str) -> np.ndarray:
+            r = torch.as_tensor(rows)
+            feats, present = {m: inputs.features[m][r] for m in inputs.names}, inputs.present[r] & ~hide
+            if path.endswith("+structure") and "structural" in inputs.names:  # impute structure from content
+                struct = inputs.features["structural"][torch.as_tensor(warm_rows[neighbours[rows]])].mean(1)  # [B, J, d]
+                feats["structural"] = struct / struct.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+                present = present | hide
+            return encode_with_queries(model, feats, present, queries_for(rows, path.split("+")[0])).fused.numpy()
+
+        for path in paths:
+            cold_codes = encode_frozen(quant, fused(cold_rows, path))
+            table = np.zeros((n, warm_ids.shape[1]), np.int64)
+            table[warm_rows], table[cold_rows] = warm_ids, extend_ids(warm_ids, cold_codes)
+            tables[path] = table
+            info[path] = _path_diagnostics(table, cs, dataset, encode_frozen(quant, fused(warm_rows, path)), warm_ids)
+        info["fusion_seconds"], info["fusion_final_loss"] = fusion.seconds, fusion.history[-1]["loss"]
+    info["rqvae_codebook_size"] = int(quant.codebook_size)
+    width = max(int(t[:, -1].max()) for t in tables.values()) + 1
+    vocab = (int(quant.codebook_size),) * (warm_ids.shape[1] - 1) + (width,)
+    return ColdIDs(source, tables, vocab, info)

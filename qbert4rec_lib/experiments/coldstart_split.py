@@ -1,0 +1,138 @@
+"""The cold-start protocol: which items are new (:func:`cold_start_split`, by first appearance or at random), the
+split without them, and how models are scored on warm and cold users (:func:`evaluate_cold`). Why each choice is
+made: :mod:`~qbert4rec_lib.experiments.coldstart`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from ..data.dataset import LeaveOneOutSplit
+from .evaluate import EvalConfig, EvalResult, evaluate
+
+__all__ = ["SPLITS", "COLD_EVAL", "ColdStart", "first_appearance", "cold_start_split", "evaluate_users",
+           "evaluate_cold"]
+
+SPLITS = ("time", "random")
+COLD_EVAL = EvalConfig(ks_hr=(10, 50), ks_ndcg=(10,))  # the cold-start metrics: HR@10, HR@50, NDCG@10 (+ MRR)
+
+
+@dataclass
+class ColdStart:
+    """Items that do not exist at training time, and the splits without them."""
+
+    split: LeaveOneOutSplit  # cold items removed from training parts and every history; targets as they are
+    cold_items: np.ndarray  # int64 ids held out (sorted)
+    cold_users: np.ndarray  # int64 user indices whose test target is a cold item
+    warm_users: np.ndarray  # the other users
+    train_split: LeaveOneOutSplit | None = None  # `split` with validation restricted to warm validation targets
+    cold_valid_users: np.ndarray | None = None  # users whose validation target is cold (stage-1 path selection)
+    train_full: list | None = None  # untruncated warm training sequences (structural features)
+    by: str = "random"
+    fraction: float = 0.1
+    seed: int = 0
+
+    @property
+    def is_cold(self) -> np.ndarray:
+        """bool ``[N + 1]`` indexed by item id."""
+        mask = np.zeros(self.split.num_items + 1, dtype=bool)
+        mask[self.cold_items] = True
+        return mask
+
+    @property
+    def warm_rows(self) -> np.ndarray:
+        """Rows (item id - 1) of the warm items, ascending."""
+        return np.flatnonzero(~self.is_cold[1:])
+
+    def train_item_mask(self) -> torch.Tensor:
+        """bool ``[N + 1]``: True for the items that exist at training time (index 0 = padding, False)."""
+        mask = torch.from_numpy(~self.is_cold)
+        mask[0] = False
+        return mask
+
+    def key(self) -> str:
+        from ..cache import stable_hash
+
+        return stable_hash("coldstart-v1", self.by, self.fraction, self.seed, self.cold_items.tolist(),
+                           self.split.max_len)
+
+    def describe(self) -> str:
+        how = ("arriving last (first appearance by relative position in the user's sequence)" if self.by == "time"
+               else "drawn at random")
+        return (f"{len(self.cold_items):,} of {self.split.num_items:,} items cold ({self.fraction:.0%}, {how}); "
+                f"{len(self.cold_users):,} users with a cold test item, {len(self.warm_users):,} with a warm one")
+
+
+def first_appearance(dataset) -> np.ndarray:
+    """float ``[N + 1]``: each item's earliest interaction as a relative position in its user's sequence
+    (0 = a first item, 1 = a last item; the time proxy of ``by="time"``). Index 0 and unseen items: +inf."""
+    first = np.full(dataset.num_items + 1, np.inf)
+    for s in dataset.sequences:
+        s = np.asarray(s, dtype=np.int64)
+        np.minimum.at(first, s, np.arange(len(s)) / max(len(s) - 1, 1))
+    return first
+
+
+def cold_start_split(dataset, fraction: float = 0.1, *, by: str = "time", seed: int = 0,
+                     max_len: int = 50) -> ColdStart:
+    """Hold out ``fraction`` of the items from training entirely (and from every history); see the module doc.
+
+    Test targets stay as they are: users whose test target is a cold item measure how well a model recommends an item
+    it has never seen in an interaction.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    if by not in SPLITS:
+        raise ValueError(f"by must be one of {SPLITS}, got {by!r}")
+    base = dataset.split(max_len=0)
+    n_cold = max(1, int(fraction * dataset.num_items))
+    rng = np.random.default_rng(seed)
+    if by == "random":
+        cold = rng.choice(np.arange(1, dataset.num_items + 1), size=n_cold, replace=False)
+    else:
+        first = first_appearance(dataset)[1:]
+        order = np.lexsort((rng.permutation(dataset.num_items), -first))  # latest arrival first, ties shuffled
+        cold = order[:n_cold] + 1
+    cold = np.sort(cold).astype(np.int64)
+    is_cold = np.zeros(dataset.num_items + 1, dtype=bool)
+    is_cold[cold] = True
+
+    def drop(seqs, cut=max_len):
+        out = [s[~is_cold[s]] for s in seqs]
+        return [s[-cut:] if cut else s for s in out]
+
+    split = LeaveOneOutSplit(train=drop(base.train), valid_history=drop(base.valid_history),
+                             valid_target=base.valid_target, test_history=drop(base.test_history),
+                             test_target=base.test_target, num_items=dataset.num_items, max_len=max_len)
+    warm_valid = np.flatnonzero(~is_cold[base.valid_target])
+    train_split = replace(split, valid_history=[split.valid_history[u] for u in warm_valid],
+                          valid_target=split.valid_target[warm_valid])
+    return ColdStart(split, cold, np.flatnonzero(is_cold[base.test_target]), np.flatnonzero(~is_cold[base.test_target]),
+                     train_split=train_split, cold_valid_users=np.flatnonzero(is_cold[base.valid_target]),
+                     train_full=drop(base.train, 0), by=by, fraction=fraction, seed=seed)
+
+
+def evaluate_users(model, split, users: np.ndarray, cfg: EvalConfig = EvalConfig(), which: str = "test") -> EvalResult:
+    """Evaluate on a subset of users (e.g. those whose target is a cold item)."""
+    hist = split.test_history if which == "test" else split.valid_history
+    targ = split.test_target if which == "test" else split.valid_target
+    return evaluate(model, [hist[u] for u in users], targ[users], split.num_items, cfg, max_len=split.max_len,
+                    split_name=f"{which} ({len(users):,} selected users)")
+
+
+def _summary(result: EvalResult) -> dict:
+    m = result.metrics
+    return {"HR@10": m["HR@10"], "NDCG@10": m["NDCG@10"], "HR@50": m["HR@50"],
+            "median_rank": float(np.median(result.ranks)), "users": int(result.num_users)}
+
+
+def evaluate_cold(model, cs: ColdStart, cfg: EvalConfig = COLD_EVAL) -> dict[str, dict]:
+    """``{"warm": ..., "cold": ..., "cold_valid": ...}``, each HR@10, NDCG@10, HR@50, median rank, users. ``cold_valid``
+    = users whose validation item is cold, ranked from their validation history (never used in training)."""
+    out = {"warm": _summary(evaluate_users(model, cs.split, cs.warm_users, cfg)),
+           "cold": _summary(evaluate_users(model, cs.split, cs.cold_users, cfg))}
+    if cs.cold_valid_users is not None and len(cs.cold_valid_users):
+        out["cold_valid"] = _summary(evaluate_users(model, cs.split, cs.cold_valid_users, cfg, which="valid"))
+    return out

@@ -1,0 +1,151 @@
+"""The study: what makes Q-Bert4Rec competitive. One row of :data:`STUDY` = one change of the config (heads,
+masking, fine-tuning windows, width, dropout, ...), each trained to early stopping; :func:`run_study` runs the
+rows (resuming from result records), :func:`study_table` tabulates them.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Callable, Sequence
+
+from .presets import ExperimentConfig
+from .records import run_from_record
+from .runs import ModelRun, train_model
+from .stages import semantic_ids
+
+__all__ = ["STUDY", "study_config", "run_study", "study_runs_from_records", "study_table"]
+
+
+def _q(cfg: ExperimentConfig, **changes) -> ExperimentConfig:
+    return replace(cfg, qbert=replace(cfg.qbert, **changes))
+
+
+def _mask_ratio(cfg: ExperimentConfig, ratio: float) -> ExperimentConfig:
+    return replace(cfg, pretrain_masks=replace(cfg.pretrain_masks, cloze_ratio=ratio,
+                                               max_mask_fraction=min(1.0, max(cfg.pretrain_masks.max_mask_fraction,
+                                                                              ratio + 0.2))))
+
+
+STUDY: dict[str, tuple[str, Callable[[ExperimentConfig], ExperimentConfig]]] = {
+    "default": ("Q-Bert4Rec as configured", lambda c: c),
+    "head_level_sum": ("item score = sum of per-level token logits (the kit's first head)",
+                       lambda c: _q(c, item_head="level_sum")),
+    "head_token_mlp": ("item score = g(h) . MLP(concat of token embeddings) + prior (no per-item parameter)",
+                       lambda c: _q(c, item_head="token_mlp")),
+    "input_item_vector": ("input item = its token-derived vector v_i (tied with the output head) instead of the "
+                          "sum of its level embeddings", lambda c: _q(c, input_embedding="item_vector")),
+    **{f"mask_ratio_{r}": (f"pretraining Cloze ratio {r} (cap raised to ratio + 0.2)",
+                           (lambda r: lambda c: _mask_ratio(c, r))(r)) for r in (0.2, 0.4, 0.6)},
+    "pretrain_last_item_0.5": ("pretraining also masks each row's last item with probability 0.5 (RecBole's "
+                               "ft_ratio rows: the test question seen during pretraining)",
+                               lambda c: replace(c, pretrain_masks=replace(c.pretrain_masks,
+                                                                           always_mask_last_prob=0.5))),
+    **{f"finetune_crop_{p}": (f"fine-tuning rows cut to a random prefix with probability {p} (sliding windows: "
+                              "the last-item target moves over every position)",
+                              (lambda p: lambda c: replace(c, finetune_masks=replace(c.finetune_masks,
+                                                                                     prefix_crop_prob=p)))(p))
+       for p in (0.5, 1.0)},
+    "crop_0.5": ("pretraining and fine-tuning rows cut to a random prefix with probability 0.5",
+                 lambda c: replace(c, pretrain_masks=replace(c.pretrain_masks, prefix_crop_prob=0.5),
+                                   finetune_masks=replace(c.finetune_masks, prefix_crop_prob=0.5))),
+    "ids_raw_text": ("semantic IDs from the RQ-VAE on raw text features (no stage-1 injection)",
+                     lambda c: replace(c, semantic_source="raw_text")),
+    "finetune_next_item": ("fine-tuning with next-item prediction at every position under causal attention "
+                           "(SASRec's objective on the pretrained bidirectional encoder; scored causally)",
+                           lambda c: replace(c, finetune_masks=replace(c.finetune_masks, objective="next_item"))),
+    "finetune_mixture": ("fine-tuning with the pretraining mixture (no next-item emphasis)",
+                         lambda c: replace(c, finetune_masks=c.pretrain_masks)),
+    "no_pretrain": ("fine-tuning only, from random initialisation", lambda c: replace(c, do_pretrain=False)),
+    "hidden_128": ("width 128 (default 64)", lambda c: _q(c, hidden=128)),
+    "layers_3": ("3 encoder layers (default 2)", lambda c: _q(c, layers=3)),
+    "dropout_0.1": ("dropout 0.1 (default 0.2)", lambda c: _q(c, dropout=0.1)),
+    **{f"dropout_{p}": (f"dropout {p} (default 0.2)", (lambda p: lambda c: _q(c, dropout=p))(p)) for p in (0.3, 0.4, 0.5)},
+    "lr_1e-3": ("pretraining learning rate 1e-3 (default 2e-3)",
+                lambda c: replace(c, pretrain=replace(c.pretrain, lr=1e-3))),
+    "lr_4e-3": ("pretraining learning rate 4e-3 (default 2e-3)",
+                lambda c: replace(c, pretrain=replace(c.pretrain, lr=4e-3))),
+    "hybrid_item_bias": ("HYBRID, not Q-Bert4Rec: + a learned per-item score bias (an ID feature)",
+                         lambda c: _q(c, item_bias=True)),
+    "hybrid_item_id_embedding": ("HYBRID, not Q-Bert4Rec: + a learned per-item input embedding (an ID feature)",
+                                 lambda c: _q(c, add_item_id_embedding=True)),
+}
+
+
+def study_config(name: str, cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` changed as the study row ``name`` says (see :data:`STUDY`)."""
+    if name not in STUDY:
+        raise ValueError(f"unknown study row {name!r}; known: {', '.join(STUDY)}")
+    return STUDY[name][1](cfg)
+
+
+def run_study(dataset, cfg: ExperimentConfig, names: Sequence[str] = tuple(STUDY), *, seeds: Sequence[int] = (0,),
+              records_dir=None, cache_root=None, epoch_log: bool = False,
+              log: Callable[[str], None] | None = print, pinned_ids=None) -> dict[str, list[ModelRun]]:
+    """Q-Bert4Rec under each study row and seed, each trained to early stopping; finished runs come from
+    ``records_dir`` (so an interrupted study resumes and a table can be assembled on another machine).
+    ``pinned_ids``: the semantic IDs of every row that keeps ``cfg``'s stage-1/2 recipe come from this folder
+    (:mod:`qbert4rec_lib.experiments.pinned`); rows that change the recipe (e.g. ``ids_raw_text``) build their own."""
+    from .pinned import stage_recipe
+    from .train import epoch_logger
+
+    split = dataset.split(max_len=cfg.max_len)
+    out: dict[str, list[ModelRun]] = {}
+    for name in names:
+        rcfg = study_config(name, cfg)
+        ids = None
+        for seed in seeds:
+            if ids is None:
+                same_recipe = pinned_ids is not None and stage_recipe(rcfg) == stage_recipe(cfg)
+                ids = semantic_ids(dataset, rcfg, cache_root=cache_root, progress=False,
+                                   pinned=pinned_ids if same_recipe else None)
+            run = train_model("Q-Bert4Rec", dataset, rcfg, seed=seed, split=split, ids=ids, cache_root=cache_root,
+                              progress=False, records_dir=records_dir, record_label=name,
+                              log=epoch_logger(f"study {name} seed {seed}") if epoch_log else None)
+            out.setdefault(name, []).append(run)
+            if log:
+                m = run.test.metrics
+                log(f"study {name} seed {seed}: test NDCG@10 {m['NDCG@10']:.4f} HR@10 {m['HR@10']:.4f} "
+                    f"({'record' if run.model is None else f'{run.seconds:.0f} s'})")
+    return out
+
+
+def study_runs_from_records(records_dir) -> dict[str, list[ModelRun]]:
+    """The study rows a records folder holds (records written by :func:`run_study` carry their row name), in
+    :data:`STUDY` order; nothing is trained. Use it to tabulate a study whose runs were made earlier or elsewhere."""
+    from pathlib import Path
+
+    rows: dict[str, list[ModelRun]] = {}
+    for path in sorted(Path(records_dir).glob("*.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if record.get("label"):
+            rows.setdefault(record["label"], []).append(run_from_record(record))
+        elif record["model"] != "Q-Bert4Rec":  # a baseline trained into the same folder: a reference row
+            rows.setdefault(f"reference: {record['model']}", []).append(run_from_record(record))
+    if not any(k in STUDY for k in rows):
+        raise ValueError(f"no labelled study records in {records_dir}")
+    order = {name: i for i, name in enumerate(STUDY)} | {k: -1 for k in rows if k.startswith("reference: ")}
+    return {k: sorted(rows[k], key=lambda r: r.seed) for k in sorted(rows, key=lambda k: order.get(k, len(order)))}
+
+
+def _best_epochs(run: ModelRun) -> str:
+    parts = []
+    for phase in run.curves():
+        f = run.fits[phase]
+        parts.append(f"{phase} {f.best_epoch} ({f.stop_reason})")
+    return ", ".join(parts)
+
+
+def study_table(runs: dict[str, list[ModelRun]], metrics: Sequence[str] = ("NDCG@10", "HR@10")) -> str:
+    """Markdown: row | what changes | metrics (mean ± std over seeds) | valid NDCG@10 | best epochs (stop reason)."""
+    from .evaluate import aggregate
+
+    lines = ["| row | what changes | " + " | ".join(metrics) + " | valid NDCG@10 | best epoch (stop) | seeds |",
+             "|---|---|" + "---|" * len(metrics) + "---|---|---|"]
+    for name, rs in runs.items():
+        agg, vagg = aggregate([r.test for r in rs]), aggregate([r.valid for r in rs])
+        cell = lambda ms: f"{ms[0]:.4f} ± {ms[1]:.4f}" if len(rs) > 1 else f"{ms[0]:.4f}"  # noqa: E731
+        what = STUDY[name][0] if name in STUDY else "same protocol, the baseline's own preset settings"
+        lines.append(f"| {name} | {what} | " + " | ".join(cell(agg[m]) for m in metrics)
+                     + f" | {cell(vagg['NDCG@10'])} | {'; '.join(_best_epochs(r) for r in rs)} | {len(rs)} |")
+    protocol = next(iter(runs.values()))[0].test.protocol if runs else ""
+    return "\n".join(lines) + f"\n\nProtocol: {protocol}. Each run trained to early stopping on validation NDCG@10.\n"
