@@ -37,7 +37,7 @@ Choices the papers leave open, each a config field:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import LENGTH_GROUP_WIDTHS, LossOutput, SequentialRecommender, length_groups
-from .itemloss import check_item_loss_fields
+from .itemloss import ItemLossFields, check_item_loss_fields
 from .layers import attention_mask, check_transformer_config, init_weights
 
 __all__ = ["Popularity", "SASRecConfig", "SASRec", "BERT4RecConfig", "BERT4RecID"]
@@ -146,7 +146,7 @@ def _dot_item_loss(model, states: torch.Tensor, weight: torch.Tensor, bias: torc
 
 # ---- SASRec --------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class SASRecConfig:
+class SASRecConfig(ItemLossFields):
     hidden_size: int = 64  # (int) embedding / model width d (paper and RecBole: 50 / 64)
     n_layers: int = 2  # (int) transformer blocks (paper, RecBole: 2)
     n_heads: int = 1  # (int) attention heads (paper: 1; RecBole: 2)
@@ -155,12 +155,6 @@ class SASRecConfig:
     attn_dropout: float = 0.3  # (float) attention-probability dropout (RecBole SASRec: 0.5)
     max_len: int = 50  # (int) longest history used (paper: 50 on Beauty)
     init_std: float = 0.02  # (float) std of the normal weight init (RecBole: 0.02)
-    # the item-level loss (qbert4rec_lib.models.itemloss): "full" softmax (today's), "chunked" (exact,
-    # never [M, N] at once) or "sampled" (logQ-corrected); key-neutral at their defaults (cache keys unchanged)
-    item_loss: str = field(default="full", metadata={"key_neutral": "full"})
-    loss_chunk: int = field(default=8192, metadata={"key_neutral": 8192})  # chunked: items per chunk
-    loss_negatives: int = field(default=1024, metadata={"key_neutral": 1024})  # sampled: negatives per step
-    loss_sampler: str = field(default="uniform", metadata={"key_neutral": "uniform"})  # sampled: uniform | popularity
 
     def __post_init__(self) -> None:
         check_transformer_config(self, "hidden_size", "n_heads", ranges={
@@ -217,7 +211,7 @@ class SASRec(SequentialRecommender):
 
 # ---- BERT4Rec over item ids ----------------------------------------------------------------
 @dataclass(frozen=True)
-class BERT4RecConfig:
+class BERT4RecConfig(ItemLossFields):
     hidden_size: int = 64  # (int) model width d (paper on Beauty and RecBole: 64)
     n_layers: int = 2  # (int) transformer blocks (paper, RecBole: 2)
     n_heads: int = 2  # (int) attention heads (paper, RecBole: 2)
@@ -228,12 +222,6 @@ class BERT4RecConfig:
     mask_ratio: float = 0.2  # (float) Cloze probability of masking each real item (RecBole: 0.2)
     ft_ratio: float = 0.5  # (float) probability that a sequence masks only its last item (RecBole: 0.5)
     init_std: float = 0.02  # (float) std of the normal weight init (RecBole: 0.02)
-    # the item-level loss (qbert4rec_lib.models.itemloss): "full" softmax (today's), "chunked" (exact,
-    # never [M, N] at once) or "sampled" (logQ-corrected); key-neutral at their defaults (cache keys unchanged)
-    item_loss: str = field(default="full", metadata={"key_neutral": "full"})
-    loss_chunk: int = field(default=8192, metadata={"key_neutral": 8192})  # chunked: items per chunk
-    loss_negatives: int = field(default=1024, metadata={"key_neutral": 1024})  # sampled: negatives per step
-    loss_sampler: str = field(default="uniform", metadata={"key_neutral": "uniform"})  # sampled: uniform | popularity
 
     def __post_init__(self) -> None:
         check_transformer_config(self, "hidden_size", "n_heads", ranges={

@@ -38,13 +38,29 @@ Cold-start items (``SequentialRecommender.train_item_mask``) are neither targets
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["ITEM_LOSSES", "LOSS_SAMPLERS", "check_item_loss_fields", "item_cross_entropy"]
+__all__ = ["ItemLossFields", "ITEM_LOSSES", "LOSS_SAMPLERS", "check_item_loss_fields", "item_cross_entropy"]
+
+
+@dataclass(frozen=True)
+class ItemLossFields:
+    """The item-level loss fields every sequence-model config carries (SASRecConfig, BERT4RecConfig, QBertConfig
+    inherit them): ``"full"`` softmax (the default), ``"chunked"`` (exact, never ``[M, N]`` at once) or ``"sampled"``
+    (logQ-corrected). Key-neutral at their defaults, so configs that leave them alone keep their cache keys."""
+
+    # the item-level loss (qbert4rec_lib.models.itemloss): "full" softmax (today's), "chunked" (exact,
+    # never [M, N] at once) or "sampled" (logQ-corrected); key-neutral at their defaults (cache keys unchanged)
+    item_loss: str = field(default="full", metadata={"key_neutral": "full"})
+    loss_chunk: int = field(default=8192, metadata={"key_neutral": 8192})  # chunked: items per chunk
+    loss_negatives: int = field(default=1024, metadata={"key_neutral": 1024})  # sampled: negatives per step
+    loss_sampler: str = field(default="uniform", metadata={"key_neutral": "uniform"})  # sampled: uniform | popularity
+
 
 ITEM_LOSSES = ("full", "chunked", "sampled")
 LOSS_SAMPLERS = ("uniform", "popularity")

@@ -74,6 +74,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .base import LossOutput, SequentialRecommender, length_groups
+from .itemloss import ItemLossFields
 from .layers import attention_mask, check_transformer_config, init_weights, key_padding_mask
 from .masking import PRETRAIN_MASKS, MaskConfig, apply_mixture, crop_prefixes
 
@@ -92,7 +93,7 @@ _SPECIALS = 2  # semantic token c of a level lives in row c + 2
 
 
 @dataclass(frozen=True)
-class QBertConfig:
+class QBertConfig(ItemLossFields):
     """Architecture of the Q-Bert4Rec encoder (paper silent; BERT4Rec's Beauty defaults)."""
 
     hidden: int = 64  # model width d
@@ -113,12 +114,6 @@ class QBertConfig:
     item_encoder: str = "mlp"  # token_mlp head: tokens -> item vector by "mlp" (2 layers, GELU) or "linear"
     # an input item = sum of its level embeddings, or "item_vector" (token_mlp's v_i); key-neutral: added later
     input_embedding: str = field(default="token_sum", metadata={"key_neutral": "token_sum"})
-    # the item-level loss (qbert4rec_lib.models.itemloss): "full" softmax (today's), "chunked" (exact,
-    # never [M, N] at once) or "sampled" (logQ-corrected); key-neutral at their defaults (cache keys unchanged)
-    item_loss: str = field(default="full", metadata={"key_neutral": "full"})
-    loss_chunk: int = field(default=8192, metadata={"key_neutral": 8192})  # chunked: items per chunk
-    loss_negatives: int = field(default=1024, metadata={"key_neutral": 1024})  # sampled: negatives per step
-    loss_sampler: str = field(default="uniform", metadata={"key_neutral": "uniform"})  # sampled: uniform | popularity
 
     def __post_init__(self) -> None:
         from ..config import ConfigError
