@@ -26,6 +26,12 @@ def _mask_ratio(cfg: ExperimentConfig, ratio: float) -> ExperimentConfig:
                                                                               ratio + 0.2))))
 
 
+def _next_item(cfg: ExperimentConfig, **finetune_changes) -> ExperimentConfig:
+    """Next-item fine-tuning (``objective="next_item"``) with the fine-tuning optimisation changed."""
+    return replace(cfg, finetune_masks=replace(cfg.finetune_masks, objective="next_item"),
+                   finetune=replace(cfg.finetune, **finetune_changes))
+
+
 STUDY: dict[str, tuple[str, Callable[[ExperimentConfig], ExperimentConfig]]] = {
     "default": ("Q-Bert4Rec as configured", lambda c: c),
     "head_level_sum": ("item score = sum of per-level token logits (the kit's first head)",
@@ -53,6 +59,11 @@ STUDY: dict[str, tuple[str, Callable[[ExperimentConfig], ExperimentConfig]]] = {
     "finetune_next_item": ("fine-tuning with next-item prediction at every position under causal attention "
                            "(SASRec's objective on the pretrained bidirectional encoder; scored causally)",
                            lambda c: replace(c, finetune_masks=replace(c.finetune_masks, objective="next_item"))),
+    "finetune_next_item_patience_10": ("next-item fine-tuning (as finetune_next_item) stopped after 10 evaluations "
+                                       "without improvement, as SASRec-CE (same objective), instead of 5",
+                                       lambda c: _next_item(c, patience=10)),
+    "finetune_next_item_lr_2e-3": ("next-item fine-tuning, learning rate 2e-3 (default 1e-3), patience 10",
+                                   lambda c: _next_item(c, patience=10, lr=2e-3)),
     "finetune_mixture": ("fine-tuning with the pretraining mixture (no next-item emphasis)",
                          lambda c: replace(c, finetune_masks=c.pretrain_masks)),
     "no_pretrain": ("fine-tuning only, from random initialisation", lambda c: replace(c, do_pretrain=False)),
