@@ -205,6 +205,50 @@ def test_cli_cold_start_writes_the_table(ds, tmp_path, capsys):
     assert "| Content k-NN |" in capsys.readouterr().out
 
 
+def _fused_rows(valid_by_path: dict[str, list[tuple[float, float]]]) -> dict[str, list[dict]]:
+    """Fake cold-start rows: per path, one (median rank, NDCG@10) pair per seed on cold validation users."""
+    metrics = lambda r, n: {"HR@10": n, "NDCG@10": n, "HR@50": 2 * n, "median_rank": r, "users": 140}  # noqa: E731
+    return {f"Q-Bert4Rec (fused IDs, {p} query)": [{"seed": i, "cold_valid": metrics(r, n), "cold": metrics(r, n),
+                                                   "warm": metrics(r / 2, 2 * n)} for i, (r, n) in enumerate(v)]
+            for p, v in valid_by_path.items()}
+
+
+def test_choose_path_uses_the_cold_validation_metric_it_is_given():
+    from qbert4rec_lib.experiments.coldstart import choose_path
+
+    rows = _fused_rows({"content": [(270.0, 0.034), (256.0, 0.041)], "content+structure": [(250.0, 0.007), (248.0, 0.012)]})
+    assert choose_path(rows, "median_rank") == "content+structure"  # lower median rank wins
+    assert choose_path(rows, "NDCG@10") == "content"  # higher NDCG@10 wins
+    assert choose_path({"SASRec-CE": rows["Q-Bert4Rec (fused IDs, content query)"]}) == ""  # no fused rows
+    with pytest.raises(ValueError, match="select_by"):
+        choose_path(rows, "MRR")
+
+
+def test_cold_start_table_re_tabulated_from_json_with_another_selection(tmp_path, capsys):
+    import json
+
+    from qbert4rec_lib.experiments.coldstart import report_from_json
+    from qbert4rec_lib.kit.cli import main
+
+    rows = _fused_rows({"content": [(270.0, 0.034)], "content+structure": [(250.0, 0.007)]})
+    payload = {"protocol": "P.", "seeds": [0], "chosen_path": "content", "chosen_by": "NDCG@10", "runs": rows}
+    kept = report_from_json(payload)
+    assert (kept.chosen_path, kept.chosen_by) == ("content", "NDCG@10")
+    again = report_from_json(payload, select_by="median_rank")
+    assert (again.chosen_path, again.chosen_by) == ("content+structure", "median_rank")
+    assert "content+structure query) (chosen: best cold-validation median rank)" in again.table()
+    with pytest.raises(ValueError, match="missing field 'runs'"):
+        report_from_json({"seeds": [0]})
+    path = tmp_path / "cold.json"
+    path.write_text(json.dumps(payload))
+    out = tmp_path / "again"
+    assert main(["cold-start", "--from-json", str(path), "--out", str(out)]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["chosen_path"] == "content+structure"
+    path.write_text('{"runs": ')
+    assert main(["cold-start", "--from-json", str(path)]) == 2
+    assert f"{path}: line 1" in capsys.readouterr().err
+
+
 def test_dial_moves_transitions_from_attributes_to_item_specific_follow_ups():
     from qbert4rec_lib.data.synthetic import SyntheticConfig, generate
     from qbert4rec_lib.data.synthetic_folder import default_folder

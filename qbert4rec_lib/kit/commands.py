@@ -206,17 +206,39 @@ def cmd_study(args) -> int:
     return _emit(args, {n: [r.test.metrics for r in rs] for n, rs in runs.items()}, table)
 
 
+def _read_json(path) -> dict:
+    """A results JSON file, or a ValueError naming the file (and the line/column of a syntax error)."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        obj = json.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"{p}: cannot read ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{p}: line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{p}: expected a JSON object at the top level")
+    return obj
+
+
 def cmd_cold_start(args) -> int:
     from pathlib import Path
 
     from ..cache import atomic_write_json, atomic_write_text
-    from ..experiments.coldstart import run_cold_start
+    from ..experiments.coldstart import report_from_json, run_cold_start
 
-    cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
-    report = run_cold_start(ds, cfg, fraction=args.fraction, by=args.by, seeds=args.seeds, models=args.models,
-                            log=None if args.json else print)
+    if args.from_json:  # re-tabulate a saved run: nothing is trained, the dataset is not opened
+        saved = _read_json(args.from_json)
+        report = report_from_json(saved, select_by=args.select_by)
+        payload = {k: saved[k] for k in ("dataset", "config") if k in saved} | report.to_json()
+    else:
+        cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
+        report = run_cold_start(ds, cfg, fraction=args.fraction, by=args.by, seeds=args.seeds, models=args.models,
+                                select_by=args.select_by, log=None if args.json else print)
+        payload = {"dataset": ds.name, "config": args.config} | report.to_json()
     table = report.table()
-    payload = {"dataset": ds.name, "config": args.config} | report.to_json()
     if args.out:
         atomic_write_json(Path(args.out).with_suffix(".json"), payload)
         atomic_write_text(Path(args.out).with_suffix(".md"), table)
