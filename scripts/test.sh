@@ -4,4 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-exec .venv/bin/python -m pytest tests -p no:cacheprovider "$@"
+# Test files run on 2 worker processes (pytest-xdist; one file stays on one worker, so the notebooks run in order in
+# one shared output folder). QBERT4REC_TEST_WORKERS=0 runs everything in this process.
+workers="${QBERT4REC_TEST_WORKERS:-2}"
+if [ "$workers" = "0" ]; then
+  exec .venv/bin/python -m pytest tests -p no:cacheprovider "$@"
+fi
+exec .venv/bin/python -m pytest tests -p no:cacheprovider -n "$workers" --dist loadfile "$@"
