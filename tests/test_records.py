@@ -105,6 +105,39 @@ def test_study_table_is_assembled_from_labelled_records(tmp_path):
     assert "| reference: SASRec-CE | same protocol" in study_table(runs)
 
 
+def test_study_rows_compose_and_a_record_must_match_its_row(tmp_path):
+    """Rows compose with '+'; with ``base``, a labelled record whose stored config is not its row is an error that
+    names the file (a row never shows a run of another configuration, e.g. one made under an earlier default)."""
+    from qbert4rec_lib.cache import _jsonable, _key_view
+    from qbert4rec_lib.experiments import study_config, study_runs_from_records
+    from qbert4rec_lib.experiments.runs import run_config
+
+    base = smoke_config()
+    both = study_config("finetune_masked+hidden_128", base)
+    assert both.qbert.hidden == 128 and both.finetune_masks.objective == "masked"
+    assert base.finetune_masks.objective == "next_item"  # the default fine-tuning objective
+    with pytest.raises(ValueError, match="unknown study row 'nope'"):
+        study_config("finetune_masked+nope", base)
+
+    def record(label, cfg, key_view=True):
+        relevant = run_config("Q-Bert4Rec", cfg, ids_key="abc")
+        fits = {"finetune": {"history": [], "best_epoch": 3, "stop_reason": "patience", "seconds": 1.0}}
+        return {"model": "Q-Bert4Rec", "seed": 0, "key": "k", "label": label, "fits": fits,
+                "config": _jsonable(_key_view(relevant) if key_view else relevant),
+                "test": {"NDCG@10": 0.1, "HR@10": 0.2}, "valid": {"NDCG@10": 0.1, "HR@10": 0.2},
+                "protocol": "leave-one-out", "num_users": 10}
+
+    # stored with or without its key-neutral fields, a record of the row's own config matches
+    (tmp_path / "a.json").write_text(json.dumps(record("finetune_masked+hidden_128", both)))
+    (tmp_path / "b.json").write_text(json.dumps(record("default", base, key_view=False)))
+    assert list(study_runs_from_records(tmp_path, base=base)) == ["default", "finetune_masked+hidden_128"]
+    # a masked-fine-tuning run still labelled "default" (as before the default changed) is refused
+    (tmp_path / "c.json").write_text(json.dumps(record("default", study_config("finetune_masked", base))))
+    with pytest.raises(ValueError, match="c.json: its config is not study row 'default'"):
+        study_runs_from_records(tmp_path, base=base)
+    assert "default" in study_runs_from_records(tmp_path)  # without a base nothing is checked
+
+
 def test_runs_that_differ_only_in_fine_tuning_share_the_cached_pretraining(tiny, tmp_path):
     """The pretraining phase has its own cache entry; a hit gives exactly the model a fresh pretraining gives."""
     from qbert4rec_lib.experiments import train_model

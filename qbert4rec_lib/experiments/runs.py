@@ -24,7 +24,7 @@ from .presets import MODEL_NAMES, ExperimentConfig
 from .stages import SemanticIDs, hashlib_ids, semantic_ids
 from .train import FitResult, TrainConfig, fit
 
-__all__ = ["ModelRun", "train_model", "hashlib_state"]
+__all__ = ["ModelRun", "train_model", "run_config", "hashlib_state"]
 
 
 @dataclass
@@ -89,6 +89,20 @@ def _phase_log(log: Callable[[dict], None] | None, phase: str) -> Callable[[dict
     return None if log is None else (lambda entry: log({**entry, "phase": phase}))
 
 
+def run_config(name: str, cfg: ExperimentConfig, *, ids_key: str | None = None, init_from: str | None = None) -> dict:
+    """The part of ``cfg`` that keys a run of model ``name`` (and is stored as its record's ``config``): the
+    protocol, and the model's own sections (Q-Bert4Rec: semantic-ID key, encoder, both phases and their masks)."""
+    relevant = {"max_len": cfg.max_len, "eval": cfg.eval}
+    if name == "Q-Bert4Rec":
+        relevant |= {"ids": ids_key, "qbert": cfg.qbert, "pretrain": cfg.pretrain if cfg.do_pretrain else None,
+                     "pretrain_masks": cfg.pretrain_masks if cfg.do_pretrain else None,
+                     "finetune": cfg.finetune, "finetune_masks": cfg.finetune_masks, "init_from": init_from}
+    elif name != "Popularity":
+        relevant |= {"train": _baseline_train(name, cfg),
+                     "model": replace(cfg.sasrec if name == "SASRec-CE" else cfg.bert4rec, max_len=cfg.max_len)}
+    return relevant
+
+
 def train_model(name: str, dataset, cfg: ExperimentConfig = ExperimentConfig(), *, seed: int = 0, split=None,
                 ids: SemanticIDs | None = None, cache_root=None, progress: bool = True, init_from=None,
                 log: Callable[[dict], None] | None = None, records_dir=None, train: bool = True,
@@ -112,15 +126,8 @@ def train_model(name: str, dataset, cfg: ExperimentConfig = ExperimentConfig(), 
     split = split if split is not None else dataset.split(max_len=cfg.max_len)
     if name == "Q-Bert4Rec" and ids is None:
         ids = semantic_ids(dataset, cfg, split=None, cache_root=cache_root, progress=progress)
-    relevant = {"max_len": cfg.max_len, "eval": cfg.eval}
-    if name == "Q-Bert4Rec":
-        relevant |= {"ids": ids.key, "qbert": cfg.qbert, "pretrain": cfg.pretrain if cfg.do_pretrain else None,
-                     "pretrain_masks": cfg.pretrain_masks if cfg.do_pretrain else None,
-                     "finetune": cfg.finetune, "finetune_masks": cfg.finetune_masks,
-                     "init_from": hashlib_state(init_from) if init_from is not None else None}
-    elif name != "Popularity":
-        relevant |= {"train": _baseline_train(name, cfg),
-                     "model": replace(cfg.sasrec if name == "SASRec-CE" else cfg.bert4rec, max_len=cfg.max_len)}
+    relevant = run_config(name, cfg, ids_key=ids.key if ids is not None else None,
+                          init_from=hashlib_state(init_from) if init_from is not None else None)
     split_key = stable_hash([hashlib_ids(np.concatenate(split.train or [np.zeros(0, np.int64)]))],
                             split.valid_target.tolist(), split.test_target.tolist())
     store = stage_dir("seqmodel", dataset.fingerprint(), split_key, name, relevant, seed, root=cache_root)

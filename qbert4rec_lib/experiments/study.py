@@ -13,7 +13,7 @@ from .records import run_from_record
 from .runs import ModelRun, train_model
 from .stages import semantic_ids
 
-__all__ = ["STUDY", "study_config", "run_study", "study_runs_from_records", "study_table"]
+__all__ = ["STUDY", "study_config", "study_description", "run_study", "study_runs_from_records", "study_table"]
 
 
 def _q(cfg: ExperimentConfig, **changes) -> ExperimentConfig:
@@ -26,10 +26,13 @@ def _mask_ratio(cfg: ExperimentConfig, ratio: float) -> ExperimentConfig:
                                                                               ratio + 0.2))))
 
 
-def _next_item(cfg: ExperimentConfig, **finetune_changes) -> ExperimentConfig:
-    """Next-item fine-tuning (``objective="next_item"``) with the fine-tuning optimisation changed."""
-    return replace(cfg, finetune_masks=replace(cfg.finetune_masks, objective="next_item"),
-                   finetune=replace(cfg.finetune, **finetune_changes))
+def _finetune(cfg: ExperimentConfig, **changes) -> ExperimentConfig:
+    return replace(cfg, finetune=replace(cfg.finetune, **changes))
+
+
+def _masked_finetune(cfg: ExperimentConfig, **changes) -> ExperimentConfig:
+    """The paper's multi-mask fine-tuning (``objective="masked"``: Cloze + tail, the last item always masked)."""
+    return replace(cfg, finetune_masks=replace(cfg.finetune_masks, objective="masked", **changes))
 
 
 STUDY: dict[str, tuple[str, Callable[[ExperimentConfig], ExperimentConfig]]] = {
@@ -46,24 +49,22 @@ STUDY: dict[str, tuple[str, Callable[[ExperimentConfig], ExperimentConfig]]] = {
                                "ft_ratio rows: the test question seen during pretraining)",
                                lambda c: replace(c, pretrain_masks=replace(c.pretrain_masks,
                                                                            always_mask_last_prob=0.5))),
-    **{f"finetune_crop_{p}": (f"fine-tuning rows cut to a random prefix with probability {p} (sliding windows: "
-                              "the last-item target moves over every position)",
-                              (lambda p: lambda c: replace(c, finetune_masks=replace(c.finetune_masks,
-                                                                                     prefix_crop_prob=p)))(p))
+    **{f"finetune_crop_{p}": (f"masked fine-tuning (as finetune_masked) with rows cut to a random prefix with "
+                              f"probability {p} (sliding windows: the last-item target moves over every position)",
+                              (lambda p: lambda c: _masked_finetune(c, prefix_crop_prob=p))(p))
        for p in (0.5, 1.0)},
     "crop_0.5": ("pretraining and fine-tuning rows cut to a random prefix with probability 0.5",
                  lambda c: replace(c, pretrain_masks=replace(c.pretrain_masks, prefix_crop_prob=0.5),
                                    finetune_masks=replace(c.finetune_masks, prefix_crop_prob=0.5))),
     "ids_raw_text": ("semantic IDs from the RQ-VAE on raw text features (no stage-1 injection)",
                      lambda c: replace(c, semantic_source="raw_text")),
-    "finetune_next_item": ("fine-tuning with next-item prediction at every position under causal attention "
-                           "(SASRec's objective on the pretrained bidirectional encoder; scored causally)",
-                           lambda c: replace(c, finetune_masks=replace(c.finetune_masks, objective="next_item"))),
-    "finetune_next_item_patience_10": ("next-item fine-tuning (as finetune_next_item) stopped after 10 evaluations "
-                                       "without improvement, as SASRec-CE (same objective), instead of 5",
-                                       lambda c: _next_item(c, patience=10)),
-    "finetune_next_item_lr_2e-3": ("next-item fine-tuning, learning rate 2e-3 (default 1e-3), patience 10",
-                                   lambda c: _next_item(c, patience=10, lr=2e-3)),
+    "finetune_masked": ("the paper's multi-mask fine-tuning instead of next-item fine-tuning: Cloze + tail masks, "
+                        "the last item always masked, bidirectional (the kit's default until 2026-12-03)",
+                        lambda c: _masked_finetune(c)),
+    "finetune_patience_10": ("fine-tuning stopped after 10 evaluations without improvement (as SASRec-CE, the same "
+                             "objective) instead of 5", lambda c: _finetune(c, patience=10)),
+    "finetune_lr_2e-3": ("fine-tuning learning rate 2e-3 (default 1e-3), patience 10",
+                         lambda c: _finetune(c, patience=10, lr=2e-3)),
     "finetune_mixture": ("fine-tuning with the pretraining mixture (no next-item emphasis)",
                          lambda c: replace(c, finetune_masks=c.pretrain_masks)),
     "no_pretrain": ("fine-tuning only, from random initialisation", lambda c: replace(c, do_pretrain=False)),
@@ -83,10 +84,45 @@ STUDY: dict[str, tuple[str, Callable[[ExperimentConfig], ExperimentConfig]]] = {
 
 
 def study_config(name: str, cfg: ExperimentConfig) -> ExperimentConfig:
-    """``cfg`` changed as the study row ``name`` says (see :data:`STUDY`)."""
-    if name not in STUDY:
-        raise ValueError(f"unknown study row {name!r}; known: {', '.join(STUDY)}")
-    return STUDY[name][1](cfg)
+    """``cfg`` changed as the study row ``name`` says (see :data:`STUDY`). Rows compose with ``+``, applied left to
+    right: ``"finetune_masked+hidden_128"`` is width 128 under the masked fine-tuning."""
+    for part in name.split("+"):
+        if part not in STUDY:
+            raise ValueError(f"unknown study row {part!r}; known: {', '.join(STUDY)}")
+        cfg = STUDY[part][1](cfg)
+    return cfg
+
+
+def study_description(name: str) -> str:
+    """What the (possibly composed) row ``name`` changes; a composed row names the rows it builds on."""
+    *under, last = name.split("+")
+    return STUDY[last][0] + (f" (on top of {' + '.join(under)})" if under else "")
+
+
+def _record_matches_row(record: dict, label: str, base: ExperimentConfig) -> bool:
+    """Does a record's stored config equal study row ``label`` applied to ``base`` (semantic-ID key aside: it
+    depends on the data)? A record made under another default or preset does not."""
+    from ..cache import _jsonable, _key_view
+    from .runs import run_config
+
+    relevant = run_config("Q-Bert4Rec", study_config(label, base))
+    full, keyed = (json.loads(json.dumps(_jsonable(v))) for v in (relevant, _key_view(relevant)))
+    have = dict(record["config"])
+    for d in (full, keyed, have):
+        for k in ("ids", "init_from"):
+            d.pop(k, None)
+    return _agrees(have, full, keyed)
+
+
+def _agrees(have, full, keyed) -> bool:
+    """``have`` (a record's stored config) is the config whose full view is ``full`` and key view ``keyed``:
+    every stored value equals the full one, and every keyed field is stored (records written at different times
+    store key-neutral fields or leave them out)."""
+    if isinstance(full, dict):
+        if not isinstance(have, dict) or not set(keyed) <= set(have) or not set(have) <= set(full):
+            return False
+        return all(_agrees(have[k], full[k], keyed.get(k, full[k])) for k in have)
+    return have == full
 
 
 def run_study(dataset, cfg: ExperimentConfig, names: Sequence[str] = tuple(STUDY), *, seeds: Sequence[int] = (0,),
@@ -120,22 +156,29 @@ def run_study(dataset, cfg: ExperimentConfig, names: Sequence[str] = tuple(STUDY
     return out
 
 
-def study_runs_from_records(records_dir) -> dict[str, list[ModelRun]]:
+def study_runs_from_records(records_dir, base: ExperimentConfig | None = None) -> dict[str, list[ModelRun]]:
     """The study rows a records folder holds (records written by :func:`run_study` carry their row name), in
-    :data:`STUDY` order; nothing is trained. Use it to tabulate a study whose runs were made earlier or elsewhere."""
+    :data:`STUDY` order; nothing is trained. Use it to tabulate a study whose runs were made earlier or elsewhere.
+    With ``base`` (the preset the study ran on), every labelled record's config must be its row applied to
+    ``base``, else a ValueError names the file: a row never shows a run of another configuration."""
     from pathlib import Path
 
     rows: dict[str, list[ModelRun]] = {}
     for path in sorted(Path(records_dir).glob("*.json")):
         record = json.loads(path.read_text(encoding="utf-8"))
         if record.get("label"):
+            if base is not None and not _record_matches_row(record, record["label"], base):
+                raise ValueError(f"{path}: its config is not study row {record['label']!r} of this preset (made "
+                                 "under another default or preset?); relabel it with the row it ran, e.g. "
+                                 "'finetune_masked+<row>' for runs made before next-item fine-tuning was the default")
             rows.setdefault(record["label"], []).append(run_from_record(record))
         elif record["model"] != "Q-Bert4Rec":  # a baseline trained into the same folder: a reference row
             rows.setdefault(f"reference: {record['model']}", []).append(run_from_record(record))
-    if not any(k in STUDY for k in rows):
+    if not any(k.split("+")[0] in STUDY for k in rows):
         raise ValueError(f"no labelled study records in {records_dir}")
     order = {name: i for i, name in enumerate(STUDY)} | {k: -1 for k in rows if k.startswith("reference: ")}
-    return {k: sorted(rows[k], key=lambda r: r.seed) for k in sorted(rows, key=lambda k: order.get(k, len(order)))}
+    rank = lambda k: tuple(order.get(part, len(order)) for part in k.split("+"))  # noqa: E731
+    return {k: sorted(rows[k], key=lambda r: r.seed) for k in sorted(rows, key=rank)}
 
 
 def _best_epochs(run: ModelRun) -> str:
@@ -155,7 +198,8 @@ def study_table(runs: dict[str, list[ModelRun]], metrics: Sequence[str] = ("NDCG
     for name, rs in runs.items():
         agg, vagg = aggregate([r.test for r in rs]), aggregate([r.valid for r in rs])
         cell = lambda ms: f"{ms[0]:.4f} ± {ms[1]:.4f}" if len(rs) > 1 else f"{ms[0]:.4f}"  # noqa: E731
-        what = STUDY[name][0] if name in STUDY else "same protocol, the baseline's own preset settings"
+        what = "same protocol, the baseline's own preset settings" if name.startswith("reference: ") \
+            else study_description(name)
         lines.append(f"| {name} | {what} | " + " | ".join(cell(agg[m]) for m in metrics)
                      + f" | {cell(vagg['NDCG@10'])} | {'; '.join(_best_epochs(r) for r in rs)} | {len(rs)} |")
     protocol = next(iter(runs.values()))[0].test.protocol if runs else ""

@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write the markdown table here")
 
     p = stage("study", "what makes Q-Bert4Rec competitive: one row per variant, each to early stopping", cmd_study)
-    p.add_argument("--rows", nargs="*", default=None, help="study rows (default: all; see --list)")
+    p.add_argument("--rows", nargs="*", default=None, help="study rows (default: all; see --list); rows compose with '+', e.g. finetune_masked+hidden_128")
     p.add_argument("--seeds", nargs="*", type=int, default=[0])
     p.add_argument("--records", default=None, metavar="FOLDER", help="result records: finished runs are read from "
                    "here, new ones written here")

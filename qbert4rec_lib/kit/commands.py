@@ -187,7 +187,7 @@ def cmd_study(args) -> int:
 
         if not args.records:
             raise ValueError("study --from-records needs --records FOLDER")
-        runs = study_runs_from_records(args.records)
+        runs = study_runs_from_records(args.records, base=_experiment_config(args))  # each record checked
     else:
         ds, cfg = _open(args.data), _experiment_config(args)
         runs = run_study(ds, cfg, args.rows or tuple(STUDY), seeds=args.seeds, records_dir=args.records,
