@@ -49,8 +49,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..cache import digest, stage_dir
+from ..cache import stage_dir
 from ..config import from_dict, to_dict, torch_threads
+from ..keys import digest
 from .fusion_model import DynamicCrossModalBlock, FusionModel, FusionOutput  # noqa: F401 - the block: re-exported
 
 __all__ = [

@@ -39,8 +39,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..cache import atomic_save_npy, atomic_write_json, digest, stage_dir
+from ..atomic import atomic_save_npy, atomic_write_json
+from ..cache import stage_dir
 from ..config import from_dict, to_dict, torch_threads
+from ..keys import digest
 from .code_health import code_health
 from .rqvae import RQVAE, _encode_all, _kmeans_init, _reseed_dead_codes
 from .rqvae import RQOutput, ResidualQuantizer  # noqa: F401 - re-exported
