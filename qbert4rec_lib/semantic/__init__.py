@@ -11,4 +11,5 @@ Where to change what:
 * stage 2 (codebook size, levels, training, semantic IDs and collisions, cache): ``semantic/quantize.py``
   (``RQVAEConfig``); the RQ-VAE itself (residual codebooks, k-means init, dead codes): ``semantic/rqvae.py``; codebook
   health and purity: ``semantic/code_health.py``
+* the epoch loop both stages train with (AdamW, seeded item order, per-epoch records): ``semantic/epochs.py``
 """

@@ -41,7 +41,6 @@ does the same through the content-addressed cache (a second call is a cache hit)
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -52,6 +51,7 @@ import torch.nn.functional as F
 from ..cache import stage_dir
 from ..config import from_dict, to_dict, torch_threads
 from ..keys import digest
+from .epochs import EpochLoop
 from .fusion_model import DynamicCrossModalBlock, FusionModel, FusionOutput  # noqa: F401 - the block: re-exported
 
 __all__ = [
@@ -245,53 +245,34 @@ def train_fusion(features, cfg: FusionConfig = FusionConfig(), *, progress: bool
 
 
 def _train_fusion(features, cfg: FusionConfig, *, progress: bool, device: str) -> FusionResult:
-    from tqdm.auto import tqdm
-
     inputs = _select_inputs(features, cfg)
     num_items = next(iter(inputs.features.values())).shape[0]
     torch.manual_seed(cfg.seed)
     model = FusionModel(num_items, {m: inputs.features[m].shape[-1] for m in inputs.names}, cfg).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    history: list[dict] = []
-    start = time.perf_counter()
-    bar = tqdm(range(cfg.epochs), desc="fusion", disable=not progress)
-    for epoch in bar:
-        epoch_start = time.perf_counter()
-        model.train()
-        order = torch.randperm(num_items, generator=generator)
-        sums: dict[str, float] = {}
-        steps = 0
-        for first in range(0, num_items, cfg.batch_size):
-            rows = order[first:first + cfg.batch_size]
+    loop = EpochLoop(model, cfg, num_items, desc="fusion", progress=progress)
+    for epoch, order in loop:
+        for rows in loop.batches(order):
             if len(rows) < 2:
                 continue
             rows, feats, present = _batch(inputs, rows, device)
             attend = None
             if cfg.modality_dropout > 0:
-                keep = torch.rand(present.shape, generator=generator) >= cfg.modality_dropout  # [B, M]
+                keep = torch.rand(present.shape, generator=loop.generator) >= cfg.modality_dropout  # [B, M]
                 attend = present & keep.to(device)
             out = model(rows, feats, present, hard_exit=False, attend=attend)
             parts = multi_view_loss(out, present, inputs.names, cfg)
-            optimizer.zero_grad(set_to_none=True)
-            parts.loss.backward()
-            optimizer.step()
-            logged = {"loss": float(parts.loss.detach()), "contrastive": float(parts.contrastive),
-                      "mean_depth": float(out.expected_depth.detach().mean())} | parts.terms
-            for k, v in logged.items():
-                sums[k] = sums.get(k, 0.0) + v
-            steps += 1
-        record = {"epoch": epoch + 1} | {k: v / max(1, steps) for k, v in sums.items()}
-        record["seconds"] = time.perf_counter() - epoch_start
-        history.append(record)
-        bar.set_postfix(loss=f"{record['loss']:.3f}", depth=f"{record['mean_depth']:.2f}")
-    seconds = time.perf_counter() - start
+            loop.step(parts.loss)
+            loop.log({"loss": float(parts.loss.detach()), "contrastive": float(parts.contrastive),
+                      "mean_depth": float(out.expected_depth.detach().mean())} | parts.terms)
+        record = loop.end_epoch(epoch)
+        loop.bar.set_postfix(loss=f"{record['loss']:.3f}", depth=f"{record['mean_depth']:.2f}")
+    seconds = loop.seconds()
     encoded = encode_items(model, inputs, device=device)
     return FusionResult(
         embeddings=encoded["fused"], exit_depth=encoded["exit_depth"], modality_weights=encoded["modality_weights"],
         id_attention=encoded["id_attention"], modality_present=inputs.present.numpy().copy(),
         gate_values=encoded["gate_values"] if cfg.gate == "dynamic" else encoded["gate_values"][:, :0],
-        modality_names=inputs.names, history=history, config=cfg, seconds=seconds, model=model,
+        modality_names=inputs.names, history=loop.history, config=cfg, seconds=seconds, model=model,
     )
 
 

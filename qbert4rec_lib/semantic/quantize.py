@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -44,6 +43,7 @@ from ..cache import stage_dir
 from ..config import from_dict, to_dict, torch_threads
 from ..keys import digest
 from .code_health import code_health
+from .epochs import EpochLoop
 from .rqvae import RQVAE, _encode_all, _kmeans_init, _reseed_dead_codes
 from .rqvae import RQOutput, ResidualQuantizer  # noqa: F401 - re-exported
 
@@ -224,8 +224,6 @@ def train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig = RQVAEConfig(), *, pro
 
 
 def _train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig, *, progress: bool, device: str) -> QuantizeResult:
-    from tqdm.auto import tqdm
-
     x = np.asarray(embeddings, dtype=np.float32)
     if x.ndim != 2 or len(x) < 2:
         raise ValueError(f"train_rqvae needs a [N, D] matrix with N >= 2, got shape {x.shape}")
@@ -243,52 +241,37 @@ def _train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig, *, progress: bool, de
     model = RQVAE(x.shape[1], cfg, codebook_size).to(device)
     if cfg.kmeans_init:
         _kmeans_init(model, data, cfg)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    loop = EpochLoop(model, cfg, num_items, desc="rq-vae", progress=progress)
     rng = np.random.default_rng(cfg.seed)
-    history: list[dict] = []
-    start = time.perf_counter()
-    bar = tqdm(range(cfg.epochs), desc="rq-vae", disable=not progress)
-    for epoch in bar:
-        epoch_start = time.perf_counter()
-        model.train()
-        order = torch.randperm(num_items, generator=generator).to(device)
-        sums = {"loss": 0.0, "recon": 0.0, "codebook": 0.0, "commit": 0.0}
-        steps = 0
-        for first in range(0, num_items, cfg.batch_size):
-            batch = data[order[first:first + cfg.batch_size]]  # [B, D]
+    for epoch, order in loop:
+        for rows in loop.batches(order.to(device)):
+            batch = data[rows]  # [B, D]
             out = model(batch)
             recon = F.mse_loss(out.reconstruction, batch)
             loss = recon + out.rq.codebook_loss + cfg.beta * out.rq.commit_loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            for name, value in (("loss", loss), ("recon", recon), ("codebook", out.rq.codebook_loss),
-                                ("commit", out.rq.commit_loss)):
-                sums[name] += float(value.detach())
-            steps += 1
+            loop.step(loss)
+            loop.log({name: float(value.detach()) for name, value in (
+                ("loss", loss), ("recon", recon), ("codebook", out.rq.codebook_loss), ("commit", out.rq.commit_loss))})
         codes, residuals, _ = _encode_all(model, data)
         health = code_health(codes, codebook_size)
-        record = {"epoch": epoch + 1} | {k: v / steps for k, v in sums.items()} | {
+        record = loop.end_epoch(epoch, {
             "usage": [lv["usage"] for lv in health["levels"]],
             "perplexity": [lv["perplexity"] for lv in health["levels"]],
             "dead": [lv["dead_codes"] for lv in health["levels"]],
             "unique_before": health["unique_before"],
-        }
-        record["reseeded"] = (_reseed_dead_codes(model, codes, residuals, rng)
-                              if cfg.reseed_dead_codes and epoch < cfg.epochs - 1 else 0)
-        record["seconds"] = time.perf_counter() - epoch_start
-        history.append(record)
-        bar.set_postfix(recon=f"{record['recon']:.3f}", usage1=f"{record['usage'][0]:.2f}",
-                        unique=f"{record['unique_before']:.3f}")
-    seconds = time.perf_counter() - start
+            "reseeded": (_reseed_dead_codes(model, codes, residuals, rng)
+                         if cfg.reseed_dead_codes and epoch < cfg.epochs - 1 else 0),
+        })
+        loop.bar.set_postfix(recon=f"{record['recon']:.3f}", usage1=f"{record['usage'][0]:.2f}",
+                             unique=f"{record['unique_before']:.3f}")
+    seconds = loop.seconds()
     codes, _, mse = _encode_all(model, data)
     codes = codes.astype(np.int64)
     semantic_ids = np.concatenate([codes, disambiguate(codes)[:, None]], axis=1)
     health = code_health(codes, codebook_size) | {"reconstruction_mse": mse}
     table = SemanticIDTable(semantic_ids, (codebook_size,) * cfg.levels + (health["max_disambiguation"] + 1,))
     return QuantizeResult(codes, semantic_ids, table, model.quantizer.codebooks.detach().cpu().numpy().copy(),
-                          health, history, cfg, codebook_size, seconds, encoder={"model": model, "mean": mean, "std": std})
+                          health, loop.history, cfg, codebook_size, seconds, encoder={"model": model, "mean": mean, "std": std})
 
 
 def encode_frozen(result: QuantizeResult, embeddings: np.ndarray) -> np.ndarray:
