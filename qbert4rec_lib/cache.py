@@ -24,13 +24,14 @@ before integrity records existed get structural checks only (every file parses, 
 Loading errors that still happen name the file (:class:`CacheError`). Resume chunks in ``<key>.partial``
 are saved with a hash beside them (:func:`save_chunk`); :func:`load_chunk` drops a bad one so it is recomputed.
 
-The cache root is ``$QBERT4REC_CACHE`` or ``~/.cache/qbert4rec``.
+The cache root is ``$QBERT4REC_CACHE`` or ``~/.cache/qbert4rec``. The keys are made by :mod:`qbert4rec_lib.keys`
+(:func:`stable_hash`, :func:`digest`), single files are written by :mod:`qbert4rec_lib.atomic`; both modules' names
+are importable from here too.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import platform
 import shutil
@@ -40,9 +41,13 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
+
+# the content keys and the atomic writes live in their own modules; their names stay importable from here
+from .atomic import atomic_save_npy, atomic_write_json, atomic_write_text  # noqa: F401 - re-exported
+from .keys import KEY_NEUTRAL, _jsonable, _key_view, digest, stable_hash  # noqa: F401 - re-exported
 
 __all__ = [
     "CacheError",
@@ -141,116 +146,6 @@ def cache_root() -> Path:
     root = Path(os.environ.get("QBERT4REC_CACHE", Path.home() / ".cache" / "qbert4rec")).expanduser()
     root.mkdir(parents=True, exist_ok=True)
     return root
-
-
-def _jsonable(obj: Any, *, sort: bool = True, finite: bool = False) -> Any:
-    """``obj`` in plain JSON types, the kit's one JSON-ifier (cache metas, config hashes, result records, notebook
-    records): dataclasses -> dicts, mappings -> dicts with str keys (sorted by key unless ``sort=False``),
-    lists / tuples / arrays -> lists, numpy scalars -> Python scalars, paths -> str. ``finite=True`` writes NaN and
-    infinities as None (strict JSON, for notebook records); otherwise they stay floats."""
-    if hasattr(obj, "__dataclass_fields__"):
-        from dataclasses import asdict
-
-        return _jsonable(asdict(obj), sort=sort, finite=finite)
-    if isinstance(obj, Mapping):
-        items = sorted(obj.items(), key=lambda kv: str(kv[0])) if sort else obj.items()
-        return {str(k): _jsonable(v, sort=sort, finite=finite) for k, v in items}
-    if isinstance(obj, np.ndarray):
-        obj = obj.tolist()
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v, sort=sort, finite=finite) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if finite and isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-KEY_NEUTRAL = "key_neutral"  # dataclass field metadata: the value that behaves as if the field did not exist
-
-
-def _key_view(obj: Any) -> Any:
-    """``obj`` as it enters a content key: a dataclass field that holds its ``key_neutral`` value is left out.
-
-    A config field added to the library after results were filed declares (``field(metadata={KEY_NEUTRAL: v})``)
-    the value ``v`` under which the code behaves exactly as before the field existed. Leaving such fields out of
-    the key keeps every earlier cache entry and result record valid, and still can never give a wrong hit: a
-    different value (or a later change of the field's *default*) is in the key. Any other field is always keyed.
-    """
-    if hasattr(obj, "__dataclass_fields__") and not isinstance(obj, type):
-        from dataclasses import fields
-
-        out = {}
-        for f in fields(obj):
-            value = getattr(obj, f.name)
-            if KEY_NEUTRAL in f.metadata and value == f.metadata[KEY_NEUTRAL]:
-                continue
-            out[f.name] = _key_view(value)
-        return out
-    if isinstance(obj, Mapping):
-        return {k: _key_view(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_key_view(v) for v in obj]
-    return obj
-
-
-def digest(chunks: Iterable[bytes], length: int = 16) -> str:
-    """The kit's one content hash: sha256 over the byte ``chunks`` in order, as hex cut to ``length`` characters.
-    Content keys of arrays, sequences, files and texts are this over their bytes; :func:`stable_hash` is this over
-    the JSON of config-like parts. (Cache *integrity* records use :func:`file_digest`, a different job.)"""
-    h = hashlib.sha256()
-    for chunk in chunks:
-        h.update(chunk)
-    return h.hexdigest()[:length]
-
-
-def stable_hash(*parts: Any, length: int = 16) -> str:
-    """A short, stable hex digest of JSON-able parts (dataclasses, dicts, strings, numbers); dataclass fields at
-    their ``key_neutral`` value are left out (see :func:`_key_view`)."""
-    payload = json.dumps([_jsonable(_key_view(p)) for p in parts], sort_keys=True, separators=(",", ":"))
-    return digest([payload.encode("utf-8")], length)
-
-
-@contextmanager
-def _atomic_file(path: Path, binary: bool) -> Iterator[Any]:
-    """An open temporary file beside ``path`` (in its folder, which must exist); on a clean exit it is flushed,
-    fsync'ed and renamed onto ``path``, on any error removed."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: Path | str, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _atomic_file(path, binary=False) as fh:
-        fh.write(text)
-
-
-def atomic_write_json(path: Path | str, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n")
-
-
-def atomic_save_npy(path: Path | str, array: np.ndarray) -> None:
-    """Save one array as ``.npy`` atomically (no pickle: object arrays are refused)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    array = np.asarray(array)
-    if array.dtype == object:
-        raise TypeError(f"refusing to save an object array to {path} (would need pickle)")
-    with _atomic_file(path, binary=True) as fh:
-        np.save(fh, array, allow_pickle=False)
 
 
 def save_chunk(path: Path | str, array: np.ndarray) -> None:

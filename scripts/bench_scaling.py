@@ -372,7 +372,8 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(REPO))
-    from qbert4rec_lib.cache import _jsonable, atomic_write_text
+    from qbert4rec_lib.atomic import atomic_write_text
+    from qbert4rec_lib.keys import _jsonable
 
     atomic_write_text(out.with_suffix(".json"), json.dumps(_jsonable(result, finite=True), indent=2) + "\n")
     atomic_write_text(out.with_suffix(".md"), "# Scaling benchmark (`scripts/bench_scaling.py`)\n\n" + md + notes)

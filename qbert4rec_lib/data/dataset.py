@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cache import digest
+from ..keys import digest
 
 __all__ = [
     "DataFormatError",

@@ -38,7 +38,7 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import Callable
 
-from ..cache import atomic_write_json
+from ..atomic import atomic_write_json
 
 __all__ = ["RELEASES", "DATASETS", "MANIFEST", "DownloadError", "Release", "DatasetEntry", "dataset_files",
            "download_dataset", "list_datasets", "verify_gzip", "sha256_of"]

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from ..cache import digest
+from ..keys import digest
 
 __all__ = ["DownloadSummary", "download_images", "safe_stem", "find_existing", "IMAGE_ROOTS_ENV",
            "allowed_image_roots", "is_inside", "check_image_file"]

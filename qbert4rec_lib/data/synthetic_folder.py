@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..cache import digest, stage_dir
+from ..cache import stage_dir
 from ..config import override, to_dict
+from ..keys import digest
 from .dataset import Dataset
 from .synthetic import (BRAND_FAMILIES, COLOURS, GROUND_TRUTH_ATTRIBUTES, SHAPES, GeneratedCatalog, SyntheticConfig,
                         _tree, generate)

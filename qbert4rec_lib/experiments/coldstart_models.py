@@ -71,7 +71,7 @@ class _Existing(SequentialRecommender):
 
 
 def _set_cold_rows(model, table: np.ndarray) -> None:
-    from ..models.qbert import _SPECIALS
+    from ..models.qbert_head import _SPECIALS
 
     with torch.no_grad():
         model.item_tokens[1:].copy_(torch.from_numpy(table + _SPECIALS))
@@ -85,7 +85,8 @@ def train_cold_model(name: str, dataset, cs: ColdStart, cfg, *, seed: int = 0, i
     from safetensors.torch import save_file
 
     from ..models.baselines import BERT4RecID, SASRec
-    from ..cache import stable_hash, stage_dir
+    from ..cache import stage_dir
+    from ..keys import stable_hash
     from ..config import seed_everything
     from .runs import _baseline_train, _fit_from_json, _fit_json
     from ..models.qbert import QBert4Rec

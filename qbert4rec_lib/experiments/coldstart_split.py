@@ -53,7 +53,7 @@ class ColdStart:
         return mask
 
     def key(self) -> str:
-        from ..cache import stable_hash
+        from ..keys import stable_hash
 
         return stable_hash("coldstart-v1", self.by, self.fraction, self.seed, self.cold_items.tolist(),
                            self.split.max_len)

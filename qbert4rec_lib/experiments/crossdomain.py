@@ -40,7 +40,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..cache import stable_hash
+from ..keys import stable_hash
 from ..data.dataset import Dataset, ItemTable, LoadReport, Modalities
 from .evaluate import EvalResult, evaluate_split
 from ..semantic.quantize import SemanticIDTable

@@ -189,7 +189,8 @@ def evaluate_split(model, split, which: str = "test", cfg=None, *, progress: boo
 def _train(args) -> int:
     from dataclasses import replace
 
-    from ..cache import _jsonable, atomic_write_text
+    from ..atomic import atomic_write_text
+    from ..keys import _jsonable
     from ..kit.commands import _experiment_config, _open
     from ..config import seed_everything
     from .runs import _baseline_train, _build, _fit_json

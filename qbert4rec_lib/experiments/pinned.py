@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cache import atomic_save_npy, atomic_write_json, library_versions, stable_hash
+from ..atomic import atomic_save_npy, atomic_write_json
+from ..cache import library_versions
+from ..keys import stable_hash
 
 __all__ = ["export_semantic_ids", "load_semantic_ids", "stage_recipe"]
 

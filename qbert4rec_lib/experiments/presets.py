@@ -81,7 +81,7 @@ def smoke_config(epochs_scale: float = 1.0) -> ExperimentConfig:
 
 
 def config_json(cfg: ExperimentConfig) -> str:
-    from ..cache import _jsonable
+    from ..keys import _jsonable
 
     return json.dumps(_jsonable(dataclasses.asdict(cfg)), indent=2)
 

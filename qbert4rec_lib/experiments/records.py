@@ -33,7 +33,9 @@ def _compact_history(history: list[dict]) -> list[dict]:
 
 def write_record(records_dir, run: ModelRun, key: str, dataset_name: str, config: dict, label: str | None = None) -> None:
     """Write ``run``'s result record (atomic JSON): test/valid metrics, protocol, per-phase curves, timings."""
-    from ..cache import _jsonable, atomic_write_json, library_versions
+    from ..atomic import atomic_write_json
+    from ..cache import library_versions
+    from ..keys import _jsonable
 
     fits = {}
     for phase, f in run.fits.items():

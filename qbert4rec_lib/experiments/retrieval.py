@@ -6,7 +6,7 @@ search walks the tree of semantic-ID prefixes that **exist in the catalog** (:cl
 ranks the items under the surviving leaves by their **full score** (the one :meth:`score_all` gives). Its cost
 per user is about ``beam_width x (children per prefix)`` per level, independent of ``N`` once the tree is deep.
 
-How a prefix is scored depends on the head (read :mod:`qbert4rec_lib.models.qbert` for the heads):
+How a prefix is scored depends on the head (read :mod:`qbert4rec_lib.models.qbert_head` for the heads):
 
 * ``item_head="level_sum"``: a prefix ``(c_1..c_l)`` scores ``sum_{j<=l} log p_j(c_j | h)``, the per-level
   log-probabilities the head already produces (:meth:`QBert4Rec.next_item_log_probs`). Every term is ``<= 0``,

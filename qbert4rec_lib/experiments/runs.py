@@ -16,8 +16,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..cache import digest, stable_hash, stage_dir
+from ..cache import stage_dir
 from ..config import seed_everything
+from ..keys import digest, stable_hash
 from ..models.qbert import QBert4Rec
 from .evaluate import EvalResult, evaluate_split
 from .presets import MODEL_NAMES, ExperimentConfig

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..cache import digest, stable_hash
+from ..keys import digest, stable_hash
 from ..semantic.features import FeatureSet, build_features, pooled
 from ..semantic.fusion import FusionResult, run_fusion
 from ..semantic.quantize import QuantizeResult, SemanticIDTable, run_quantize

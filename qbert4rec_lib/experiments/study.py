@@ -102,7 +102,7 @@ def study_description(name: str) -> str:
 def _record_matches_row(record: dict, label: str, base: ExperimentConfig) -> bool:
     """Does a record's stored config equal study row ``label`` applied to ``base`` (semantic-ID key aside: it
     depends on the data)? A record made under another default or preset does not."""
-    from ..cache import _jsonable, _key_view
+    from ..keys import _jsonable, _key_view
     from .runs import run_config
 
     relevant = run_config("Q-Bert4Rec", study_config(label, base))

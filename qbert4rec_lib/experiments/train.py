@@ -311,7 +311,7 @@ def _save_checkpoint(folder, cfg: TrainConfig, model, optimizer, rng, loss_gener
 
     from safetensors.torch import save_file
 
-    from ..cache import _jsonable
+    from ..keys import _jsonable
 
     folder = Path(folder)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -348,7 +348,7 @@ def _load_checkpoint(folder, cfg: TrainConfig, model, optimizer, rng, loss_gener
 
     from safetensors.torch import load_file
 
-    from ..cache import _jsonable
+    from ..keys import _jsonable
 
     folder = Path(folder)
     if not (folder / "state.json").is_file():

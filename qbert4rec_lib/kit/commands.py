@@ -136,7 +136,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_experiment(args) -> int:
-    from ..cache import atomic_write_json, atomic_write_text
+    from ..atomic import atomic_write_json, atomic_write_text
     from ..experiments.experiment import run_experiment
 
     cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
@@ -163,7 +163,7 @@ def cmd_experiment(args) -> int:
 
 
 def cmd_ablations(args) -> int:
-    from ..cache import atomic_write_text
+    from ..atomic import atomic_write_text
     from ..experiments.experiment import ABLATIONS, ablation_table, run_ablations
 
     cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
@@ -176,7 +176,7 @@ def cmd_ablations(args) -> int:
 
 
 def cmd_study(args) -> int:
-    from ..cache import atomic_write_text
+    from ..atomic import atomic_write_text
     from ..experiments.study import STUDY, run_study, study_table
 
     if args.list:
@@ -226,7 +226,7 @@ def _read_json(path) -> dict:
 def cmd_cold_start(args) -> int:
     from pathlib import Path
 
-    from ..cache import atomic_write_json, atomic_write_text
+    from ..atomic import atomic_write_json, atomic_write_text
     from ..experiments.coldstart import report_from_json, run_cold_start
 
     if args.from_json:  # re-tabulate a saved run: nothing is trained, the dataset is not opened
@@ -262,7 +262,7 @@ def cmd_dial(args) -> int:
     """The content-to-ID dial: cold-start protocol on generated catalogs along ``SyntheticConfig.id_driven``."""
     from pathlib import Path
 
-    from ..cache import atomic_write_json, atomic_write_text
+    from ..atomic import atomic_write_json, atomic_write_text
     from ..experiments.coldstart import dial_table, run_dial
     from . import plots, viz
 
@@ -337,7 +337,7 @@ def cmd_reproduce(args) -> int:
     if args.publish:  # executed copies to read without running anything (e.g. committed, rendered by GitHub)
         from pathlib import Path
 
-        from ..cache import atomic_write_text
+        from ..atomic import atomic_write_text
         from .reproduce import REPO as REPO_ROOT
 
         dest = Path(args.publish)

@@ -16,7 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..cache import _jsonable, atomic_write_json
+from ..atomic import atomic_write_json
+from ..keys import _jsonable
 
 __all__ = ["Recorder", "results_dir", "MIME_TYPE", "interactive", "quiet_outputs"]
 

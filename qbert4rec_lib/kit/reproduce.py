@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..cache import atomic_write_json, atomic_write_text
+from ..atomic import atomic_write_json, atomic_write_text
 
 __all__ = ["REPO", "NOTEBOOKS", "list_notebooks", "load_param_set", "run_set", "RunReport", "NotebookFailed",
            "gather_results", "update_readme", "readme_markdown"]

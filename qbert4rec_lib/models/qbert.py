@@ -17,30 +17,9 @@ choice** (each a field of :class:`QBertConfig` or a documented function argument
 * **Encoder**: ``torch.nn.TransformerEncoder`` (pre-LN, GELU, ``batch_first``, key-padding mask;
   attention is PyTorch's fused scaled-dot-product attention). BERT4Rec's Beauty defaults:
   hidden 64, 2 layers, 2 heads, max length 50.
-* **Head** (``item_head``), two forms:
-
-  - ``"token_mlp"`` (**default**): every item gets an output vector and a prior score computed from its
-    tokens alone, ``[v_i, prior_i] = MLP([E_1[c_1(i)], ..., E_L[c_L(i)]])`` (``item_encoder="mlp"``: two
-    layers with GELU; ``"linear"``: one linear map), and a masked position with hidden state ``h`` scores
-    item ``i`` as ``s(i) = g(h) . v_i + prior_i`` (``g``: Linear–GELU–LayerNorm, BERT's MLM transform).
-    The MLP is shared by all items, so the model has **no per-item parameter**: two items with the same
-    tokens score the same, a new item with a semantic ID can be scored, and ``prior_i`` is a popularity
-    prior learned from the token tuple (content), not from the item's identity. The loss is a full
-    softmax over the catalog's N items (one ``[N, L d] -> [N, d + 1]`` MLP pass and an ``[M, N]``
-    product per step, the cost of SASRec-CE's output layer).
-  - ``"level_sum"``: one softmax per level, ``p_l(c | h) = softmax(W_l g_l(h))`` with ``W_l`` tied to the
-    level's embedding table (``tie_head``); an item's logit is ``sum_l logit_l(c_l(i))``. Trained with
-    ``item_loss_weight * CE_item`` (a full softmax over items with that logit) and/or
-    ``level_loss_weight * sum_l w_l CE_l`` (each level's softmax on its own token, which spends
-    probability on token tuples that are no item).
-
-  Measured on the generated default catalog (smoke semantic IDs, every run to early stopping on
-  validation NDCG@10, seed 0; test NDCG@10; ``python -m qbert4rec_lib study default``): ``token_mlp``
-  0.0922 (best pretraining epoch 106) vs ``level_sum`` with the item loss 0.0757 and the ``linear``
-  item encoder 0.0803 — the item-level nonlinearity over the token tuple matters; SASRec-CE 0.0960. A
-  learned per-item bias on top (``item_bias=True``, a hybrid: an ID feature that neither transfers nor
-  reaches cold items) gave 0.0913, i.e. nothing over the token prior. Earlier, shorter runs of the
-  level-sum head: per-level loss alone 0.051 (= Popularity), both losses 0.064, item loss 0.070.
+* **Head** (``item_head``): ``"token_mlp"`` (**default**: an MLP over an item's tokens gives its output vector
+  and prior, no per-item parameter) or ``"level_sum"`` (one softmax per level, an item's logit the sum over its
+  levels). Both forms, their losses and the measurements behind the default: :mod:`qbert4rec_lib.models.qbert_head`.
 * **Scoring** (full ranking, no beam search): append ``[MASK]`` after the history (dropping the
   oldest item if the window is full) and score all N items at that position with the head above
   (``level_sum``: ``s(i) = sum_l log p_l(c_l(i))``, one sparse product of the per-level
@@ -63,7 +42,6 @@ choice** (each a field of :class:`QBertConfig` or a documented function argument
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from contextlib import contextmanager
 from typing import Iterator, Sequence
@@ -77,6 +55,7 @@ from .base import LossOutput, SequentialRecommender, length_groups
 from .itemloss import ItemLossFields
 from .layers import attention_mask, check_transformer_config, init_weights, key_padding_mask
 from .masking import PRETRAIN_MASKS, MaskConfig, apply_mixture, crop_prefixes
+from .qbert_head import _SPECIALS, MASK_TOKEN, PAD_TOKEN, ItemHead
 
 __all__ = [
     "QBertConfig",
@@ -86,10 +65,6 @@ __all__ = [
     "PAD_TOKEN",
     "MASK_TOKEN",
 ]
-
-PAD_TOKEN = 0  # row 0 of every level's embedding table
-MASK_TOKEN = 1  # row 1 of every level's embedding table
-_SPECIALS = 2  # semantic token c of a level lives in row c + 2
 
 
 @dataclass(frozen=True)
@@ -135,7 +110,7 @@ class QBertConfig(ItemLossFields):
         check_item_loss_fields(self)
 
 
-class QBert4Rec(SequentialRecommender):
+class QBert4Rec(ItemHead, SequentialRecommender):
     """BERT4Rec over semantic IDs.
 
     ``ids``: int64 ``[N, L]`` semantic-ID table, row ``k`` = item id ``k + 1``, column ``l`` = the
@@ -192,24 +167,7 @@ class QBert4Rec(SequentialRecommender):
         layer = nn.TransformerEncoderLayer(d, cfg.heads, dim_feedforward=cfg.ffn_mult * d, dropout=cfg.dropout,
                                            activation="gelu", batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, cfg.layers, norm=nn.LayerNorm(d), enable_nested_tensor=False)
-        self.head_transforms = nn.ModuleList(
-            nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d)) for _ in sizes)
-        self.head_bias = nn.ParameterList(nn.Parameter(torch.zeros(v)) for v in sizes)
-        self.head_weights = (None if cfg.tie_head
-                             else nn.ParameterList(nn.Parameter(torch.empty(v, d)) for v in sizes))
-        self.item_score_bias = nn.Parameter(torch.zeros(self.num_items)) if cfg.item_bias else None  # [N]
-        if cfg.item_head == "token_mlp":
-            # item i -> [v_i (d), prior_i (1)] from the concatenation of its tokens' embeddings: shared weights only
-            # (a LayerNorm in front of the MLP was tried on the default catalog: it stopped at pretraining epoch 26
-            # with validation NDCG@10 0.0901, against epoch 106 and 0.0995 without it, seed 0)
-            if cfg.item_encoder == "mlp":
-                self.item_encoder = nn.Sequential(nn.Linear(self.num_levels * d, cfg.ffn_mult * d), nn.GELU(),
-                                                  nn.Linear(cfg.ffn_mult * d, d + 1))
-            else:
-                self.item_encoder = nn.Sequential(nn.Linear(self.num_levels * d, d + 1))
-            self.item_head_transform = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d))
-        else:
-            self.item_encoder = self.item_head_transform = None
+        self._build_item_head(cfg, sizes)  # head_transforms, head_bias, head_weights, item_score_bias, item_encoder
         # input_embedding="item_vector": the input of item i is v_i (tied with the output), [MASK] a learned vector
         self.mask_vector = nn.Parameter(torch.zeros(d)) if cfg.input_embedding == "item_vector" else None
         self._scoring_vectors: torch.Tensor | None = None  # item_vectors() held while inside scoring()
@@ -281,16 +239,6 @@ class QBert4Rec(SequentialRecommender):
             return sequences.new_zeros((0, self.config.hidden), dtype=torch.float), sequences.new_zeros(0)
         return torch.cat(states), torch.cat(items)
 
-    def level_logits(self, hidden: torch.Tensor) -> list[torch.Tensor]:
-        """Per-level logits ``[M, V_l]`` over each level's real tokens for hidden states ``[M, d]``."""
-        out = []
-        for level in range(self.num_levels):
-            g = self.head_transforms[level](hidden)  # [M, d]
-            weight = (self.token_embeddings[level].weight[_SPECIALS:] if self.head_weights is None
-                      else self.head_weights[level])  # [V_l, d]
-            out.append(g @ weight.T + self.head_bias[level])  # [M, V_l]
-        return out
-
     def next_item_states(self, sequences: torch.Tensor,
                          vectors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``next_item`` objective: causal hidden states ``[M, d]`` at every real position that has a next item,
@@ -356,62 +304,6 @@ class QBert4Rec(SequentialRecommender):
         parts["masked_fraction"] = masked.sum().double() / (sequences > 0).sum().clamp(min=1)
         return LossOutput(loss=total, parts=parts)
 
-    # ---- chunked / sampled item loss (qbert4rec_lib.models.itemloss) -------------------------------
-    def _token_item_loss(self, hidden: torch.Tensor, vectors: torch.Tensor, targets: torch.Tensor, generator):
-        """token_mlp head: CE of ``s(i) = g(h) . v_i + prior_i (+ b_i)`` without the ``[M, N]`` matrix."""
-        from .itemloss import item_cross_entropy
-
-        d, g, bias = self.config.hidden, self.item_head_transform(hidden), self.item_score_bias
-
-        def logits(index):
-            v = vectors[index]  # [n, d + 1]
-            out = torch.addmm(v[:, d], g, v[:, :d].T)  # [M, n]
-            return out if bias is None else out + bias[index]
-
-        def target_logits(t):
-            v = vectors[t]  # [M, d + 1]
-            out = (g * v[:, :d]).sum(dim=1) + v[:, d]
-            return out if bias is None else out + bias[t]
-
-        return item_cross_entropy(logits, target_logits, targets, self.num_items, self.config,
-                                  item_mask=self.train_item_mask, counts=self.item_sampling_counts, generator=generator)
-
-    def _level_sum_item_loss(self, per_level: list[torch.Tensor], targets: torch.Tensor, generator):
-        """level_sum head: CE of ``s(i) = sum_l logit_l(c_l(i)) (+ b_i)`` without the ``[M, N]`` matrix."""
-        from .itemloss import item_cross_entropy
-
-        tokens, bias = self.item_tokens[1:] - _SPECIALS, self.item_score_bias  # [N, L]
-
-        def logits(index):
-            tok = tokens[index]  # [n, L]
-            out = sum(level[:, tok[:, l]] for l, level in enumerate(per_level))  # [M, n]
-            return out if bias is None else out + bias[index]
-
-        def target_logits(t):
-            tok = tokens[t]  # [M, L]
-            out = sum(level.gather(1, tok[:, l:l + 1]).squeeze(1) for l, level in enumerate(per_level))
-            return out if bias is None else out + bias[t]
-
-        return item_cross_entropy(logits, target_logits, targets, self.num_items, self.config,
-                                  item_mask=self.train_item_mask, counts=self.item_sampling_counts, generator=generator)
-
-    def item_vectors(self) -> torch.Tensor:
-        """``[N, d + 1]`` (token_mlp head): each item's output vector ``v_i`` and its prior score, computed by
-        ``item_encoder`` from the concatenation of its tokens' embeddings ``[E_1[c_1(i)], ..., E_L[c_L(i)]]``.
-        Items with the same tokens get the same vector: no per-item parameter."""
-        tokens = self.item_tokens[1:]  # [N, L]
-        concat = torch.cat([table(tokens[:, level]) for level, table in enumerate(self.token_embeddings)], dim=1)
-        return self.item_encoder(concat)  # [N, d + 1]
-
-    def token_item_logits(self, hidden: torch.Tensor, vectors: torch.Tensor | None = None) -> torch.Tensor:
-        """``[M, N]`` (token_mlp head): ``s(i) = g(h) . v_i + prior_i`` (``+ b_i`` with ``item_bias``)."""
-        vectors = self.item_vectors() if vectors is None else vectors  # [N, d + 1]
-        d = self.config.hidden
-        scores = torch.addmm(vectors[:, d], self.item_head_transform(hidden), vectors[:, :d].T)  # [M, N]
-        if self.item_score_bias is not None:
-            scores = scores + self.item_score_bias
-        return scores
-
     def _next_hidden(self, histories: torch.Tensor, vectors: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden state ``[B, d]`` at a ``[MASK]`` appended after each history (``next_item`` objective: the causal
         state at the last item)."""
@@ -429,39 +321,6 @@ class QBert4Rec(SequentialRecommender):
         """Per-level log-probabilities ``[B, V_l]`` at a ``[MASK]`` appended after each history."""
         hidden = self._next_hidden(histories)  # [B, d]
         return [F.log_softmax(logits, dim=-1) for logits in self.level_logits(hidden)]
-
-    def item_token_matrix(self) -> torch.Tensor:
-        """Sparse CSR ``[N, sum_l V_l]`` with a 1 at each item's token of every level (the ID table as a matrix).
-
-        ``flat @ matrix.T`` sums each item's per-level values: the gather behind :meth:`score_all`.
-        A sparse product is ~5x faster than advanced indexing on CPU (and its backward far faster
-        than index_put's accumulation). Rebuilt when ``item_tokens`` changes (device or contents).
-        """
-        key = (self.item_tokens.device, self.item_tokens._version, self.item_tokens.data_ptr())
-        cached = getattr(self, "_token_matrix_cache", None)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        N, L = self.num_items, self.num_levels
-        # a normal tensor even when first built under torch.inference_mode (evaluation), so that
-        # training can reuse it afterwards
-        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
-            offsets = torch.tensor(np.cumsum((0,) + self.vocab_sizes[:-1]), device=self.item_tokens.device)  # [L]
-            columns = (self.item_tokens[1:].clone() - _SPECIALS + offsets).reshape(-1)  # [N * L] sorted per row
-            rows = torch.arange(0, N * L + 1, L, device=columns.device)  # [N + 1] CSR row pointers
-            matrix = torch.sparse_csr_tensor(rows, columns, torch.ones(N * L, device=columns.device),
-                                             size=(N, sum(self.vocab_sizes)))
-        self._token_matrix_cache = (key, matrix)
-        return matrix
-
-    def _item_logits(self, per_level: list[torch.Tensor]) -> torch.Tensor:
-        """``[M, N]``: each item's sum of its tokens' per-level values (+ item bias), by one sparse gather."""
-        flat = torch.cat(per_level, dim=1)  # [M, sum_l V_l]
-        # [N, M] -> contiguous [M, N]: the softmax over items then reads rows, not strided columns
-        scores = torch.sparse.mm(self.item_token_matrix().to(flat.dtype), flat.T).T.contiguous()  # [M, N]
-        if self.item_score_bias is not None:
-            scores = scores + self.item_score_bias
-        return scores
 
     @torch.no_grad()
     def score_all(self, histories: torch.Tensor) -> torch.Tensor:

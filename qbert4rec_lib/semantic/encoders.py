@@ -14,7 +14,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from ..cache import digest, load_chunk, save_chunk
+from ..cache import load_chunk, save_chunk
+from ..keys import digest
 
 __all__ = ["BUNDLED_MINILM", "TEXT_FIELDS", "TEMPLATE_VERSION", "item_text", "item_texts", "TextEncoder",
            "resolve_text_model", "ImagePaths", "image_paths", "resolve_images", "ImageEncoder", "StructuralResult",

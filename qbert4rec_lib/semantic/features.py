@@ -56,8 +56,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..cache import digest, stage_dir
+from ..cache import stage_dir
 from ..config import torch_threads
+from ..keys import digest
 from .clip import _captions, fit_catalog_clip
 from .encoders import (BUNDLED_MINILM, TEMPLATE_VERSION, TEXT_FIELDS, ImageEncoder, TextEncoder, item_texts,
                        resolve_images, structural_features)

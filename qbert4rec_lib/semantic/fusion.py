@@ -5,22 +5,10 @@ modality features (text, image, structural; any subset, with per-item masks for 
 the keys and values. The output is one fused vector ``h_i`` per item, the input of stage 2
 (:mod:`qbert4rec_lib.semantic.quantize`).
 
-1. **Similarity-based alignment.** Each modality ``m`` is projected into the shared width
-   (``Linear -> LayerNorm``) and L2-normalised. With several vectors ``x_{i,j}`` per modality
-   (``J > 1``, e.g. text fields encoded separately) the aligned token is
-   ``x̂_i^m = sum_j softmax_j(cos(q_i, x_{i,j}) / tau) x_{i,j}``; with one vector the weight is 1.
-2. **Dynamic cross-modal transformer.** ``h^(0) = q_i``. Each :class:`DynamicCrossModalBlock`
-   is pre-LN cross-attention from ``h`` to the context tokens, then a feed-forward layer, each
-   with a residual. The context is the item's own ID token plus one aligned token per modality
-   (with a learned modality-type embedding). Missing modalities are hidden by a key-padding mask.
-   The ID token keeps the attention defined for an item that has no modality at all.
-3. **Gated depth.** After block ``l`` a gate ``g^(l) = sigmoid(MLP(h^(l)))`` says whether the item
-   continues. In training the gate is soft: with the continue-probability
-   ``c_l = prod_{k<l} g^(k)`` (``c_1 = 1``) the update is a gated residual
-   ``h^(l) = h^(l-1) + c_l * (block_l(h^(l-1)) - h^(l-1))``, and ``sum_l c_l`` is the item's
-   expected depth. At inference the exit is hard: the item stops after block ``l`` as soon as
-   ``g^(l) < exit_threshold``, and exited items skip the later blocks entirely. Each item's exit
-   depth is reported. ``gate="off"`` runs all ``max_depth`` blocks (the fixed-depth ablation).
+1.-3. **The model** (:class:`~qbert4rec_lib.semantic.fusion_model.FusionModel`, in
+   :mod:`qbert4rec_lib.semantic.fusion_model`): similarity-based alignment of each modality's vectors to the query,
+   a dynamic cross-modal transformer from ``h^(0) = q_i`` over the ID token and one aligned token per modality, and
+   gated depth (a soft gated residual in training, a hard early exit at inference).
 4. **Multi-view contrastive loss.** A symmetric InfoNCE with in-batch negatives between the
    projected fused vector and each present modality view, plus (weighted) InfoNCE terms between
    pairs of modalities. Items lacking a modality drop out of that term. **Modality dropout**
@@ -28,7 +16,8 @@ the keys and values. The output is one fused vector ``h_i`` per item, the input 
    training while its view stays a target, so the fused vector must infer a hidden modality from
    the others. The depth penalty is ``depth_penalty * max(0, mean expected depth - depth_budget)``.
 
-The paper's text gives only the equations above (from third-party summaries). Everything else is
+The paper's text gives only the equations of these steps (from third-party summaries; those of steps 1-3 are
+written out in :mod:`~qbert4rec_lib.semantic.fusion_model`). Everything else is
 a :class:`FusionConfig` field, with the default named there: the width, tau, the number of
 blocks, the heads, the gate form (soft gated residual in training, hard exit at inference), the
 exit threshold, the depth penalty and budget, the initial gate bias, the contrastive temperature,
@@ -52,17 +41,18 @@ does the same through the content-addressed cache (a second call is a cache hit)
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from ..cache import digest, stage_dir
+from ..cache import stage_dir
 from ..config import from_dict, to_dict, torch_threads
+from ..keys import digest
+from .epochs import EpochLoop
+from .fusion_model import DynamicCrossModalBlock, FusionModel, FusionOutput  # noqa: F401 - the block: re-exported
 
 __all__ = [
     "FusionConfig",
@@ -153,146 +143,6 @@ class FusionResult:
             "seconds": round(float(self.seconds), 2),
             "from_cache": self.from_cache,
         }
-
-
-class FusionOutput(NamedTuple):
-    fused: torch.Tensor  # [B, width] final hidden state h_i (after the final LayerNorm)
-    projected: torch.Tensor  # [B, width] L2-normalised projection of h_i used by the contrastive loss
-    views: torch.Tensor  # [B, M, width] L2-normalised aligned modality tokens (the contrastive views)
-    expected_depth: torch.Tensor  # [B] sum of continue-probabilities (soft) or the hard exit depth
-    exit_depth: torch.Tensor  # [B] int64, hard exit depth (max_depth when gate="off")
-    modality_weights: torch.Tensor  # [B, M] attention on each modality token, averaged over executed layers
-    id_attention: torch.Tensor  # [B] attention on the ID token, averaged over executed layers
-    gate_values: torch.Tensor  # [B, max_depth - 1] g^(l) after each block (NaN where the item had exited)
-
-
-class BlockOutput(NamedTuple):
-    hidden: torch.Tensor  # [B, width]
-    attention: torch.Tensor  # [B, S] attention of the query over the context tokens (heads averaged)
-
-
-class DynamicCrossModalBlock(nn.Module):
-    """Pre-LN cross-attention from the item state ``h`` to its context tokens, then an FFN; both residual."""
-
-    def __init__(self, width: int, heads: int, ffn_mult: int = 2, dropout: float = 0.0):
-        super().__init__()
-        self.norm_query = nn.LayerNorm(width)
-        self.norm_context = nn.LayerNorm(width)
-        self.attention = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
-        self.norm_ffn = nn.LayerNorm(width)
-        self.ffn = nn.Sequential(
-            nn.Linear(width, ffn_mult * width), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_mult * width, width)
-        )
-
-    def forward(self, hidden: torch.Tensor, context: torch.Tensor, padding_mask: torch.Tensor) -> BlockOutput:
-        query = self.norm_query(hidden).unsqueeze(1)  # [B, 1, d]
-        keys = self.norm_context(context)  # [B, S, d]
-        attended, weights = self.attention(query, keys, keys, key_padding_mask=padding_mask,
-                                           need_weights=True, average_attn_weights=True)  # [B, 1, d], [B, 1, S]
-        hidden = hidden + attended[:, 0]  # [B, d]
-        hidden = hidden + self.ffn(self.norm_ffn(hidden))  # [B, d]
-        return BlockOutput(hidden, weights[:, 0])
-
-
-class FusionModel(nn.Module):
-    """ID queries + per-modality projections + gated stack of cross-modal blocks + contrastive head.
-
-    Items are addressed by row (``item id - 1``). ``modality_dims`` maps each modality name to
-    its raw feature width, in the order used for every ``[B, M]`` tensor.
-    """
-
-    def __init__(self, num_items: int, modality_dims: dict[str, int], cfg: FusionConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.modality_names = tuple(modality_dims)
-        width = cfg.width
-        self.id_queries = nn.Embedding(num_items, width)  # q_i, randomly initialised
-        nn.init.normal_(self.id_queries.weight, std=cfg.id_init_std)
-        self.projections = nn.ModuleDict(
-            {m: nn.Sequential(nn.Linear(d, width), nn.LayerNorm(width)) for m, d in modality_dims.items()}
-        )
-        self.token_type = nn.Embedding(len(modality_dims) + 1, width)  # 0 = the ID token, 1.. = modalities
-        nn.init.normal_(self.token_type.weight, std=0.02)
-        self.blocks = nn.ModuleList(
-            DynamicCrossModalBlock(width, cfg.heads, cfg.ffn_mult, cfg.dropout) for _ in range(cfg.max_depth)
-        )
-        self.gates = nn.ModuleList(  # a gate after every block but the last
-            nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width // 2), nn.GELU(), nn.Linear(width // 2, 1))
-            for _ in range(cfg.max_depth - 1)
-        )
-        for gate in self.gates:
-            nn.init.constant_(gate[-1].bias, cfg.gate_init_bias)
-        self.final_norm = nn.LayerNorm(width)
-        self.head = nn.Linear(width, width)  # projection head for the contrastive loss
-
-    def align(self, rows: torch.Tensor, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Similarity-based alignment: one L2-normalised token per modality, ``[B, M, width]``."""
-        query = F.normalize(self.id_queries(rows), dim=-1)  # [B, d]
-        tokens = []
-        for name in self.modality_names:
-            vectors = F.normalize(self.projections[name](features[name]), dim=-1)  # [B, J, d]
-            cosine = torch.einsum("bjd,bd->bj", vectors, query)  # [B, J]
-            weights = torch.softmax(cosine / self.cfg.tau, dim=1)  # [B, J]
-            tokens.append(torch.einsum("bj,bjd->bd", weights, vectors))  # [B, d]
-        return torch.stack(tokens, dim=1)  # [B, M, d]
-
-    def forward(self, rows: torch.Tensor, features: dict[str, torch.Tensor], present: torch.Tensor,
-                hard_exit: bool | None = None, attend: torch.Tensor | None = None) -> FusionOutput:
-        """``rows`` [B] item rows; ``features[m]`` [B, J, d_m]; ``present`` [B, M] bool.
-
-        ``attend`` [B, M] (default ``present``) says which modality tokens the query may attend to
-        (modality dropout hides some during training).
-        """
-        attend = present if attend is None else attend & present
-        hard_exit = (not self.training) if hard_exit is None else hard_exit
-        batch, num_mod = rows.shape[0], len(self.modality_names)
-        aligned = self.align(rows, features)  # [B, M, d]
-        id_token = self.id_queries(rows).unsqueeze(1)  # [B, 1, d]
-        context = torch.cat([id_token, aligned], dim=1) + self.token_type.weight  # [B, 1 + M, d]
-        padding_mask = torch.cat([torch.zeros_like(attend[:, :1]), ~attend], dim=1)  # [B, 1 + M], True = hidden
-
-        hidden = self.id_queries(rows)  # h^(0) = q_i, [B, d]
-        attention_sum = torch.zeros(batch, num_mod + 1, device=rows.device)  # [B, 1 + M]
-        dynamic = self.cfg.gate == "dynamic"
-        gate_values = torch.full((batch, len(self.gates)), float("nan"), device=rows.device)  # [B, L - 1]
-        if hard_exit:
-            active = torch.ones(batch, dtype=torch.bool, device=rows.device)  # items still running
-            exit_depth = torch.zeros(batch, dtype=torch.long, device=rows.device)
-            for depth, block in enumerate(self.blocks, start=1):
-                idx = active.nonzero(as_tuple=True)[0]  # exited items skip the remaining blocks
-                if idx.numel() == 0:
-                    break
-                out = block(hidden[idx], context[idx], padding_mask[idx])
-                hidden = hidden.index_copy(0, idx, out.hidden)
-                attention_sum = attention_sum.index_add(0, idx, out.attention)
-                exit_depth[idx] = depth
-                if dynamic and depth < len(self.blocks):
-                    gate = torch.sigmoid(self.gates[depth - 1](out.hidden)).squeeze(-1)  # [b]
-                    gate_values[idx, depth - 1] = gate
-                    active[idx[gate < self.cfg.exit_threshold]] = False
-            expected_depth = exit_depth.float()
-            attention = attention_sum / exit_depth.clamp(min=1).unsqueeze(1)  # [B, 1 + M]
-        else:
-            continue_prob = torch.ones(batch, device=rows.device)  # c_1 = 1
-            expected_depth = torch.zeros(batch, device=rows.device)
-            for depth, block in enumerate(self.blocks, start=1):
-                out = block(hidden, context, padding_mask)
-                step = continue_prob.unsqueeze(1)  # [B, 1]
-                hidden = hidden + step * (out.hidden - hidden)  # gated residual, [B, d]
-                attention_sum = attention_sum + step * out.attention
-                expected_depth = expected_depth + continue_prob
-                if dynamic and depth < len(self.blocks):
-                    gate = torch.sigmoid(self.gates[depth - 1](hidden)).squeeze(-1)  # [B]
-                    gate_values[:, depth - 1] = gate.detach()
-                    continue_prob = continue_prob * gate
-            exit_depth = torch.full((batch,), len(self.blocks), dtype=torch.long, device=rows.device)
-            attention = attention_sum / expected_depth.unsqueeze(1)  # [B, 1 + M]
-
-        fused = self.final_norm(hidden)  # [B, d]
-        projected = F.normalize(self.head(fused), dim=-1)  # [B, d]
-        views = F.normalize(aligned, dim=-1)  # [B, M, d]
-        return FusionOutput(fused, projected, views, expected_depth, exit_depth, attention[:, 1:], attention[:, 0],
-                            gate_values)
 
 
 def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -395,53 +245,34 @@ def train_fusion(features, cfg: FusionConfig = FusionConfig(), *, progress: bool
 
 
 def _train_fusion(features, cfg: FusionConfig, *, progress: bool, device: str) -> FusionResult:
-    from tqdm.auto import tqdm
-
     inputs = _select_inputs(features, cfg)
     num_items = next(iter(inputs.features.values())).shape[0]
     torch.manual_seed(cfg.seed)
     model = FusionModel(num_items, {m: inputs.features[m].shape[-1] for m in inputs.names}, cfg).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    history: list[dict] = []
-    start = time.perf_counter()
-    bar = tqdm(range(cfg.epochs), desc="fusion", disable=not progress)
-    for epoch in bar:
-        epoch_start = time.perf_counter()
-        model.train()
-        order = torch.randperm(num_items, generator=generator)
-        sums: dict[str, float] = {}
-        steps = 0
-        for first in range(0, num_items, cfg.batch_size):
-            rows = order[first:first + cfg.batch_size]
+    loop = EpochLoop(model, cfg, num_items, desc="fusion", progress=progress)
+    for epoch, order in loop:
+        for rows in loop.batches(order):
             if len(rows) < 2:
                 continue
             rows, feats, present = _batch(inputs, rows, device)
             attend = None
             if cfg.modality_dropout > 0:
-                keep = torch.rand(present.shape, generator=generator) >= cfg.modality_dropout  # [B, M]
+                keep = torch.rand(present.shape, generator=loop.generator) >= cfg.modality_dropout  # [B, M]
                 attend = present & keep.to(device)
             out = model(rows, feats, present, hard_exit=False, attend=attend)
             parts = multi_view_loss(out, present, inputs.names, cfg)
-            optimizer.zero_grad(set_to_none=True)
-            parts.loss.backward()
-            optimizer.step()
-            logged = {"loss": float(parts.loss.detach()), "contrastive": float(parts.contrastive),
-                      "mean_depth": float(out.expected_depth.detach().mean())} | parts.terms
-            for k, v in logged.items():
-                sums[k] = sums.get(k, 0.0) + v
-            steps += 1
-        record = {"epoch": epoch + 1} | {k: v / max(1, steps) for k, v in sums.items()}
-        record["seconds"] = time.perf_counter() - epoch_start
-        history.append(record)
-        bar.set_postfix(loss=f"{record['loss']:.3f}", depth=f"{record['mean_depth']:.2f}")
-    seconds = time.perf_counter() - start
+            loop.step(parts.loss)
+            loop.log({"loss": float(parts.loss.detach()), "contrastive": float(parts.contrastive),
+                      "mean_depth": float(out.expected_depth.detach().mean())} | parts.terms)
+        record = loop.end_epoch(epoch)
+        loop.bar.set_postfix(loss=f"{record['loss']:.3f}", depth=f"{record['mean_depth']:.2f}")
+    seconds = loop.seconds()
     encoded = encode_items(model, inputs, device=device)
     return FusionResult(
         embeddings=encoded["fused"], exit_depth=encoded["exit_depth"], modality_weights=encoded["modality_weights"],
         id_attention=encoded["id_attention"], modality_present=inputs.present.numpy().copy(),
         gate_values=encoded["gate_values"] if cfg.gate == "dynamic" else encoded["gate_values"][:, :0],
-        modality_names=inputs.names, history=history, config=cfg, seconds=seconds, model=model,
+        modality_names=inputs.names, history=loop.history, config=cfg, seconds=seconds, model=model,
     )
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .fusion import FusionModel, FusionOutput, multi_view_loss
+from .fusion import multi_view_loss
+from .fusion_model import FusionModel, FusionOutput
 
 __all__ = ["encode_with_queries", "fit_unknown_query"]
 

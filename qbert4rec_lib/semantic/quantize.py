@@ -1,11 +1,9 @@
 """Stage 2 of Q-Bert4Rec: semantic quantization with an RQ-VAE (residual vector quantization).
 
 Each fused item vector ``h_i`` from stage 1 (:mod:`qbert4rec_lib.semantic.fusion`) is turned into a short
-tuple of discrete tokens, the item's *semantic ID*:
-
-    z = E(h);  r_0 = z;  for l = 1..L:  c_l = argmin_k ||r_{l-1} - e^l_k||^2,  r_l = r_{l-1} - e^l_{c_l}
-    ẑ = sum_l e^l_{c_l};  ĥ = D(ẑ), with the straight-through estimator ẑ <- z + sg[ẑ - z]
-    loss = ||h - ĥ||^2 + sum_l ( ||sg[r_{l-1}] - e^l_{c_l}||^2 + beta ||r_{l-1} - sg[e^l_{c_l}]||^2 )
+tuple of discrete tokens, the item's *semantic ID*: the RQ-VAE of :mod:`qbert4rec_lib.semantic.rqvae` (encoder,
+``L`` residual codebooks, decoder; its equations are written out there) gives ``L`` codes per item, and one more
+token makes every ID unique. This module trains it, assigns the IDs and caches them.
 
 The paper only says "residual vector quantization" into a shared vocabulary. Everything else is a
 :class:`RQVAEConfig` field, with TIGER / MQL4GRec-style defaults:
@@ -18,11 +16,8 @@ The paper only says "residual vector quantization" into a shared vocabulary. Eve
   level-1 codes would hold one or two items and purity would be meaningless.
 * **Inputs standardised** (per dimension, z-score over items). Reproductions found RQ-VAE
   collapsing to a single code without it.
-* **k-means initialisation** (scikit-learn ``KMeans``) of each level's codebook on that level's
-  residuals of all items, before training.
-* **Dead-code re-seeding**: after every epoch but the last, each code that no item uses is moved
-  to the residual of an item drawn with probability proportional to its remaining quantization
-  error at that level (poorly served items get their own code).
+* **k-means initialisation** of each level's codebook (``kmeans_init``) and **dead-code re-seeding** after
+  every epoch but the last (``reseed_dead_codes``); :mod:`~qbert4rec_lib.semantic.rqvae` says how.
 * **Collisions**: items sharing all ``L`` codes get one more token, ``0, 1, 2, ...`` within the
   group in item-id order, so every semantic ID is unique. This is deterministic given the codes.
   The collision rate before that step is reported.
@@ -35,19 +30,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from ..cache import atomic_save_npy, atomic_write_json, digest, stage_dir
+from ..atomic import atomic_save_npy, atomic_write_json
+from ..cache import stage_dir
 from ..config import from_dict, to_dict, torch_threads
+from ..keys import digest
 from .code_health import code_health
+from .epochs import EpochLoop
+from .rqvae import RQVAE, _encode_all, _kmeans_init, _reseed_dead_codes
+from .rqvae import RQOutput, ResidualQuantizer  # noqa: F401 - re-exported
 
 __all__ = [
     "RQVAEConfig",
@@ -100,83 +98,6 @@ def effective_codebook_size(cfg: RQVAEConfig, num_items: int) -> int:
         return cfg.codebook_size
     target = 2 ** int(np.floor(np.log2(max(num_items / 16, 1))))
     return int(min(cfg.codebook_size, max(4, target)))
-
-
-# ---- the quantizer -------------------------------------------------------------------------
-
-
-class RQOutput(NamedTuple):
-    quantized: torch.Tensor  # [B, d] straight-through quantized vector (value = sum of chosen codes)
-    indices: torch.Tensor  # [B, L] int64 chosen code per level
-    residuals: torch.Tensor  # [B, L, d] the residual each level quantized (r_0 .. r_{L-1})
-    codebook_loss: torch.Tensor  # scalar: sum_l ||sg[r_{l-1}] - e_l||^2 (moves codes)
-    commit_loss: torch.Tensor  # scalar: sum_l ||r_{l-1} - sg[e_l]||^2 (moves the encoder)
-
-
-class ResidualQuantizer(nn.Module):
-    """L codebooks; level l quantizes what the previous levels left over (nearest code, Euclidean)."""
-
-    def __init__(self, levels: int, codebook_size: int, dim: int):
-        super().__init__()
-        self.codebooks = nn.Parameter(torch.randn(levels, codebook_size, dim) * 0.1)  # [L, K, d]
-
-    @property
-    def levels(self) -> int:
-        return self.codebooks.shape[0]
-
-    @staticmethod
-    def nearest(residual: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-        """Index of the nearest code for each row: ``[B, d], [K, d] -> [B]``."""
-        distances = (residual.pow(2).sum(1, keepdim=True) - 2 * residual @ codebook.T
-                     + codebook.pow(2).sum(1))  # [B, K]
-        return distances.argmin(dim=1)
-
-    def forward(self, x: torch.Tensor) -> RQOutput:
-        residual = x  # r_0 = z, [B, d]
-        quantized = torch.zeros_like(x)
-        indices, residuals = [], []
-        codebook_loss = commit_loss = x.new_zeros(())
-        for level in range(self.levels):
-            codebook = self.codebooks[level]  # [K, d]
-            index = self.nearest(residual.detach(), codebook.detach())  # [B]
-            chosen = codebook[index]  # [B, d]
-            residuals.append(residual)
-            codebook_loss = codebook_loss + F.mse_loss(chosen, residual.detach())
-            commit_loss = commit_loss + F.mse_loss(residual, chosen.detach())
-            quantized = quantized + chosen
-            residual = residual - chosen.detach()  # r_l = r_{l-1} - e_{c_l}
-            indices.append(index)
-        straight_through = x + (quantized - x).detach()  # value of the codes, gradient of x
-        return RQOutput(straight_through, torch.stack(indices, 1), torch.stack(residuals, 1), codebook_loss, commit_loss)
-
-
-def _mlp(widths: Sequence[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(widths) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
-class RQVAEOutput(NamedTuple):
-    reconstruction: torch.Tensor  # [B, in_dim]
-    rq: RQOutput
-
-
-class RQVAE(nn.Module):
-    """Encoder MLP -> ResidualQuantizer -> decoder MLP."""
-
-    def __init__(self, in_dim: int, cfg: RQVAEConfig, codebook_size: int):
-        super().__init__()
-        widths = [in_dim, *cfg.encoder_hidden, cfg.code_dim]
-        self.encoder = _mlp(widths)
-        self.quantizer = ResidualQuantizer(cfg.levels, codebook_size, cfg.code_dim)
-        self.decoder = _mlp(widths[::-1])
-
-    def forward(self, x: torch.Tensor) -> RQVAEOutput:
-        rq = self.quantizer(self.encoder(x))  # quantized [B, d]
-        return RQVAEOutput(self.decoder(rq.quantized), rq)
 
 
 # ---- semantic IDs ---------------------------------------------------------------------------
@@ -292,53 +213,6 @@ class QuantizeResult:
                 "seconds": round(float(self.seconds), 2), "from_cache": self.from_cache} | self.health
 
 
-@torch.no_grad()
-def _encode_all(model: RQVAE, data: torch.Tensor, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray, float]:
-    """Codes ``[N, L]``, residuals ``[N, L, d]`` and the reconstruction MSE of every item (eval mode)."""
-    model.eval()
-    codes, residuals, squared_error = [], [], 0.0
-    for first in range(0, len(data), batch_size):
-        x = data[first:first + batch_size]
-        out = model(x)
-        codes.append(out.rq.indices.cpu())
-        residuals.append(out.rq.residuals.cpu())
-        squared_error += float(F.mse_loss(out.reconstruction, x, reduction="sum"))
-    model.train()
-    return torch.cat(codes).numpy(), torch.cat(residuals).numpy(), squared_error / data.numel()
-
-
-@torch.no_grad()
-def _kmeans_init(model: RQVAE, data: torch.Tensor, cfg: RQVAEConfig) -> None:
-    from sklearn.cluster import KMeans
-    from threadpoolctl import threadpool_limits
-
-    codebooks = model.quantizer.codebooks
-    residual = model.encoder(data).cpu().numpy().astype(np.float64)  # [N, d]
-    for level in range(cfg.levels):
-        km = KMeans(n_clusters=codebooks.shape[1], n_init=1, max_iter=cfg.kmeans_iters, random_state=cfg.seed + level)
-        with threadpool_limits(limits=torch.get_num_threads()):  # same thread budget as torch
-            assignment = km.fit_predict(residual)
-        codebooks[level] = torch.as_tensor(km.cluster_centers_, dtype=codebooks.dtype)
-        residual = residual - km.cluster_centers_[assignment]
-
-
-@torch.no_grad()
-def _reseed_dead_codes(model: RQVAE, codes: np.ndarray, residuals: np.ndarray, rng: np.random.Generator) -> int:
-    """Move unused codes onto the residuals of items with a large remaining error at that level."""
-    codebooks = model.quantizer.codebooks
-    moved = 0
-    for level in range(codebooks.shape[0]):
-        dead = np.nonzero(np.bincount(codes[:, level], minlength=codebooks.shape[1]) == 0)[0]
-        if len(dead) == 0:
-            continue
-        chosen = codebooks[level].cpu().numpy()[codes[:, level]]  # [N, d]
-        error = ((residuals[:, level] - chosen) ** 2).sum(1) + 1e-12  # [N]
-        take = rng.choice(len(codes), size=min(len(dead), len(codes)), replace=False, p=error / error.sum())
-        codebooks[level, torch.as_tensor(dead[:len(take)])] = torch.as_tensor(residuals[take, level], dtype=codebooks.dtype)
-        moved += len(take)
-    return moved
-
-
 def train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig = RQVAEConfig(), *, progress: bool = True,
                 device: str = "cpu", threads: int = 1) -> QuantizeResult:
     """Train the RQ-VAE on ``[N, D]`` item vectors and return codes, unique semantic IDs and health (no caching).
@@ -350,8 +224,6 @@ def train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig = RQVAEConfig(), *, pro
 
 
 def _train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig, *, progress: bool, device: str) -> QuantizeResult:
-    from tqdm.auto import tqdm
-
     x = np.asarray(embeddings, dtype=np.float32)
     if x.ndim != 2 or len(x) < 2:
         raise ValueError(f"train_rqvae needs a [N, D] matrix with N >= 2, got shape {x.shape}")
@@ -369,52 +241,37 @@ def _train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig, *, progress: bool, de
     model = RQVAE(x.shape[1], cfg, codebook_size).to(device)
     if cfg.kmeans_init:
         _kmeans_init(model, data, cfg)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    loop = EpochLoop(model, cfg, num_items, desc="rq-vae", progress=progress)
     rng = np.random.default_rng(cfg.seed)
-    history: list[dict] = []
-    start = time.perf_counter()
-    bar = tqdm(range(cfg.epochs), desc="rq-vae", disable=not progress)
-    for epoch in bar:
-        epoch_start = time.perf_counter()
-        model.train()
-        order = torch.randperm(num_items, generator=generator).to(device)
-        sums = {"loss": 0.0, "recon": 0.0, "codebook": 0.0, "commit": 0.0}
-        steps = 0
-        for first in range(0, num_items, cfg.batch_size):
-            batch = data[order[first:first + cfg.batch_size]]  # [B, D]
+    for epoch, order in loop:
+        for rows in loop.batches(order.to(device)):
+            batch = data[rows]  # [B, D]
             out = model(batch)
             recon = F.mse_loss(out.reconstruction, batch)
             loss = recon + out.rq.codebook_loss + cfg.beta * out.rq.commit_loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            for name, value in (("loss", loss), ("recon", recon), ("codebook", out.rq.codebook_loss),
-                                ("commit", out.rq.commit_loss)):
-                sums[name] += float(value.detach())
-            steps += 1
+            loop.step(loss)
+            loop.log({name: float(value.detach()) for name, value in (
+                ("loss", loss), ("recon", recon), ("codebook", out.rq.codebook_loss), ("commit", out.rq.commit_loss))})
         codes, residuals, _ = _encode_all(model, data)
         health = code_health(codes, codebook_size)
-        record = {"epoch": epoch + 1} | {k: v / steps for k, v in sums.items()} | {
+        record = loop.end_epoch(epoch, {
             "usage": [lv["usage"] for lv in health["levels"]],
             "perplexity": [lv["perplexity"] for lv in health["levels"]],
             "dead": [lv["dead_codes"] for lv in health["levels"]],
             "unique_before": health["unique_before"],
-        }
-        record["reseeded"] = (_reseed_dead_codes(model, codes, residuals, rng)
-                              if cfg.reseed_dead_codes and epoch < cfg.epochs - 1 else 0)
-        record["seconds"] = time.perf_counter() - epoch_start
-        history.append(record)
-        bar.set_postfix(recon=f"{record['recon']:.3f}", usage1=f"{record['usage'][0]:.2f}",
-                        unique=f"{record['unique_before']:.3f}")
-    seconds = time.perf_counter() - start
+            "reseeded": (_reseed_dead_codes(model, codes, residuals, rng)
+                         if cfg.reseed_dead_codes and epoch < cfg.epochs - 1 else 0),
+        })
+        loop.bar.set_postfix(recon=f"{record['recon']:.3f}", usage1=f"{record['usage'][0]:.2f}",
+                             unique=f"{record['unique_before']:.3f}")
+    seconds = loop.seconds()
     codes, _, mse = _encode_all(model, data)
     codes = codes.astype(np.int64)
     semantic_ids = np.concatenate([codes, disambiguate(codes)[:, None]], axis=1)
     health = code_health(codes, codebook_size) | {"reconstruction_mse": mse}
     table = SemanticIDTable(semantic_ids, (codebook_size,) * cfg.levels + (health["max_disambiguation"] + 1,))
     return QuantizeResult(codes, semantic_ids, table, model.quantizer.codebooks.detach().cpu().numpy().copy(),
-                          health, history, cfg, codebook_size, seconds, encoder={"model": model, "mean": mean, "std": std})
+                          health, loop.history, cfg, codebook_size, seconds, encoder={"model": model, "mean": mean, "std": std})
 
 
 def encode_frozen(result: QuantizeResult, embeddings: np.ndarray) -> np.ndarray:
