@@ -51,6 +51,20 @@ def test_run_set_runs_notebooks_in_workers_and_gathers_their_records(toy_noteboo
     assert (tmp_path / "out" / "notebooks" / "01_b.ipynb").is_file()
 
 
+def test_a_partial_rerun_into_another_folder_keeps_the_other_notebooks_results(toy_notebooks, tmp_path):
+    """``--only`` with a fresh ``--out`` must not drop the notebooks it did not rerun from the results file."""
+    for stem in ("00_a", "01_b"):
+        _notebook(toy_notebooks / f"{stem}.ipynb", RECORD.format(stem=stem))
+    res = tmp_path / "res" / "toy"
+    reproduce.run_set("toy", out_dir=tmp_path / "out", figures_dir=tmp_path / "figs", results_file=res, jobs=1,
+                      log=lambda *_: None)
+    reproduce.run_set("toy", out_dir=tmp_path / "elsewhere", figures_dir=tmp_path / "figs", results_file=res,
+                      only=["01"], overrides={"value": 9}, jobs=1, log=lambda *_: None)
+    results = json.loads(res.with_suffix(".json").read_text())
+    assert {nb: v["value"] for nb, v in results["notebooks"].items()} == {"00_a": 7, "01_b": 9}
+    assert results["wall_seconds"] is None and sorted(results["notebook_seconds"]) == ["00_a", "01_b"]
+
+
 def test_a_failing_notebook_is_named_with_its_cell_and_the_other_worker_is_stopped(toy_notebooks, tmp_path):
     _notebook(toy_notebooks / "00_slow.ipynb", "import time\ntime.sleep(600)")
     _notebook(toy_notebooks / "01_bad.ipynb", "raise ValueError('broken on purpose')")

@@ -180,14 +180,20 @@ def run_set(param_set: str = "smoke", *, out_dir: str | Path | None = None, figu
     dest = Path(results_file) if results_file else REPO / "figures" / "results" / name
     seconds = dict(report.seconds)
     wall = report.total_seconds
-    if only and dest.with_suffix(".json").is_file():  # a partial rerun keeps the other notebooks' timings
+    previous = {}
+    if only and dest.with_suffix(".json").is_file():  # a partial rerun keeps the other notebooks' results
         previous = json.loads(dest.with_suffix(".json").read_text(encoding="utf-8"))
         if previous.get("param_set") == name:
             seconds = {**previous.get("notebook_seconds", {}), **seconds}
             seconds = {k: seconds[k] for k in sorted(seconds)}
             wall = None  # the wall time of a partial rerun says nothing about a whole run
+        else:
+            previous = {}
     report.results = gather_results(res_dir, name, seconds, cfg, wall_seconds=wall, jobs=jobs,
                                     threads=threads)
+    if previous:  # the notebooks not rerun keep their recorded figures (a rerun one replaces its own)
+        merged = {**previous.get("notebooks", {}), **report.results["notebooks"]}
+        report.results["notebooks"] = {k: merged[k] for k in sorted(merged)}
     write_results(report.results, dest)
     log(f"[reproduce] all notebooks done in {report.total_seconds:.0f} s ({jobs} at a time); "
         f"results in {dest}.json / .md")
