@@ -281,6 +281,9 @@ def test_an_interrupted_fit_resumes_to_the_same_result(cycles, make, tmp_path):
     assert [e["epoch"] for e in ran] == [4, 5, 6]  # epochs 1-3 were not trained again
     assert [e["train_loss"] for e in resumed.history] == [e["train_loss"] for e in whole.history]
     assert resumed.best_epoch == whole.best_epoch and resumed.best_valid == whole.best_valid
+    # the epoch log after a resume reports fit's best, which counts the epochs before the interruption
+    assert ran[-1]["best"] == {"score": whole.best_valid["NDCG@10"], "epoch": whole.best_epoch}
+    assert "best" not in resumed.history[-1]  # the stored curve is unchanged
     ran.clear()
     again = fit(make(), cycles, cfg, progress=False, log=ran.append, checkpoint_dir=tmp_path / "ckpt")
     assert ran == [] and [e["train_loss"] for e in again.history] == [e["train_loss"] for e in whole.history]

@@ -75,6 +75,9 @@ def test_epoch_logger_tracks_the_best_per_phase(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "Q seed 0 pretrain | epoch 1 | loss 2.0000 | valid NDCG@10 0.1000 (best 0.1000 @ 1) | 1.0 s + 0.5 s eval"
     assert "(best 0.0500 @ 1)" in out[1] and out[1].startswith("Q seed 0 finetune")
+    # after a resume the logger has not seen the earlier epochs: fit passes its own best along
+    log({"epoch": 9, "valid": {"NDCG@10": 0.02}, "seconds": 1.0, "phase": "finetune", "best": {"score": 0.3, "epoch": 4}})
+    assert "valid NDCG@10 0.0200 (best 0.3000 @ 4)" in capsys.readouterr().out
 
 
 def test_study_table_is_assembled_from_labelled_records(tmp_path):

@@ -128,7 +128,9 @@ def epoch_logger(prefix: str, monitor: str = "NDCG@10", stream=None) -> Callable
             parts.append(f"loss {entry['train_loss']:.4f}")
         valid = entry.get("valid")
         if valid and monitor in valid:
-            if valid[monitor] > best["score"]:
+            if entry.get("best") is not None:  # from fit: counts the epochs before a resume too
+                best.update(entry["best"])
+            elif valid[monitor] > best["score"]:
                 best.update(score=valid[monitor], epoch=entry["epoch"])
             parts.append(f"valid {monitor} {valid[monitor]:.4f} (best {best['score']:.4f} @ {best['epoch']})")
         timing = f"{entry.get('seconds', 0.0):.1f} s"
@@ -279,8 +281,8 @@ def fit(
                     "evals_since_best": evals_since_best, "train_seconds": train_seconds,
                     "sequences_seen": sequences_seen, "stop_reason": stop_now,
                     "elapsed": earlier_seconds + time.perf_counter() - start})
-            if log:
-                log(entry)
+            if log:  # fit's own best (it survives a resume; the history entry itself stays as it was)
+                log({**entry, "best": {"score": best_score, "epoch": best_epoch}})
             if progress:
                 postfix = {"loss": f"{entry['train_loss']:.3f}"}
                 if entry["valid"]:
