@@ -246,7 +246,7 @@ def default_features(tmp_path_factory):
     from qbert4rec_lib import open_dataset
 
     ds = open_dataset("default")
-    fs = build_features(ds, FeatureConfig(), cache_root=tmp_path_factory.mktemp("feat_default"), progress=False)
+    fs = build_features(ds, FeatureConfig(), progress=False)  # the session cache: notebook 02 needs the same
     return ds, fs
 
 

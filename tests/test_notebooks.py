@@ -1,7 +1,8 @@
 """Every notebook executed through papermill with the `smoke` parameter set, its recorded figures asserted.
 
-The notebooks run in order in one shared output folder and one shared cache (so later notebooks reuse the
-features / semantic IDs / models of earlier ones, as in the README's main command). Each notebook records its key
+The notebooks run once, as the README's main command runs them (several at a time, in numbered order, in one shared
+output folder and one shared cache, so later notebooks reuse -- or wait for -- the features / semantic IDs / models of
+earlier ones). Each notebook records its key
 numbers with ``Recorder``; the checks below assert them within tolerances (the way recommenders-team/recommenders
 tests its notebooks). Timings, progress bars and widget views are never compared.
 """
@@ -77,8 +78,18 @@ CHECKS: dict[str, dict] = {
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
+    """The whole smoke set executed once, as the README's main command runs it: several notebooks at once
+    (``reproduce.default_jobs``) in one output folder, sharing the session's stage cache. A failing notebook stops
+    the run; the tests of the notebooks that had not finished then fail with its message."""
     out = tmp_path_factory.mktemp("smoke_run")
-    return {"out": out, "figures": out / "figures", "results": out / "results"}
+    run = {"out": out, "figures": out / "figures", "results": out / "results", "failure": None}
+    try:
+        report = run_set("smoke", out_dir=out, figures_dir=run["figures"], results_file=run["results"] / "smoke",
+                         log=lambda *_: None)
+        run["finished"] = set(report.seconds)
+    except NotebookFailed as exc:
+        run["failure"], run["finished"] = str(exc), set(exc.finished)
+    return run
 
 
 def test_every_notebook_has_one_parameters_cell_with_the_conventions():
@@ -106,11 +117,8 @@ def test_smoke_parameter_set_only_names_declared_parameters():
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS)
 def test_notebook_executes_and_records_expected_figures(notebook, smoke_run):
-    try:
-        run_set("smoke", out_dir=smoke_run["out"], figures_dir=smoke_run["figures"], only=[notebook],
-                results_file=smoke_run["results"] / "smoke", log=lambda *_: None)
-    except NotebookFailed as exc:
-        pytest.fail(str(exc))
+    if notebook not in smoke_run["finished"]:
+        pytest.fail(f"{notebook} did not finish: {smoke_run['failure']}")
     recorded_path = smoke_run["out"] / "results" / f"{notebook}.json"
     assert recorded_path.is_file(), f"{notebook} recorded nothing"
     values = json.loads(recorded_path.read_text())["values"]

@@ -76,6 +76,7 @@ def test_a_failing_notebook_is_named_with_its_cell_and_the_other_worker_is_stopp
     message = str(err.value)
     assert "01_bad.ipynb" in message and "ValueError" in message and "broken on purpose" in message
     assert "cell index" in message
+    assert err.value.finished == ()  # neither of the others had finished (the notebook tests rely on this list)
     assert time.perf_counter() - t0 < 300, "the sleeping notebook was not stopped"
     assert (tmp_path / "out" / "notebooks" / "01_bad.ipynb").is_file()  # the executed copy is kept
     assert not (tmp_path / "out" / "notebooks" / "02_never.ipynb").exists()  # nothing starts after a failure

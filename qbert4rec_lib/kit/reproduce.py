@@ -42,7 +42,12 @@ PARAMS = NOTEBOOKS / "params"
 
 
 class NotebookFailed(RuntimeError):
-    """A notebook raised; the message names the notebook, the cell and the error."""
+    """A notebook raised; the message names the notebook, the cell and the error. ``finished``: the notebooks of the
+    run that had completed by then (their results are written)."""
+
+    def __init__(self, message: str, finished: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.finished = tuple(finished)
 
 
 @dataclass
@@ -225,7 +230,8 @@ def _execute_all(tasks, out: Path, env: dict, jobs: int, report: RunReport, set_
                     continue
                 del running[stem]
                 if proc.returncode != 0:
-                    raise NotebookFailed(_failure_message(stem, target, status, logfile, proc.returncode))
+                    raise NotebookFailed(_failure_message(stem, target, status, logfile, proc.returncode),
+                                         finished=tuple(report.seconds))
                 report.seconds[stem] = round(time.perf_counter() - t0, 1)
                 log(f"[reproduce] {stem}.ipynb done in {report.seconds[stem]:.1f} s")
     except BaseException as exc:  # a failure or Ctrl-C: stop the other notebooks, keep their partial copies
