@@ -61,10 +61,10 @@ STUDY: dict[str, tuple[str, Callable[[ExperimentConfig], ExperimentConfig]]] = {
     "finetune_masked": ("the paper's multi-mask fine-tuning instead of next-item fine-tuning: Cloze + tail masks, "
                         "the last item always masked, bidirectional (the kit's default until 2026-12-03)",
                         lambda c: _masked_finetune(c)),
-    "finetune_patience_10": ("fine-tuning stopped after 10 evaluations without improvement (as SASRec-CE, the same "
-                             "objective) instead of 5", lambda c: _finetune(c, patience=10)),
-    "finetune_lr_2e-3": ("fine-tuning learning rate 2e-3 (default 1e-3), patience 10",
-                         lambda c: _finetune(c, patience=10, lr=2e-3)),
+    "finetune_lr_1e-3": ("fine-tuning learning rate 1e-3, patience 5 (default: 2e-3, patience 10; this row was "
+                         "the default until 2026-12-04)", lambda c: _finetune(c, lr=1e-3, patience=5)),
+    "finetune_lr_1e-3_patience_10": ("fine-tuning learning rate 1e-3, patience 10 (default: lr 2e-3, patience 10)",
+                                     lambda c: _finetune(c, lr=1e-3, patience=10)),
     "finetune_mixture": ("fine-tuning with the pretraining mixture (no next-item emphasis)",
                          lambda c: replace(c, finetune_masks=c.pretrain_masks)),
     "no_pretrain": ("fine-tuning only, from random initialisation", lambda c: replace(c, do_pretrain=False)),
