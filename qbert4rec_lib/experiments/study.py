@@ -61,8 +61,8 @@ STUDY: dict[str, tuple[str, Callable[[ExperimentConfig], ExperimentConfig]]] = {
     "finetune_masked": ("the paper's multi-mask fine-tuning instead of next-item fine-tuning: Cloze + tail masks, "
                         "the last item always masked, bidirectional (the kit's default until 2026-12-03)",
                         lambda c: _masked_finetune(c)),
-    "finetune_lr_1e-3": ("fine-tuning learning rate 1e-3, patience 5 (default: 2e-3, patience 10; this row was "
-                         "the default until 2026-12-04)", lambda c: _finetune(c, lr=1e-3, patience=5)),
+    "finetune_lr_1e-3": ("fine-tuning learning rate 1e-3, patience 5 (default: 2e-3, patience 10; the kit's "
+                         "default until the evening of 2026-12-03)", lambda c: _finetune(c, lr=1e-3, patience=5)),
     "finetune_lr_1e-3_patience_10": ("fine-tuning learning rate 1e-3, patience 10 (default: lr 2e-3, patience 10)",
                                      lambda c: _finetune(c, lr=1e-3, patience=10)),
     "finetune_mixture": ("fine-tuning with the pretraining mixture (no next-item emphasis)",
