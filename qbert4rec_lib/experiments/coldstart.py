@@ -46,12 +46,14 @@ The path is chosen on the cold *validation* users (:func:`run_cold_start`'s ``ch
 by their median rank of the cold target (``select_by="median_rank"``, mean over seeds; ``"NDCG@10"`` and ``"HR@50"``
 are the other choices). Why the median rank: with ~140 cold validation users one user moves HR@10 by 0.007, so
 NDCG@10 picks among paths by a handful of users, while the median rank uses every user's rank. This rule replaced
-NDCG@10 after the 3-seed default-catalog run below (NDCG@10 chose ``content``; the median rank chooses
+NDCG@10 after the first 3-seed default-catalog run, seeds 0-2 (NDCG@10 chose ``content``; the median rank chooses
 ``content+structure``, as does the cold *test* median rank) -- a choice made after seeing those seeds' test numbers.
-Measured (3 seeds, ``figures/results/coldstart_default.md``): the cold validation set is small (~150 users on the
-default catalog), so the choice is noisy — on one machine ``content+structure`` won it (cold-validation NDCG@10 0.026
-vs 0.012-0.017), on another ``content`` (0.031 vs 0.008 for content+structure, which then did best on test). Warm
-items sent through a path land on their own level-1 code only 32-41 % of the time (the trained ID query and the
+Measured on the default catalog (``figures/results/coldstart_default.md``, fresh seeds 3-5 under next-item
+fine-tuning): the median rank again chooses ``content+structure``, but its cold HR@10 (0.036) stays below content
+k-NN's (0.054) and at 24% of warm; raw-text IDs reach 0.065 (41% of warm, median cold rank 185 vs k-NN's 438). The
+earlier seeds 0-2, fine-tuned with the paper's masks, gave ``content+structure`` 0.074 (52% of warm;
+``figures/results/coldstart_default_masked_lr1e-3_seeds012.md``). The cold validation set is small (~150 users), so
+the choice is noisy. Warm items sent through a path land on their own level-1 code only 32-41 % of the time (the trained ID query and the
 structural features shape the warm IDs; a new item has neither). Raw-text IDs (no stage 1) do not have this gap: their new-item path is the training path.
 
 The fused vector is quantized by the trained RQ-VAE (:func:`~qbert4rec_lib.semantic.quantize.encode_frozen`: same
