@@ -20,9 +20,14 @@ What is measured, per catalog size ``N`` (users ``U = 2 N``, capped by ``--max-u
 * **Peak memory**: each (size, model) runs in its own process; peak RSS (``ru_maxrss``) of that process, which
   includes the data, the model, training steps and evaluation.
 * **Stage 2**: the RQ-VAE (``train_rqvae``: 3 levels x 256 codes, k-means initialisation with ``kmeans_iters=20``,
-  ``--rq-epochs`` epochs) on random 128-d item vectors, total time. Stage 1 (fusion) is **not** timed: it needs
-  text/image/structural features of every item (MiniLM encoding of 200k titles alone is the dominant cost), and
-  this generator has no item text.
+  ``--rq-epochs`` epochs) on random 128-d item vectors, total time.
+* **Stage 1** (fusion, ``train_fusion`` with the default :class:`~qbert4rec_lib.semantic.fusion.FusionConfig`,
+  ``--fusion-epochs`` epochs, the time per epoch reported): on random inputs shaped like the kit's encoders' output
+  for every item -- text 384-d (MiniLM), image 64-d (catalog CLIP), structural 64-d (PPMI-SVD), one vector each,
+  a fifth of the images missing. Its cost depends on the shapes only; these vectors are a timing load, never
+  features of anything. What stage 1 needs first -- encoding every item's text and image -- is not timed here (the
+  generator has no item text): ``scripts/bench_features.py`` measures the encoders' items/s.
+  ``--stages-only`` re-measures stages 1-2 and keeps the rest of an existing result.
 * **Beam search vs exact** (smallest and largest size): Q-Bert4Rec with the ``level_sum`` head (its per-level
   log-probs are what the beam scores) trained briefly (``--beam-train-steps`` steps with the sampled softmax,
   1024 uniform negatives — a quick model, not a converged one), then test NDCG@10 and time on ``--eval-users``
@@ -235,11 +240,33 @@ def rq_worker(args) -> None:
                       "peak_rss_gib": peak_rss_gib()}))
 
 
+def fusion_worker(args) -> None:
+    import torch
+
+    from qbert4rec_lib.semantic.features import FeatureSet, ModalityFeatures
+    from qbert4rec_lib.semantic.fusion import FusionConfig, train_fusion
+
+    torch.set_num_threads(args.threads)
+    n, rng = args.items, np.random.default_rng(0)
+    mods = {}
+    for name, dim, missing in (("text", 384, 0.0), ("image", 64, 0.2), ("structural", 64, 0.0)):
+        present = rng.random(n) >= missing
+        vectors = rng.standard_normal((n, 1, dim)).astype(np.float32) * present[:, None, None]
+        mods[name] = ModalityFeatures(name=name, vectors=vectors, present=present, meta={"dim": dim})
+    features = FeatureSet(dataset_fingerprint=f"timing-load-{n}", modalities=mods, absent={})
+    t0 = time.perf_counter()
+    train_fusion(features, FusionConfig(epochs=args.fusion_epochs), progress=False, threads=args.threads)
+    total = time.perf_counter() - t0
+    print(json.dumps({"items": n, "fusion_s": total, "fusion_epoch_s": total / args.fusion_epochs,
+                      "fusion_epochs": args.fusion_epochs, "default_epochs": FusionConfig().epochs,
+                      "peak_rss_gib": peak_rss_gib()}))
+
+
 # ---- the driver -------------------------------------------------------------------------------------------------
 def run_child(extra: list[str], args, timeout: float) -> dict | None:
     cmd = [sys.executable, __file__, "--threads", str(args.threads), "--steps", str(args.steps), "--eval-users",
            str(args.eval_users), "--beam-train-steps", str(args.beam_train_steps), "--rq-epochs", str(args.rq_epochs),
-           "--beams", *map(str, args.beams), *extra]
+           "--fusion-epochs", str(args.fusion_epochs), "--beams", *map(str, args.beams), *extra]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -265,9 +292,15 @@ def table(result: dict) -> str:
             continue
         lines.append(f"| {r['items']:,} | {r['users']:,} | {r['model']} | {r['step_s']:.3f} | {r['epoch_s']:.1f} | "
                      f"{r['eval_s']:.1f} | {r['peak_rss_gib']:.2f} | {dominant(r)} |")
-    lines += ["", "| items | RQ-VAE (stage 2) total (s) |", "|---|---|"]
+    fusion = {r["items"]: r for r in result.get("fusion", [])}
+    lines += ["", "| items | stage 1 (fusion): one epoch (s) | stage 1, default epochs (s, extrapolated) "
+              "| RQ-VAE (stage 2) total (s) |", "|---|---|---|---|"]
     for r in result["rqvae"]:
-        lines.append(f"| {r['items']:,} | " + (f"{r['rqvae_s']:.1f}" if "rqvae_s" in r else f"skipped: {r['skipped']}") + " |")
+        f = fusion.get(r["items"], {"skipped": "not measured"})
+        cells = ([f"{f['fusion_epoch_s']:.1f}", f"{f['fusion_epoch_s'] * f['default_epochs']:.0f}"]
+                 if "fusion_epoch_s" in f else [f"skipped: {f['skipped']}", "–"])
+        lines.append(f"| {r['items']:,} | " + " | ".join(cells) + " | "
+                     + (f"{r['rqvae_s']:.1f}" if "rqvae_s" in r else f"skipped: {r['skipped']}") + " |")
     for b in result["beam"]:
         if "rows" not in b:
             continue
@@ -304,6 +337,10 @@ def figure(result: dict, path: Path) -> None:
     if rq:
         fig.add_trace(go.Scatter(x=[r["items"] for r in rq], y=[r["rqvae_s"] for r in rq], mode="lines+markers",
                                  name="RQ-VAE (stage 2, total)", line=dict(color="grey", dash="dash")), row=1, col=1)
+    fu = [r for r in result.get("fusion", []) if "fusion_epoch_s" in r]
+    if fu:
+        fig.add_trace(go.Scatter(x=[r["items"] for r in fu], y=[r["fusion_epoch_s"] for r in fu], mode="lines+markers",
+                                 name="fusion (stage 1, one epoch)", line=dict(color="black", dash="dot")), row=1, col=1)
     fig.update_xaxes(type="log", title_text="items (users = 2 x items)")
     fig.update_yaxes(type="log")
     fig.update_layout(title=f"Scaling on CPU, {result['threads']} thread(s)", template="plotly_white",
@@ -322,17 +359,20 @@ def main() -> None:
     parser.add_argument("--beam-train-steps", type=int, default=300)
     parser.add_argument("--beams", nargs="*", type=int, default=[10, 50, 200])
     parser.add_argument("--rq-epochs", type=int, default=2)
+    parser.add_argument("--fusion-epochs", type=int, default=1)
+    parser.add_argument("--stages-only", action="store_true",
+                        help="measure stages 1-2 only; the sequence-model rows come from the existing --out .json")
     parser.add_argument("--budget-s", type=float, default=420, help="per child process; slower ones are skipped")
     parser.add_argument("--out", default=str(REPO / "figures" / "results" / "scaling"))
     parser.add_argument("--figure", default=str(REPO / "figures" / "scaling.png"))
     # internal: one measurement in a child process
-    parser.add_argument("--worker", choices=["train", "beam", "rq"], default=None)
+    parser.add_argument("--worker", choices=["train", "beam", "rq", "fusion"], default=None)
     parser.add_argument("--data", default=None)
     parser.add_argument("--model", default=None)
     parser.add_argument("--items", type=int, default=0)
     args = parser.parse_args()
     if args.worker:
-        {"train": worker, "beam": beam_worker, "rq": rq_worker}[args.worker](args)
+        {"train": worker, "beam": beam_worker, "rq": rq_worker, "fusion": fusion_worker}[args.worker](args)
         return
     import platform
 
@@ -340,8 +380,19 @@ def main() -> None:
 
     machine = f"{platform.processor() or platform.machine()}, torch {torch.__version__}"
     result = {"threads": args.threads, "machine": machine, "steps_timed": args.steps, "eval_users": args.eval_users,
-              "runs": [], "rqvae": [], "beam": [], "notes": __doc__}
+              "runs": [], "rqvae": [], "fusion": [], "beam": [], "notes": __doc__}
+    out = Path(args.out)
     start = time.perf_counter()
+    if args.stages_only:  # the sequence-model rows of the earlier run stay; stages 1-2 are measured again
+        earlier = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+        result = {**earlier, "rqvae": [], "fusion": [], "notes": __doc__,
+                  "stages_machine": machine, "stages_measured": time.strftime("%Y-%m-%d")}
+        for n in args.sizes:
+            for kind, key in (("fusion", "fusion"), ("rq", "rqvae")):
+                row = run_child(["--worker", kind, "--items", str(n)], args, args.budget_s)
+                result[key].append({"items": n, **row})
+                print(f"  {n:,} items, {key}: {json.dumps(row)}", flush=True)
+        args.sizes = []  # nothing else to measure
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
             users = min(2 * n, args.max_users)
@@ -359,17 +410,24 @@ def main() -> None:
             rq = run_child(["--worker", "rq", "--items", str(n)], args, args.budget_s)
             result["rqvae"].append({"items": n, **rq})
             print(f"  RQ-VAE: {json.dumps(rq)}", flush=True)
+            fu = run_child(["--worker", "fusion", "--items", str(n)], args, args.budget_s)
+            result["fusion"].append({"items": n, **fu})
+            print(f"  fusion: {json.dumps(fu)}", flush=True)
             if n in (min(args.sizes), max(args.sizes)):
                 beam = run_child(["--worker", "beam", "--data", str(path)], args, args.budget_s * 1.5)
                 result["beam"].append({"items": n, **beam})
                 print(f"  beam: {json.dumps(beam)}", flush=True)
-    result["seconds"] = time.perf_counter() - start
+    result["seconds" if not args.stages_only else "stages_seconds"] = time.perf_counter() - start
     md = table(result)
     notes = ("\nTraining: mean of {s} timed steps (batch 256, after 2 warm-up steps) x steps per epoch; evaluation: "
              "{e} sampled test users, time scaled to all users; each (size, model) in its own process (peak RSS = "
              "that process). Models at their defaults (hidden 64, 2 layers, full softmax). Q-Bert4Rec reads oracle "
              "cluster IDs. 1 torch thread. Whole run {t:.0f} s.\n").format(s=args.steps, e=args.eval_users, t=result["seconds"])
-    out = Path(args.out)
+    if result.get("stages_measured"):
+        notes += (f"\nStages 1-2 measured again on {result['stages_measured']} ({result['stages_machine']}, "
+                  f"{result['stages_seconds']:.0f} s): stage 1 = `train_fusion` (default FusionConfig) on random "
+                  "inputs shaped like the encoders' output (text 384-d, image 64-d with a fifth missing, structural "
+                  "64-d), a timing load only; the encoders themselves are not timed here.\n")
     out.parent.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(REPO))
     from qbert4rec_lib.atomic import atomic_write_text
