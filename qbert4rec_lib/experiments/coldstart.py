@@ -53,8 +53,9 @@ fine-tuning): the median rank again chooses ``content+structure``, but its cold 
 k-NN's (0.054) and at 24% of warm; raw-text IDs reach 0.065 (41% of warm, median cold rank 185 vs k-NN's 438). The
 earlier seeds 0-2, fine-tuned with the paper's masks, gave ``content+structure`` 0.074 (52% of warm;
 ``figures/results/coldstart_default_masked_lr1e-3_seeds012.md``). The cold validation set is small (~150 users), so
-the choice is noisy. Warm items sent through a path land on their own level-1 code only 32-41 % of the time (the trained ID query and the
-structural features shape the warm IDs; a new item has neither). Raw-text IDs (no stage 1) do not have this gap: their new-item path is the training path.
+the choice is noisy. Warm items sent through a path land on their own level-1 code only 31-41 % of the time (the
+trained ID query and the structural features shape the warm IDs; a new item has neither). Raw-text IDs (no stage 1)
+do not have this gap: their new-item path is the training path -- and on seeds 3-5 they do better on new items.
 
 The fused vector is quantized by the trained RQ-VAE (:func:`~qbert4rec_lib.semantic.quantize.encode_frozen`: same
 standardisation, encoder and codebooks), and a cold item whose codes equal existing items' codes takes the next
