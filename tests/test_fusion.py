@@ -231,3 +231,91 @@ def test_modality_dropout_hides_tokens_from_attention_only():
     torch.testing.assert_close(out.views, full.views)  # the image view is still there as a target
     torch.testing.assert_close(out.fused[10:], full.fused[10:])
     assert not torch.allclose(out.fused[:10], full.fused[:10])
+
+
+# ---- ID dropout: the new-item query (cold start) ----------------------------------------------------------------
+
+
+def test_id_dropout_fields_are_key_neutral_and_validated():
+    from qbert4rec_lib.config import ConfigError
+    from qbert4rec_lib.keys import _key_view, stable_hash
+
+    assert not {"id_dropout", "id_consistency"} & set(_key_view(FusionConfig()))  # old cache keys stay valid
+    assert stable_hash(FusionConfig()) != stable_hash(FusionConfig(id_dropout=0.5))
+    with pytest.raises((ConfigError, ValueError), match="id_dropout"):
+        FusionConfig(id_dropout=1.0)
+    with pytest.raises(ValueError, match="id_consistency > 0 needs id_dropout"):
+        FusionConfig(id_consistency=1.0)
+    assert not hasattr(FusionModel(4, {"text": 3}, SMALL), "new_item_query")  # id_dropout = 0: no extra parameter
+
+
+def test_new_item_path_ignores_the_items_own_query():
+    cfg = dataclasses.replace(SMALL, id_dropout=0.5)
+    model = FusionModel(8, {"text": 6}, cfg).eval()
+    feats = {"text": torch.randn(1, 1, 6).expand(8, 1, 6).contiguous()}  # eight items with the same content
+    present, rows = torch.ones(8, 1, dtype=torch.bool), torch.arange(8)
+    own = model(rows, feats, present).fused
+    new = model(rows, feats, present, new_item=torch.ones(8, dtype=torch.bool)).fused
+    assert own.std(0).mean() > 1e-3  # their own (random) queries make them differ ...
+    torch.testing.assert_close(new, new[:1].expand_as(new))  # ... q_new makes them identical
+    mixed = model(rows, feats, present, new_item=torch.arange(8) % 2 == 0).fused
+    torch.testing.assert_close(mixed[1::2], own[1::2])
+    with pytest.raises(ValueError, match="without ID dropout"):
+        FusionModel(8, {"text": 6}, SMALL)(rows, feats, present, new_item=torch.ones(8, dtype=torch.bool))
+
+
+def test_id_dropout_trains_the_new_item_query_and_consistency_pulls_new_items_home():
+    fs, _ = clustered_features()
+    feats, present = _inputs(fs, ("text", "image", "structural"))
+    content_only = present.clone()
+    content_only[:, 2] = False  # a new item has no structural modality
+    agreement = {}
+    for w in (0.0, 3.0):
+        cfg = dataclasses.replace(SMALL, epochs=6, id_dropout=0.5, id_consistency=w)
+        res = train_fusion(fs, cfg, progress=False)
+        model = res.model.eval()
+        torch.manual_seed(cfg.seed)  # train_fusion's initialisation, rebuilt
+        init = FusionModel(240, {m: feats[m].shape[-1] for m in feats}, cfg).new_item_query
+        assert not torch.allclose(model.new_item_query, init)  # q_new was trained
+        with torch.no_grad():
+            own = F.normalize(model(torch.arange(240), feats, present).fused, dim=-1)
+            new = F.normalize(model(torch.arange(240), feats, content_only,
+                                    new_item=torch.ones(240, dtype=torch.bool)).fused, dim=-1)
+        agreement[w] = float((new @ own.T).argmax(1).eq(torch.arange(240)).float().mean())  # new-item path finds itself
+    assert agreement[3.0] > agreement[0.0] + 0.1, agreement
+
+
+def test_new_item_path_needs_id_dropout():
+    from qbert4rec_lib.experiments.coldstart_ids import NEW_ITEM_PATH, QUERY_PATHS, cold_semantic_ids, query_paths
+    from qbert4rec_lib.experiments.presets import preset
+
+    cfg = preset("smoke")
+    assert query_paths(cfg) == QUERY_PATHS
+    on = dataclasses.replace(cfg, fusion=dataclasses.replace(cfg.fusion, id_dropout=0.5))
+    assert query_paths(on) == QUERY_PATHS + (NEW_ITEM_PATH,)
+    with pytest.raises(ValueError, match="fusion.id_dropout > 0"):  # checked before any data is read
+        cold_semantic_ids(None, None, cfg, "fused", paths=[NEW_ITEM_PATH])
+
+
+def test_sparse_query_optimizer_moves_only_the_batch_rows_and_still_learns():
+    from qbert4rec_lib.keys import _key_view
+    from qbert4rec_lib.semantic.epochs import EpochLoop
+
+    assert "query_optimizer" not in _key_view(FusionConfig())  # "adamw" is the old behaviour: old keys stay valid
+    cfg = dataclasses.replace(SMALL, query_optimizer="sparse_adam")
+    fs, labels = clustered_features()
+    feats, present = _inputs(fs, ("text", "image", "structural"))
+    model = FusionModel(240, {m: feats[m].shape[-1] for m in feats}, cfg)
+    loop = EpochLoop(model, cfg, 240, desc="t", progress=False)
+    assert loop.sparse_optimizer is not None and all(p is not model.id_queries.weight
+                                                      for g in loop.optimizer.param_groups for p in g["params"])
+    before, rows = model.id_queries.weight.detach().clone(), torch.arange(10, 40)
+    out = model(rows, {m: v[rows] for m, v in feats.items()}, present[rows], hard_exit=False)
+    loop.step(multi_view_loss(out, present[rows], model.modality_names, cfg).loss)
+    moved = (model.id_queries.weight.detach() != before).any(1)
+    assert moved[rows].all() and not moved[:10].any() and not moved[40:].any()  # AdamW would decay every row
+    res = train_fusion(fs, dataclasses.replace(cfg, epochs=8), progress=False)
+    emb = F.normalize(torch.from_numpy(res.embeddings), dim=-1)
+    sims = emb @ emb.T
+    sims.fill_diagonal_(-2)
+    assert (labels[sims.argmax(1).numpy()] == labels).mean() > 0.8  # still finds the clusters (chance 1/6)

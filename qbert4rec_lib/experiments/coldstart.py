@@ -78,7 +78,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .coldstart_ids import QUERY_PATHS, cold_semantic_ids, content_vectors
+from .coldstart_ids import NEW_ITEM_PATH, QUERY_PATHS, cold_semantic_ids, content_vectors
 from .coldstart_models import ContentKNN, _choose_k, _set_cold_rows, train_cold_model
 from .coldstart_split import cold_start_split, evaluate_cold
 
@@ -121,7 +121,7 @@ class ColdStartReport:
 
 
 def run_cold_start(dataset, cfg, *, fraction: float = 0.1, by: str = "time", seeds: Sequence[int] = (0,),
-                   models: Sequence[str] = MODELS, paths: Sequence[str] = QUERY_PATHS, cache_root=None,
+                   models: Sequence[str] = MODELS, paths: Sequence[str] | None = None, cache_root=None,
                    select_by: str = "median_rank", progress: bool = False,
                    log: Callable[[str], None] | None = print) -> ColdStartReport:
     """The warm/cold table: every model in ``models`` under the protocol, for each seed (the split and stages 1-2
@@ -201,8 +201,8 @@ def choose_path(rows: dict[str, list[dict]], select_by: str = "median_rank") -> 
 
 def _table_order(rows: dict[str, list[dict]]) -> dict[str, list[dict]]:
     """Rows in the order :func:`run_cold_start` adds them (a saved JSON has them sorted by name)."""
-    order = [f"{_FUSED}{p} query)" for p in QUERY_PATHS] + ["Q-Bert4Rec (raw-text IDs)", "SASRec-CE", "BERT4Rec-ID",
-                                                            "Content k-NN", "Popularity"]
+    order = [f"{_FUSED}{p} query)" for p in QUERY_PATHS + (NEW_ITEM_PATH,)] + [
+        "Q-Bert4Rec (raw-text IDs)", "SASRec-CE", "BERT4Rec-ID", "Content k-NN", "Popularity"]
     rank = {row: i for i, row in enumerate(order)}
     return {row: rows[row] for row in sorted(rows, key=lambda r: (rank.get(r, len(rank)), r))}
 

@@ -12,9 +12,16 @@ import torch
 
 from .coldstart_split import ColdStart
 
-__all__ = ["QUERY_PATHS", "content_vectors", "ColdIDs", "cold_semantic_ids"]
+__all__ = ["QUERY_PATHS", "NEW_ITEM_PATH", "query_paths", "content_vectors", "ColdIDs", "cold_semantic_ids"]
 
 QUERY_PATHS = ("content", "mean", "unknown", "content+structure")
+NEW_ITEM_PATH = "new_item"  # the new-item query q_new trained with stage 1 (only when FusionConfig.id_dropout > 0)
+
+
+def query_paths(cfg) -> tuple[str, ...]:
+    """The stage-1 paths for new items under ``cfg`` (an ExperimentConfig): :data:`QUERY_PATHS`, plus
+    :data:`NEW_ITEM_PATH` when stage 1 trains with ID dropout."""
+    return QUERY_PATHS + ((NEW_ITEM_PATH,) if cfg.fusion.id_dropout > 0 else ())
 
 
 def content_vectors(features) -> np.ndarray:
@@ -78,7 +85,7 @@ def _path_diagnostics(table: np.ndarray, cs: ColdStart, dataset, warm_codes_via_
     return out
 
 
-def cold_semantic_ids(dataset, cs: ColdStart, cfg, source: str = "fused", *, paths: Sequence[str] = QUERY_PATHS,
+def cold_semantic_ids(dataset, cs: ColdStart, cfg, source: str = "fused", *, paths: Sequence[str] | None = None,
                       content_k: int = 10, cache_root=None, progress: bool = False) -> ColdIDs:
     """Train stages 1-2 on the warm items only and give every cold item a semantic ID through the frozen stages
     (see the module doc). ``cfg`` is an :class:`~qbert4rec_lib.experiments.presets.ExperimentConfig`. Cached."""
@@ -87,10 +94,13 @@ def cold_semantic_ids(dataset, cs: ColdStart, cfg, source: str = "fused", *, pat
 
     if source not in ("fused", "raw_text"):
         raise ValueError(f"source must be 'fused' or 'raw_text', got {source!r}")
-    paths = tuple(paths) if source == "fused" else ("frozen",)
-    unknown = set(paths) - set(QUERY_PATHS) - {"frozen"}
+    known = query_paths(cfg)
+    paths = (known if paths is None else tuple(paths)) if source == "fused" else ("frozen",)
+    unknown = set(paths) - set(known) - {"frozen"}
     if unknown:
-        raise ValueError(f"unknown stage-1 path(s) {sorted(unknown)}; known: {QUERY_PATHS}")
+        raise ValueError(f"unknown stage-1 path(s) {sorted(unknown)}; known under this config: {known}"
+                         + ("" if cfg.fusion.id_dropout > 0 else
+                            f" ({NEW_ITEM_PATH!r} needs stage 1 trained with fusion.id_dropout > 0)"))
     full_split = replace(cs.split, train=cs.train_full, max_len=0)
     features = build_features(dataset, cfg.features, split=full_split, cache_root=cache_root, progress=progress)
     store = stage_dir("coldstart_ids", dataset.fingerprint(), cs.key(), source, paths, content_k, cfg.features,
@@ -154,6 +164,8 @@ def _compute_cold_ids(dataset, cs, cfg, source, paths, content_k, features, prog
                 return queries_w.mean(0, keepdim=True).expand(len(rows), -1)
             if path == "unknown":
                 return unknown_query.unsqueeze(0).expand(len(rows), -1)
+            if path == NEW_ITEM_PATH:
+                return model.new_item_query.detach().unsqueeze(0).expand(len(rows), -1)
             return queries_w[torch.as_tensor(neighbours[rows])].mean(1)  # content: neighbours' mean query
 
         def fused(rows: np.ndarray, path: str) -> np.ndarray:

@@ -1,5 +1,6 @@
 """The epoch loop of stages 1 and 2 (:mod:`~qbert4rec_lib.semantic.fusion`, :mod:`~qbert4rec_lib.semantic.quantize`):
-AdamW (``cfg.lr``, ``cfg.weight_decay``), a new item order each epoch from a generator seeded with
+AdamW (``cfg.lr``, ``cfg.weight_decay``; parameters with sparse gradients, e.g. stage 1's ID queries with
+``query_optimizer="sparse_adam"``, get a lazy :class:`torch.optim.SparseAdam` at ``cfg.lr`` instead), a new item order each epoch from a generator seeded with
 ``cfg.seed``, mini-batches of ``cfg.batch_size`` items, a progress bar over ``cfg.epochs``, and one record per epoch
 (the mean of each logged value over the epoch's steps, plus the epoch's seconds).
 
@@ -34,7 +35,12 @@ class EpochLoop:
         from tqdm.auto import tqdm
 
         self.model, self.num_items, self.batch_size = model, num_items, cfg.batch_size
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sparse = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse}
+        dense_params = [p for p in model.parameters() if id(p) not in sparse]
+        sparse_params = [p for p in model.parameters() if id(p) in sparse]
+        self.optimizer = torch.optim.AdamW(dense_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # a sparse table: Adam moments and updates only on the rows in the batch (cost O(batch), not O(table))
+        self.sparse_optimizer = torch.optim.SparseAdam(sparse_params, lr=cfg.lr) if sparse_params else None
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.history: list[dict] = []
         self.start = time.perf_counter()
@@ -57,9 +63,13 @@ class EpochLoop:
 
     def step(self, loss: torch.Tensor) -> None:
         """One optimizer step on ``loss``."""
-        self.optimizer.zero_grad(set_to_none=True)
+        for optimizer in (self.optimizer, self.sparse_optimizer):
+            if optimizer is not None:
+                optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.optimizer.step()
+        for optimizer in (self.optimizer, self.sparse_optimizer):
+            if optimizer is not None:
+                optimizer.step()
         self._steps += 1
 
     def log(self, values: dict[str, float]) -> None:

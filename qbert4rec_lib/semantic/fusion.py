@@ -41,7 +41,7 @@ does the same through the content-addressed cache (a second call is a cache hit)
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -90,6 +90,15 @@ class FusionConfig:
     lr: float = 1e-3  # AdamW learning rate
     weight_decay: float = 1e-4  # AdamW weight decay
     seed: int = 0  # seeds initialisation and batch order
+    # training: share of each batch's items whose ID query is replaced by the shared new-item query q_new, their
+    # structural modality hidden (DropoutNet-style; fusion_model.py, point 4). 0 = off (the paper's stage 1).
+    id_dropout: float = field(default=0.0, metadata={"key_neutral": 0.0})
+    # training: weight of an InfoNCE term matching each item's fused h_i (own query) with its content-only h_i
+    # (q_new, no structural modality), so new items land where their warm look-alikes are. Needs id_dropout > 0.
+    id_consistency: float = field(default=0.0, metadata={"key_neutral": 0.0})
+    # optimiser of the ID-query table q: "adamw" (dense, with the rest; its step costs O(items) -- at 200k items
+    # more than half of a step) | "sparse_adam" (sparse gradients, lazy Adam on the batch's rows, no weight decay)
+    query_optimizer: str = field(default="adamw", metadata={"key_neutral": "adamw"})
 
     def __post_init__(self) -> None:
         from ..config import check_config
@@ -100,14 +109,18 @@ class FusionConfig:
             "ffn_mult": "[1, inf)", "dropout": "[0, 1)", "exit_threshold": "[0, 1]", "depth_penalty": "[0, inf)",
             "depth_budget": "[0, inf)", "contrastive_temperature": "(0, inf)", "modality_dropout": "[0, 1)",
             "modality_pair_weight": "[0, inf)", "id_init_std": "[0, inf)", "epochs": "[1, inf)",
-            "batch_size": "[1, inf)", "lr": "(0, inf)", "weight_decay": "[0, inf)"},
-            choices={"gate": ("dynamic", "off"), "modalities": ("text", "image", "structural")})
+            "batch_size": "[1, inf)", "lr": "(0, inf)", "weight_decay": "[0, inf)", "id_dropout": "[0, 1)",
+            "id_consistency": "[0, inf)"},
+            choices={"gate": ("dynamic", "off"), "modalities": ("text", "image", "structural"),
+                     "query_optimizer": ("adamw", "sparse_adam")})
         if self.gate not in ("dynamic", "off"):
             raise ValueError(f"FusionConfig.gate must be 'dynamic' or 'off', got {self.gate!r}")
         if self.width % self.heads:
             raise ValueError(f"FusionConfig.width ({self.width}) must be divisible by heads ({self.heads})")
         if self.max_depth < 1:
             raise ValueError("FusionConfig.max_depth must be >= 1")
+        if self.id_consistency > 0 and self.id_dropout == 0:
+            raise ValueError("FusionConfig.id_consistency > 0 needs id_dropout > 0 (it trains the new-item query)")
 
 
 @dataclass
@@ -259,11 +272,25 @@ def _train_fusion(features, cfg: FusionConfig, *, progress: bool, device: str) -
             if cfg.modality_dropout > 0:
                 keep = torch.rand(present.shape, generator=loop.generator) >= cfg.modality_dropout  # [B, M]
                 attend = present & keep.to(device)
-            out = model(rows, feats, present, hard_exit=False, attend=attend)
+            new_item = None
+            if cfg.id_dropout > 0:  # these items train as new ones: q_new as their query, every content modality
+                new_item = (torch.rand(len(rows), generator=loop.generator) < cfg.id_dropout).to(device)  # [B]
+                as_new = present.clone()  # [B, M]: what a new item has (no modality dropout on top: content only)
+                if "structural" in inputs.names:
+                    as_new[:, inputs.names.index("structural")] = False
+                attend = torch.where(new_item.unsqueeze(1), as_new, present if attend is None else attend)
+            out = model(rows, feats, present, hard_exit=False, attend=attend, new_item=new_item)
             parts = multi_view_loss(out, present, inputs.names, cfg)
-            loop.step(parts.loss)
-            loop.log({"loss": float(parts.loss.detach()), "contrastive": float(parts.contrastive),
-                      "mean_depth": float(out.expected_depth.detach().mean())} | parts.terms)
+            loss, extra = parts.loss, {}
+            if cfg.id_consistency > 0:  # own-query h_i <-> content-only h_i of the same item (in-batch negatives)
+                content_only = model(rows, feats, present, hard_exit=False, attend=as_new,
+                                     new_item=torch.ones_like(new_item))
+                consistency = info_nce(F.normalize(out.fused, dim=-1), F.normalize(content_only.fused, dim=-1),
+                                       cfg.contrastive_temperature)
+                loss, extra = loss + cfg.id_consistency * consistency, {"id~new_item": float(consistency.detach())}
+            loop.step(loss)
+            loop.log({"loss": float(loss.detach()), "contrastive": float(parts.contrastive),
+                      "mean_depth": float(out.expected_depth.detach().mean())} | parts.terms | extra)
         record = loop.end_epoch(epoch)
         loop.bar.set_postfix(loss=f"{record['loss']:.3f}", depth=f"{record['mean_depth']:.2f}")
     seconds = loop.seconds()

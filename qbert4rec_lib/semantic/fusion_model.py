@@ -21,6 +21,10 @@ ID vector ``q_i`` (the query) attends over its modality tokens (keys and values)
    expected depth. At inference the exit is hard: the item stops after block ``l`` as soon as
    ``g^(l) < exit_threshold``, and exited items skip the later blocks entirely. Each item's exit
    depth is reported. ``gate="off"`` runs all ``max_depth`` blocks (the fixed-depth ablation).
+4. **ID dropout for new items** (``cfg.id_dropout > 0``, off by default; not in the paper). A new item has no trained
+   ``q_i``. As in DropoutNet (Volkovs et al., NeurIPS 2017), training replaces the query of a random share of the
+   items by one shared learnable *new-item query* ``q_new`` (and hides their structural modality, which a new item
+   lacks), so the blocks learn to fuse content alone into the same space; a new item is then encoded with ``q_new``.
 """
 from __future__ import annotations
 
@@ -87,7 +91,7 @@ class FusionModel(nn.Module):
         self.cfg = cfg
         self.modality_names = tuple(modality_dims)
         width = cfg.width
-        self.id_queries = nn.Embedding(num_items, width)  # q_i, randomly initialised
+        self.id_queries = nn.Embedding(num_items, width, sparse=cfg.query_optimizer == "sparse_adam")  # q_i, random
         nn.init.normal_(self.id_queries.weight, std=cfg.id_init_std)
         self.projections = nn.ModuleDict(
             {m: nn.Sequential(nn.Linear(d, width), nn.LayerNorm(width)) for m, d in modality_dims.items()}
@@ -105,10 +109,24 @@ class FusionModel(nn.Module):
             nn.init.constant_(gate[-1].bias, cfg.gate_init_bias)
         self.final_norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, width)  # projection head for the contrastive loss
+        if cfg.id_dropout > 0:  # q_new, created last so that id_dropout = 0 leaves every other initialisation as is
+            self.new_item_query = nn.Parameter(torch.randn(width) * cfg.id_init_std)
 
-    def align(self, rows: torch.Tensor, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Similarity-based alignment: one L2-normalised token per modality, ``[B, M, width]``."""
-        query = F.normalize(self.id_queries(rows), dim=-1)  # [B, d]
+    def queries(self, rows: torch.Tensor, new_item: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, width]``: each row's ID query ``q_i``, or ``q_new`` where ``new_item`` [B] (bool) is set."""
+        queries = self.id_queries(rows)  # [B, d]
+        if new_item is None:
+            return queries
+        if not hasattr(self, "new_item_query"):
+            raise ValueError("this FusionModel was trained without ID dropout (FusionConfig.id_dropout = 0): "
+                             "it has no new-item query")
+        return torch.where(new_item.unsqueeze(1), self.new_item_query.expand_as(queries), queries)
+
+    def align(self, rows: torch.Tensor, features: dict[str, torch.Tensor],
+              queries: torch.Tensor | None = None) -> torch.Tensor:
+        """Similarity-based alignment: one L2-normalised token per modality, ``[B, M, width]``. ``queries``
+        [B, width] defaults to the rows' ID queries."""
+        query = F.normalize(self.id_queries(rows) if queries is None else queries, dim=-1)  # [B, d]
         tokens = []
         for name in self.modality_names:
             vectors = F.normalize(self.projections[name](features[name]), dim=-1)  # [B, J, d]
@@ -118,21 +136,25 @@ class FusionModel(nn.Module):
         return torch.stack(tokens, dim=1)  # [B, M, d]
 
     def forward(self, rows: torch.Tensor, features: dict[str, torch.Tensor], present: torch.Tensor,
-                hard_exit: bool | None = None, attend: torch.Tensor | None = None) -> FusionOutput:
+                hard_exit: bool | None = None, attend: torch.Tensor | None = None,
+                new_item: torch.Tensor | None = None) -> FusionOutput:
         """``rows`` [B] item rows; ``features[m]`` [B, J, d_m]; ``present`` [B, M] bool.
 
         ``attend`` [B, M] (default ``present``) says which modality tokens the query may attend to
-        (modality dropout hides some during training).
+        (modality dropout hides some during training). ``new_item`` [B] bool: rows that use the shared
+        new-item query ``q_new`` instead of their own (ID dropout; the caller hides what a new item lacks).
         """
         attend = present if attend is None else attend & present
         hard_exit = (not self.training) if hard_exit is None else hard_exit
         batch, num_mod = rows.shape[0], len(self.modality_names)
-        aligned = self.align(rows, features)  # [B, M, d]
-        id_token = self.id_queries(rows).unsqueeze(1)  # [B, 1, d]
+        # three separate look-ups, as before ID dropout existed (one shared look-up sums the gradients in another
+        # order, and the trained vectors would differ in the last bits from every cached stage-1 result)
+        aligned = self.align(rows, features, self.queries(rows, new_item))  # [B, M, d]
+        id_token = self.queries(rows, new_item).unsqueeze(1)  # [B, 1, d]
         context = torch.cat([id_token, aligned], dim=1) + self.token_type.weight  # [B, 1 + M, d]
         padding_mask = torch.cat([torch.zeros_like(attend[:, :1]), ~attend], dim=1)  # [B, 1 + M], True = hidden
 
-        hidden = self.id_queries(rows)  # h^(0) = q_i, [B, d]
+        hidden = self.queries(rows, new_item)  # h^(0) = q_i, [B, d]
         attention_sum = torch.zeros(batch, num_mod + 1, device=rows.device)  # [B, 1 + M]
         dynamic = self.cfg.gate == "dynamic"
         gate_values = torch.full((batch, len(self.gates)), float("nan"), device=rows.device)  # [B, L - 1]
