@@ -101,6 +101,16 @@ def test_cold_items_absent_from_stage_1_2_inputs_and_frozen_ids_valid(ds, tiny_c
     assert len(np.unique(raw.tables["frozen"], axis=0)) == ds.num_items
 
 
+def test_new_item_path_gives_every_cold_item_a_unique_id(ds, tiny_cfg):
+    cfg = replace(tiny_cfg, fusion=replace(tiny_cfg.fusion, id_dropout=0.5, id_consistency=1.0))
+    cs = CS.cold_start_split(ds, 0.15, by="time", max_len=20)
+    ids = CI.cold_semantic_ids(ds, cs, cfg, "fused", paths=(CI.NEW_ITEM_PATH, "mean"), cache_root=None)
+    assert ids.paths == (CI.NEW_ITEM_PATH, "mean")
+    table = ids.tables[CI.NEW_ITEM_PATH]
+    assert len(np.unique(table, axis=0)) == ds.num_items and (table < np.array(ids.vocab_sizes)).all()
+    assert np.array_equal(table[cs.warm_rows], ids.tables["mean"][cs.warm_rows])
+
+
 def test_extend_ids_continues_the_disambiguation():
     old = np.array([[1, 2, 0], [1, 2, 1], [3, 4, 0]])
     new = extend_ids(old, np.array([[1, 2], [5, 5], [1, 2], [3, 4]]))
