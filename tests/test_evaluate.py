@@ -96,6 +96,15 @@ def test_evaluate_end_to_end_on_the_hand_worked_example():
     assert metric_names(EvalConfig()) == list(res.metrics)
 
 
+def test_candidates_restrict_the_ranking_to_those_items():
+    # items 2 and 4 hidden: A's target 3 is tied only with 6 now (1, 2 are history) -> 2; B unchanged -> 1;
+    # C's target 1 is beaten by 3 and 5 only -> 3 (full ranking: 3, 1, 5)
+    res = evaluate(HandWorked(), HISTORIES, TARGETS, 6, EvalConfig(), max_len=4, candidates=[1, 3, 5, 6])
+    assert res.ranks.tolist() == [2, 1, 3]
+    with pytest.raises(ValueError, match=r"target of user #2 \(1\) is not among the candidates"):
+        evaluate(HandWorked(), HISTORIES, TARGETS, 6, EvalConfig(), max_len=4, candidates=[3, 5])
+
+
 def test_random_tie_break_is_seeded_and_stays_within_the_ties():
     seen = {int(ranks_by_hand(True, "random", seed)[0]) for seed in range(20)}
     assert seen == {2, 3}  # user A: one item strictly higher, one tie

@@ -110,7 +110,7 @@ class ColdStartReport:
     def to_json(self) -> dict:
         agg = {row: {g: {m: {"mean": self.mean(row, g, m),
                              "std": float(np.std([r[g][m] for r in rs], ddof=1)) if len(rs) > 1 else 0.0}
-                         for m in rs[0][g]} for g in ("warm", "cold", "cold_valid") if g in rs[0]}
+                         for m in rs[0][g]} for g in ("warm", "cold", "new_only", "cold_valid") if g in rs[0]}
                for row, rs in self.rows.items()}
         return {"protocol": self.protocol, "split": self.split_text, "cold_items": self.cold_items, "seeds": self.seeds, "chosen_path": self.chosen_path,
                 "chosen_by": self.chosen_by, "mean_std": agg,
@@ -222,14 +222,19 @@ def report_from_json(payload: dict, select_by: str | None = None) -> ColdStartRe
 
 
 def cold_start_table(report: ColdStartReport) -> str:
-    """Markdown: one row per model, warm-user and cold-user metrics (mean ± std over seeds)."""
+    """Markdown: one row per model, warm-user and cold-user metrics (mean ± std over seeds); the last two metric
+    columns rank the cold users' targets among the new items only (absent from runs saved before 2026-12-04)."""
     cols = [("warm", "HR@10"), ("warm", "NDCG@10"), ("warm", "HR@50"), ("cold", "HR@10"), ("cold", "NDCG@10"),
-            ("cold", "HR@50"), ("cold", "median_rank")]
-    lines = ["| model | " + " | ".join(f"{g} {m.replace('median_rank', 'median rank')}" for g, m in cols)
+            ("cold", "HR@50"), ("cold", "median_rank"), ("new_only", "HR@10"), ("new_only", "median_rank")]
+    label = {"warm": "warm", "cold": "cold", "new_only": "cold, among new items:"}
+    lines = ["| model | " + " | ".join(f"{label[g]} {m.replace('median_rank', 'median rank')}" for g, m in cols)
              + " | cold / warm HR@10 | seeds |", "|---|" + "---|" * (len(cols) + 2)]
     for row, rs in report.rows.items():
         cells = []
         for g, m in cols:
+            if any(g not in r for r in rs):
+                cells.append("–")
+                continue
             v = np.array([r[g][m] for r in rs])
             fmt = "{:.0f}" if m == "median_rank" else "{:.4f}"
             cells.append(fmt.format(v.mean()) + (f" ± {fmt.format(v.std(ddof=1))}" if len(v) > 1 else ""))
@@ -238,7 +243,10 @@ def cold_start_table(report: ColdStartReport) -> str:
         mark = (f" (chosen: best cold-validation {report.chosen_by.replace('_', ' ')})"
                 if report.chosen_path and row == f"{_FUSED}{report.chosen_path} query)" else "")
         lines.append(f"| {row}{mark} | " + " | ".join(cells) + f" | {ratio} | {len(rs)} |")
-    return "\n".join(lines) + f"\n\nProtocol: {report.protocol} Seeds: {report.seeds}.\n"
+    new = (f" Among new items only: each cold user's target ranked among the {len(report.cold_items):,} new items "
+           f"(a new-arrivals shelf; the other items hidden)." if any("new_only" in rs[0] for rs in report.rows.values())
+           else "")
+    return "\n".join(lines) + f"\n\nProtocol: {report.protocol}{new} Seeds: {report.seeds}.\n"
 
 
 # ---- the dial: from content-driven to ID-driven worlds ------------------------------------------

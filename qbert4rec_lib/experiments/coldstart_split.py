@@ -114,12 +114,14 @@ def cold_start_split(dataset, fraction: float = 0.1, *, by: str = "time", seed: 
                      train_full=drop(base.train, 0), by=by, fraction=fraction, seed=seed)
 
 
-def evaluate_users(model, split, users: np.ndarray, cfg: EvalConfig = EvalConfig(), which: str = "test") -> EvalResult:
-    """Evaluate on a subset of users (e.g. those whose target is a cold item)."""
+def evaluate_users(model, split, users: np.ndarray, cfg: EvalConfig = EvalConfig(), which: str = "test",
+                   candidates: np.ndarray | None = None) -> EvalResult:
+    """Evaluate on a subset of users (e.g. those whose target is a cold item); ``candidates``: rank among these
+    item ids only (default: all items)."""
     hist = split.test_history if which == "test" else split.valid_history
     targ = split.test_target if which == "test" else split.valid_target
     return evaluate(model, [hist[u] for u in users], targ[users], split.num_items, cfg, max_len=split.max_len,
-                    split_name=f"{which} ({len(users):,} selected users)")
+                    split_name=f"{which} ({len(users):,} selected users)", candidates=candidates)
 
 
 def _summary(result: EvalResult) -> dict:
@@ -129,10 +131,13 @@ def _summary(result: EvalResult) -> dict:
 
 
 def evaluate_cold(model, cs: ColdStart, cfg: EvalConfig = COLD_EVAL) -> dict[str, dict]:
-    """``{"warm": ..., "cold": ..., "cold_valid": ...}``, each HR@10, NDCG@10, HR@50, median rank, users. ``cold_valid``
-    = users whose validation item is cold, ranked from their validation history (never used in training)."""
+    """``{"warm": ..., "cold": ..., "new_only": ..., "cold_valid": ...}``, each HR@10, NDCG@10, HR@50, median rank,
+    users. ``new_only`` = the cold users again, their target ranked among the new items only (a "new arrivals"
+    shelf: is the right new item near the top of the new ones?). ``cold_valid`` = users whose validation item is
+    cold, ranked from their validation history (never used in training)."""
     out = {"warm": _summary(evaluate_users(model, cs.split, cs.warm_users, cfg)),
-           "cold": _summary(evaluate_users(model, cs.split, cs.cold_users, cfg))}
+           "cold": _summary(evaluate_users(model, cs.split, cs.cold_users, cfg)),
+           "new_only": _summary(evaluate_users(model, cs.split, cs.cold_users, cfg, candidates=cs.cold_items))}
     if cs.cold_valid_users is not None and len(cs.cold_valid_users):
         out["cold_valid"] = _summary(evaluate_users(model, cs.split, cs.cold_valid_users, cfg, which="valid"))
     return out

@@ -188,8 +188,12 @@ def evaluate(
     max_len: int,
     split_name: str = "test",
     progress: bool = False,
+    candidates: np.ndarray | Sequence[int] | None = None,
 ) -> EvalResult:
     """Rank every user's target among all ``num_items`` items with ``model.score_all``.
+
+    ``candidates`` (item ids; default all items) restricts the ranking to those items: every other item's score
+    is set to -inf before ranking (e.g. new items only, for a "new arrivals" shelf). Each target must be one.
 
     ``histories``: one id array per user (any length; the last ``max_len`` items are used, left
     padded). ``targets``: one id per user. Runs under ``torch.inference_mode`` with the model in
@@ -209,6 +213,15 @@ def evaluate(
             raise ValueError(f"evaluate: history of user #{user} holds an id outside 0..{num_items}")
     start = time.perf_counter()
     device = _model_device(model)
+    hidden = None  # [N+1] bool, True = not a candidate
+    if candidates is not None:
+        candidates = np.asarray(candidates, dtype=np.int64)
+        hidden = np.ones(num_items + 1, dtype=bool)
+        hidden[candidates] = False
+        if hidden[targets].any():
+            bad = int(np.flatnonzero(hidden[targets])[0])
+            raise ValueError(f"evaluate: target of user #{bad} ({targets[bad]}) is not among the candidates")
+        hidden = torch.from_numpy(hidden).to(device)
     lengths = np.array([min(len(h), max_len) for h in histories])
     # Users in order of history length, so each batch is padded only to its own longest history.
     order = np.argsort(lengths, kind="stable") if cfg.length_sorted else np.arange(len(targets))
@@ -235,6 +248,8 @@ def evaluate(
                         f"expected {(len(users), num_items + 1)} (batch, num_items + 1)"
                     )
                 scores = scores.float().contiguous()  # own writable copy if it was an expanded view
+                if hidden is not None:
+                    scores[:, hidden] = float("-inf")
                 users = users.to(device)
                 ranks[users] = rank_targets(
                     scores,
