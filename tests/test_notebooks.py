@@ -39,8 +39,10 @@ CHECKS: dict[str, dict] = {
         "dims": lambda v: v["text"] == 384 and "image" in v and "structural" in v,
         "absent": lambda v: v == {} or "image" not in v,
     },
-    "03_fusion": {
-        "train_seconds": _between(0, 600),
+    "03_fusion": {  # the smoke run of 2026-12-03: final loss 4.63, mean exit depth 1.72, fused purity 0.896
+        "final_loss": _between(4.3, 5.0),
+        "mean_exit_depth": _between(1.2, 2.6),  # the gate lets most items exit early (all 4 blocks = 4.0)
+        "neighbour_purity": lambda v: v["fused"]["top category"] >= 0.8 > v["image"]["top category"],
     },
     "04_quantization": {
         "unique_after": lambda v: v == 1.0,
@@ -48,9 +50,11 @@ CHECKS: dict[str, dict] = {
         "level1_purity_top_category": _between(0.5, 1.0),  # random assignment gives ~0.3 on this catalog
         "level1_random_top_category": _between(0.0, 0.45),
     },
-    "05_pretraining": {
-        "mean_masked_fraction": lambda v: v is not None,
-        "test_ndcg10": _between(0.0, 1.0),
+    "05_pretraining": {  # the smoke run of 2026-12-03: masked shares 0.24-0.30, test NDCG@10 0.0977
+        "mean_masked_fraction": lambda v: set(v) == {"cloze", "mixture", "multi_region", "span", "tail"}
+        and all(0.18 <= x <= 0.36 for x in v.values()),
+        "strategy_loss_decreased": lambda v: all(v.values()),
+        "test_ndcg10": _between(0.080, 0.105),
     },
     "06_evaluation": {
         # pinned to the smoke runs of 2026-12-02/03 (Q-Bert4Rec 0.0923-0.0977, SASRec-CE 0.0960, BERT4Rec-ID
@@ -65,12 +69,20 @@ CHECKS: dict[str, dict] = {
     "07_interpretability": {
         "cold_users": lambda v: v > 0,
         "qbert_cold_hr10": _between(0.02, 0.12),  # new items get a content-derived ID (0.047-0.060 in smoke runs)
+        "qbert_warm_hr10": _between(0.13, 0.18),  # 0.156
+        "content_knn_cold_hr10": _between(0.045, 0.062),  # 0.0537; one user moves it by 0.0067
+        # ranked among the 129 new items only: chance ~0.08; seeds 3-5 gave 0.20-0.29 (fused paths), k-NN 0.181
+        "qbert_new_only_hr10": _between(0.12, 0.40),
+        "content_knn_new_only_hr10": _between(0.16, 0.20),
         "sasrec_cold_hr10": lambda v: v == 0.0,  # an ID model knows nothing about a new item, by construction
     },
     "08_cross_domain": {
+        # the smoke run of 2026-12-03: popularity 0.0693 (deterministic), zero-shot 0.0113, scratch 0.1167,
+        # transfer 0.1168, in-domain 0.1009
         "cross_domain_test_ndcg10": lambda v: set(v) == {"popularity", "zero-shot", "scratch", "transfer", "in-domain"}
-        and all(0.0 <= x <= 1.0 for x in v.values()),
-        "cross_domain_token_overlap": _between(0.0, 1.0),
+        and 0.066 <= v["popularity"] <= 0.072 and v["zero-shot"] < v["popularity"]
+        and all(0.085 <= v[k] <= 0.14 for k in ("scratch", "transfer", "in-domain")),
+        "cross_domain_token_overlap": _between(0.9, 1.0),  # one shared codebook vocabulary (1.0)
         "target_items": lambda v: v > 0,
     },
 }
