@@ -58,3 +58,13 @@ def test_console_command_is_declared_and_is_the_module_main():
     # where this venv has the kit installed with pip, its metadata declares the same entry point
     installed = [e for e in md.entry_points(group="console_scripts") if e.name == "qbert4rec"]
     assert all(e.value == value for e in installed)
+
+
+def test_out_base_names_keep_their_dots():
+    from pathlib import Path
+
+    from qbert4rec_lib.kit.commands import _out_file
+
+    assert _out_file("figures/results/cold_lr0.5", ".json") == Path("figures/results/cold_lr0.5.json")
+    assert _out_file("figures/results/cold", ".md") == Path("figures/results/cold.md")
+    assert _out_file("figures/results/cold.json", ".md") == Path("figures/results/cold.md")

@@ -146,9 +146,9 @@ def cmd_experiment(args) -> int:
     if args.out:
         from pathlib import Path
 
-        atomic_write_json(Path(args.out).with_suffix(".json"), {"dataset": ds.name, "config": args.config,
+        atomic_write_json(_out_file(args.out, ".json"), {"dataset": ds.name, "config": args.config,
                                                                 "runs": res.as_dict(), "seconds": res.seconds})
-        atomic_write_text(Path(args.out).with_suffix(".md"), res.table_md)
+        atomic_write_text(_out_file(args.out, ".md"), res.table_md)
     if args.update_readme:
         from .reproduce import replace_readme_block
 
@@ -240,10 +240,19 @@ def cmd_cold_start(args) -> int:
         payload = {"dataset": ds.name, "config": args.config} | report.to_json()
     table = report.table()
     if args.out:
-        atomic_write_json(Path(args.out).with_suffix(".json"), payload)
-        atomic_write_text(Path(args.out).with_suffix(".md"), table)
+        atomic_write_json(_out_file(args.out, ".json"), payload)
+        atomic_write_text(_out_file(args.out, ".md"), table)
     _readme_block(args, f"{len(args.seeds)} seed(s), {report.seconds / 60:.0f} min", table)
     return _emit(args, payload, table + f"\n({report.seconds:.0f} s)")
+
+
+def _out_file(out, ext: str):
+    """``<out>.json`` / ``<out>.md`` for an ``--out`` base name; a dot inside the name is kept
+    (``coldstart_lr0.5`` gives ``coldstart_lr0.5.json``, where ``Path.with_suffix`` would cut it)."""
+    from pathlib import Path
+
+    out = Path(out)
+    return out.with_suffix(ext) if out.suffix in (".json", ".md") else out.with_name(out.name + ext)
 
 
 def _readme_block(args, what: str, body: str) -> None:
@@ -274,10 +283,10 @@ def cmd_dial(args) -> int:
     seconds = time.perf_counter() - t0
     if args.out:
         out = Path(args.out)
-        atomic_write_json(out.with_suffix(".json"), {"values": list(args.values), "seeds": list(args.seeds),
+        atomic_write_json(_out_file(out, ".json"), {"values": list(args.values), "seeds": list(args.seeds),
                                                      "path": args.path, "by": args.by, "seconds": seconds,
                                                      "points": points})
-        atomic_write_text(out.with_suffix(".md"), table)
+        atomic_write_text(_out_file(out, ".md"), table)
     if args.figure:
         viz.save_figure(plots.dial_figure(points), Path(args.figure).name, Path(args.figure).parent or None)
     _readme_block(args, f"{len(args.seeds)} seed(s) per point, {seconds / 60:.0f} min", table)
