@@ -31,7 +31,7 @@ item is cold (never used for early stopping) form the cold validation set that p
 
 **A new item's semantic ID** (:func:`cold_semantic_ids`) comes from its content through the *frozen* stages 1-2.
 Stage 1 needs a query for an item that has no trained ID query (and it has no structural features); four paths
-(``QUERY_PATHS``):
+(``QUERY_PATHS``), and a fifth when stage 1 is trained for new items:
 
 * ``"content"``: the mean trained query of the item's ``content_k`` nearest warm items by content (cosine of the
   concatenated, L2-normalised text and image vectors). A new item borrows the ID queries of items that look like it.
@@ -41,6 +41,10 @@ Stage 1 needs a query for an item that has no trained ID query (and it has no st
   it and their structural modality is hidden, as a new item's is.
 * ``"content+structure"``: the ``"content"`` query, and a structural vector imputed as the mean structural vector of
   the same content neighbours (so the item enters stage 1 with every modality a warm item has).
+* ``"new_item"`` (only when stage 1 trains with ``fusion.id_dropout > 0``): the shared new-item query ``q_new`` that
+  stage 1 learned by standing it in for a random share of the warm items' own queries, with their structural
+  modality hidden (DropoutNet-style; ``fusion.id_consistency`` adds a term pulling each warm item's own-query and
+  content-only fused vectors together). Not the paper's; measured in the README.
 
 The path is chosen on the cold *validation* users (:func:`run_cold_start`'s ``chosen_path``), never on test users,
 by their median rank of the cold target (``select_by="median_rank"``, mean over seeds; ``"NDCG@10"`` and ``"HR@50"``

@@ -144,10 +144,9 @@ def cmd_experiment(args) -> int:
                          log=None if args.json else print, epoch_log=not args.json and not args.quiet,
                          records_dir=args.records, train=not args.from_records, pinned_ids=args.semantic_ids)
     if args.out:
-        from pathlib import Path
-
         atomic_write_json(_out_file(args.out, ".json"), {"dataset": ds.name, "config": args.config,
-                                                                "runs": res.as_dict(), "seconds": res.seconds})
+                                                         "set": list(args.set or []), "runs": res.as_dict(),
+                                                         "seconds": res.seconds})
         atomic_write_text(_out_file(args.out, ".md"), res.table_md)
     if args.update_readme:
         from .reproduce import replace_readme_block
@@ -224,20 +223,18 @@ def _read_json(path) -> dict:
 
 
 def cmd_cold_start(args) -> int:
-    from pathlib import Path
-
     from ..atomic import atomic_write_json, atomic_write_text
     from ..experiments.coldstart import report_from_json, run_cold_start
 
     if args.from_json:  # re-tabulate a saved run: nothing is trained, the dataset is not opened
         saved = _read_json(args.from_json)
         report = report_from_json(saved, select_by=args.select_by)
-        payload = {k: saved[k] for k in ("dataset", "config") if k in saved} | report.to_json()
+        payload = {k: saved[k] for k in ("dataset", "config", "set") if k in saved} | report.to_json()
     else:
         cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
         report = run_cold_start(ds, cfg, fraction=args.fraction, by=args.by, seeds=args.seeds, models=args.models,
                                 select_by=args.select_by, log=None if args.json else print)
-        payload = {"dataset": ds.name, "config": args.config} | report.to_json()
+        payload = {"dataset": ds.name, "config": args.config, "set": list(args.set or [])} | report.to_json()
     table = report.table()
     if args.out:
         atomic_write_json(_out_file(args.out, ".json"), payload)
