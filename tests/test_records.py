@@ -161,3 +161,31 @@ def test_runs_that_differ_only_in_fine_tuning_share_the_cached_pretraining(tiny,
         shutil.copytree(stage, alone / stage.name)
     fresh = train_model("Q-Bert4Rec", tiny, other, seed=0, cache_root=alone, progress=False)
     assert fresh.test.metrics == second.test.metrics and fresh.valid.metrics == second.valid.metrics
+
+
+def test_reference_rows_use_only_baseline_runs_of_the_preset(tmp_path):
+    """With ``base``, a baseline record made under another setting (e.g. an earlier learning rate) stays on file but
+    is not averaged into the preset's reference row."""
+    from dataclasses import replace
+
+    from qbert4rec_lib.cache import _jsonable
+    from qbert4rec_lib.experiments import study_runs_from_records
+    from qbert4rec_lib.experiments.runs import run_config
+
+    base = smoke_config()
+    old = replace(base, bert4rec_train=replace(base.bert4rec_train, lr=2e-3))
+
+    def record(name, cfg, ndcg, label=None):
+        fits = {"train": {"history": [], "best_epoch": 5, "stop_reason": "patience", "seconds": 1.0}}
+        return {"model": name, "seed": 0, "key": f"k{ndcg}", "label": label, "fits": fits,
+                "config": _jsonable(run_config(name, cfg, ids_key="abc")),
+                "test": {"NDCG@10": ndcg, "HR@10": 0.2}, "valid": {"NDCG@10": ndcg, "HR@10": 0.2},
+                "protocol": "leave-one-out, full ranking, test split", "num_users": 10}
+
+    q = record("Q-Bert4Rec", base, 0.09, label="default")
+    q["fits"] = {"finetune": {"history": [], "best_epoch": 3, "stop_reason": "patience", "seconds": 1.0}}
+    for i, r in enumerate([q, record("BERT4Rec-ID", base, 0.064), record("BERT4Rec-ID", old, 0.051)]):
+        (tmp_path / f"r{i}.json").write_text(json.dumps(r))
+    runs = study_runs_from_records(tmp_path, base)
+    assert [r.test.metrics["NDCG@10"] for r in runs["reference: BERT4Rec-ID"]] == [0.064]
+    assert len(study_runs_from_records(tmp_path)["reference: BERT4Rec-ID"]) == 2  # without a preset: every record

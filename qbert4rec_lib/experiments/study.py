@@ -114,6 +114,16 @@ def _record_matches_row(record: dict, label: str, base: ExperimentConfig) -> boo
     return _agrees(have, full, keyed)
 
 
+def _baseline_record_matches(record: dict, base: ExperimentConfig) -> bool:
+    """Was a baseline's record (SASRec-CE, BERT4Rec-ID, Popularity) made under ``base``'s settings for it?"""
+    from ..keys import _jsonable, _key_view
+    from .runs import run_config
+
+    relevant = run_config(record["model"], base)
+    full, keyed = (json.loads(json.dumps(_jsonable(v))) for v in (relevant, _key_view(relevant)))
+    return _agrees(dict(record["config"]), full, keyed)
+
+
 def _agrees(have, full, keyed) -> bool:
     """``have`` (a record's stored config) is the config whose full view is ``full`` and key view ``keyed``:
     every stored value equals the full one, and every keyed field is stored (records written at different times
@@ -172,7 +182,9 @@ def study_runs_from_records(records_dir, base: ExperimentConfig | None = None) -
                                  "under another default or preset?); relabel it with the row it ran, e.g. "
                                  "'finetune_masked+<row>' for runs made before next-item fine-tuning was the default")
             rows.setdefault(record["label"], []).append(run_from_record(record))
-        elif record["model"] != "Q-Bert4Rec":  # a baseline trained into the same folder: a reference row
+        elif record["model"] != "Q-Bert4Rec":  # a baseline trained into the same folder: a reference row ...
+            if base is not None and not _baseline_record_matches(record, base):
+                continue  # ... of this preset only (a run under an earlier baseline setting stays on file, unused)
             rows.setdefault(f"reference: {record['model']}", []).append(run_from_record(record))
     if not any(k.split("+")[0] in STUDY for k in rows):
         raise ValueError(f"no labelled study records in {records_dir}")
