@@ -290,3 +290,11 @@ def test_dial_table_lists_warm_and_cold_per_dial_value():
     assert "| Q-Bert4Rec | 0.1000 / 0.0500 | 0.2000 / 0.0100 |" in table
     assert "Protocol: P" in table and "Split" not in table
     assert dial_table([]).startswith("(no dial points)")
+
+
+def test_cold_start_training_is_watchable(ds, tiny_cfg, tmp_path, capsys):
+    from qbert4rec_lib.experiments.coldstart import run_cold_start
+
+    run_cold_start(ds, tiny_cfg, seeds=[0], models=("SASRec-CE",), cache_root=tmp_path, log=None, epoch_log=True)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("cold start SASRec-CE seed 0")]
+    assert [ln.split(" | ")[1] for ln in lines] == ["epoch 1", "epoch 2"], lines  # one line per epoch

@@ -127,10 +127,11 @@ class ColdStartReport:
 def run_cold_start(dataset, cfg, *, fraction: float = 0.1, by: str = "time", seeds: Sequence[int] = (0,),
                    models: Sequence[str] = MODELS, paths: Sequence[str] | None = None, cache_root=None,
                    select_by: str = "median_rank", progress: bool = False,
-                   log: Callable[[str], None] | None = print) -> ColdStartReport:
+                   log: Callable[[str], None] | None = print, epoch_log: bool = False) -> ColdStartReport:
     """The warm/cold table: every model in ``models`` under the protocol, for each seed (the split and stages 1-2
     are fixed; the seed changes the sequence models' initialisation, batches and masks). ``select_by``: the
-    cold-validation metric that chooses the stage-1 path (:data:`SELECT_BY`)."""
+    cold-validation metric that chooses the stage-1 path (:data:`SELECT_BY`). ``epoch_log``: one flushed line per
+    training epoch of every model trained (for long runs whose output goes to a file)."""
     if select_by not in SELECT_BY:
         raise ValueError(f"run_cold_start: select_by={select_by!r}; expected one of {', '.join(SELECT_BY)}")
     from ..models.baselines import Popularity
@@ -155,6 +156,13 @@ def run_cold_start(dataset, cfg, *, fraction: float = 0.1, by: str = "time", see
         vectors = content_vectors(build_features(dataset, cfg.features, split=full_split, cache_root=cache_root,
                                                  progress=progress))
 
+    def train(name: str, seed: int, ids=None, what: str = ""):
+        from .train import epoch_logger
+
+        lines = epoch_logger(f"cold start {name}{what} seed {seed}") if epoch_log else None
+        return train_cold_model(name, dataset, cs, cfg, seed=seed, ids=ids, cache_root=cache_root,
+                                progress=progress, log=lines)[0]
+
     def add(row: str, seed: int, result: dict) -> None:
         rows.setdefault(row, []).append({"seed": int(seed)} | result)
         c, w = result["cold"], result["warm"]
@@ -163,19 +171,15 @@ def run_cold_start(dataset, cfg, *, fraction: float = 0.1, by: str = "time", see
 
     for seed in seeds:
         if fused is not None:
-            model, _ = train_cold_model("Q-Bert4Rec", dataset, cs, cfg, seed=seed, ids=fused, cache_root=cache_root,
-                                        progress=progress)
+            model = train("Q-Bert4Rec", seed, fused, " (fused IDs)")
             for path in fused.paths:
                 _set_cold_rows(model, fused.tables[path])
                 add(f"Q-Bert4Rec (fused IDs, {path} query)", seed, evaluate_cold(model, cs))
         if raw is not None:
-            model, _ = train_cold_model("Q-Bert4Rec", dataset, cs, cfg, seed=seed, ids=raw, cache_root=cache_root,
-                                        progress=progress)
-            add("Q-Bert4Rec (raw-text IDs)", seed, evaluate_cold(model, cs))
+            add("Q-Bert4Rec (raw-text IDs)", seed, evaluate_cold(train("Q-Bert4Rec", seed, raw, " (raw-text IDs)"), cs))
         for name in ("SASRec-CE", "BERT4Rec-ID"):
             if name in models:
-                model, _ = train_cold_model(name, dataset, cs, cfg, seed=seed, cache_root=cache_root, progress=progress)
-                add(name, seed, evaluate_cold(model, cs))
+                add(name, seed, evaluate_cold(train(name, seed), cs))
         if vectors is not None:
             k, scores = _choose_k(vectors, cs.train_split)
             content_k[int(seed)] = {"k": k, "valid_NDCG@10": scores}
