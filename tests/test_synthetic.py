@@ -43,6 +43,20 @@ def test_same_seed_gives_byte_identical_folders_and_other_seed_differs(tmp_path)
     assert (a / "user_sequence.txt").read_bytes() != (c / "user_sequence.txt").read_bytes()
 
 
+def test_fingerprint_does_not_depend_on_where_the_folder_lies(tmp_path):
+    import shutil
+
+    a = SF.generate_catalog(SMALL, tmp_path / "home1" / "cache" / "cat")
+    moved = tmp_path / "home2" / "elsewhere" / "cat"
+    shutil.copytree(a, moved)
+    renamed = tmp_path / "home2" / "other"
+    shutil.copytree(a, renamed)
+    ds_a, ds_moved = load_dataset(a), load_dataset(moved)
+    assert ds_a.items.images[0] != ds_moved.items.images[0]  # absolute paths differ ...
+    assert ds_a.fingerprint() == ds_moved.fingerprint()  # ... the key does not: records match on every machine
+    assert load_dataset(renamed).fingerprint() != ds_a.fingerprint()  # the folder's name (the generator key) counts
+
+
 def test_rewrite_replaces_own_folder_but_refuses_a_foreign_one(tmp_path):
     out = SF.generate_catalog(SMALL, tmp_path / "data")
     before = SF.folder_fingerprint(out)

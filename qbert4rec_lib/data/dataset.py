@@ -233,14 +233,30 @@ class Dataset:
         }
 
     def fingerprint(self) -> str:
-        """A content hash of ids, sequences and text (keys every downstream cache)."""
+        """A content hash of ids, sequences and text (keys every downstream cache).
+
+        An image path inside the dataset's folder enters as ``<folder name>/<path in the folder>``, so the hash does
+        not depend on where the folder lies (a cache root under another home, a moved copy): result records and
+        pinned artifacts of the generated default catalog match on every machine. (The generated catalog's folder
+        name is the hash of its generator settings, so it still tells two catalogs apart.)"""
+        import os
+
+        root = os.path.abspath(self.source) if self.source else ""
+        prefix = root.rstrip(os.sep) + os.sep
+
+        def portable(img: str) -> str:
+            if root and img.startswith(prefix):
+                return os.path.basename(root.rstrip(os.sep)) + "/" + img[len(prefix):].replace(os.sep, "/")
+            return img
+
         def chunks():
             yield self.name.encode()
             for rid, title, cats, brand, desc, img in zip(
                 self.items.raw_ids, self.items.titles, self.items.categories, self.items.brands,
                 self.items.descriptions, self.items.images,
             ):
-                yield "\x1f".join([rid, title, "|".join(cats), brand, desc, img]).encode("utf-8", "surrogatepass")
+                yield "\x1f".join([rid, title, "|".join(cats), brand, desc, portable(img)]).encode(
+                    "utf-8", "surrogatepass")
                 yield b"\x1e"
             yield np.nan_to_num(self.items.prices, nan=-1.0).tobytes()
             for s in self.sequences:
