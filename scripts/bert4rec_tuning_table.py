@@ -1,18 +1,24 @@
-"""Table of the BERT4Rec-ID tuning records on the default catalog (figures/results/records/default_bert4rec_tuning).
+"""Table of BERT4Rec-ID tuning records: one row per setting (seeds grouped), best validation NDCG@10 first.
 
-Each record holds its run config and metrics; rows group seeds of one setting, best validation NDCG@10 first.
+Each record holds its run config and metrics. The folder defaults to the default catalog's tuning records; the Beauty
+ones are in figures/results/records/beauty_bert4rec_tuning.
 
-    .venv/bin/python scripts/bert4rec_tuning_table.py     # the table in figures/results/default_bert4rec_tuning.md
+    .venv/bin/python scripts/bert4rec_tuning_table.py          # -> figures/results/default_bert4rec_tuning.md
+    .venv/bin/python scripts/bert4rec_tuning_table.py figures/results/records/beauty_bert4rec_tuning
 """
 import collections
 import glob
 import json
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+FOLDER = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "figures/results/records/default_bert4rec_tuning"
+if not FOLDER.is_dir():
+    sys.exit(f"no such records folder: {FOLDER}")
 
 rows = collections.defaultdict(list)
-for f in sorted(glob.glob(str(REPO / 'figures/results/records/default_bert4rec_tuning/*.json'))):
+for f in sorted(glob.glob(str(FOLDER / '*.json'))):
     d = json.load(open(f)); m = d['config']['model']; t = d['config']['train']
     key = (t.get('lr'), m['dropout'], m['mask_ratio'], m['ft_ratio'], t.get('patience'))
     fit = d['fits']['train'] if isinstance(d['fits'], dict) and 'train' in d['fits'] else None

@@ -31,7 +31,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import (cmd_ablations, cmd_cold_start, cmd_cross_domain, cmd_dial, cmd_download, cmd_evaluate,
+from .commands import (cmd_ablations, cmd_breakdown, cmd_cold_start, cmd_cross_domain, cmd_dial, cmd_download, cmd_evaluate,
                        cmd_experiment, cmd_features, cmd_finetune, cmd_fuse, cmd_generate, cmd_pretrain,
                        cmd_quantize, cmd_reproduce, cmd_stats, cmd_study)
 
@@ -146,6 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-records", action="store_true", help="train nothing: the table of the labelled records")
     p.add_argument("--update-readme", default=None, metavar="MARKER", help="write the table into a README block")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    p.add_argument("--semantic-ids", default=None, metavar="FOLDER", help=pinned_help)
+
+    from ..experiments.breakdown import GROUPINGS
+
+    p = stage("breakdown", "test metrics per user group: by the test item's popularity, by history length", cmd_breakdown)
+    p.add_argument("--models", nargs="*", default=["Q-Bert4Rec", "SASRec-CE", "BERT4Rec-ID", "Popularity"],
+                   help="models of one seed (--seed); a model that is not in the cache is trained first")
+    p.add_argument("--by", nargs="*", default=list(GROUPINGS), choices=list(GROUPINGS), help="groupings (default: all)")
+    p.add_argument("--groups", type=_count, default=5, help="groups per grouping, about equal in users (default 5)")
+    p.add_argument("--metric", default="NDCG@10", help="metric of the table (default NDCG@10; the JSON holds all)")
+    p.add_argument("--reference", default="SASRec-CE", help="model the others are divided by (default SASRec-CE)")
+    p.add_argument("--out", default=None, help="write <out>.json and <out>.md")
     p.add_argument("--semantic-ids", default=None, metavar="FOLDER", help=pinned_help)
 
     from ..experiments.coldstart import MODELS as COLD_MODELS

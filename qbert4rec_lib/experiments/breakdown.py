@@ -1,0 +1,105 @@
+"""Where a model wins and where it loses: test metrics per group of users.
+
+One number per model hides *whom* a model serves. The test users are split into groups of about equal size by
+
+- ``target_popularity``: how often the user's test item occurs in the training sequences (what every model was
+  trained on) -- rare targets in the first group, the most popular in the last;
+- ``history_length``: how many items the user's test history holds (at most the model window ``max_len``) --
+  short histories first;
+
+and every model's test metrics are computed within each group from its per-user ranks (the same evaluator, the same
+protocol: :func:`~qbert4rec_lib.experiments.evaluate.metrics_from_ranks`). A semantic-ID model has no per-item
+parameter, so the popularity grouping asks a concrete question: does it lose on popular items (whose popularity an ID
+embedding memorises) or on rare ones (which it should help, through their tokens)?
+
+    from qbert4rec_lib.experiments.breakdown import user_groups, breakdown, breakdown_table
+    labels, names = user_groups(split, dataset.num_items, "target_popularity")
+    rows = breakdown({name: run.test.ranks for name, run in runs.items()}, labels, names)
+    print(breakdown_table(rows, reference="SASRec-CE"))
+
+CLI: ``python -m qbert4rec_lib breakdown DATA --config ... --models Q-Bert4Rec SASRec-CE --seed 0 --out F``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .evaluate import EvalConfig, metrics_from_ranks
+
+__all__ = ["GROUPINGS", "item_train_counts", "user_groups", "breakdown", "breakdown_table"]
+
+GROUPINGS = ("target_popularity", "history_length")
+
+
+def item_train_counts(split, num_items: int) -> np.ndarray:
+    """int64 ``[N + 1]``: occurrences of each item id in the training sequences (index 0 = padding, always 0)."""
+    counts = np.zeros(num_items + 1, dtype=np.int64)
+    if split.train:
+        np.add.at(counts, np.concatenate([np.asarray(s, dtype=np.int64) for s in split.train]), 1)
+    counts[0] = 0
+    return counts
+
+
+def _group_values(split, num_items: int, by: str) -> tuple[np.ndarray, str]:
+    if by == "target_popularity":
+        return item_train_counts(split, num_items)[np.asarray(split.test_target)], "training occurrences of the target"
+    if by == "history_length":
+        return np.array([len(h) for h in split.test_history], dtype=np.int64), "items in the test history"
+    raise ValueError(f"unknown grouping {by!r}; choose one of {GROUPINGS}")
+
+
+def user_groups(split, num_items: int, by: str, n_groups: int = 5) -> tuple[np.ndarray, list[str]]:
+    """Each test user's group (int ``[U]``, 0 = smallest values) and the groups' names.
+
+    Groups are ranges of whole values cut at the quantiles ``1/n, 2/n, ...`` of the users' values, so they hold
+    about equal numbers of users; a value shared by many users is never split (then there are fewer groups).
+    """
+    if n_groups < 1:
+        raise ValueError(f"n_groups must be >= 1, got {n_groups}")
+    values, what = _group_values(split, num_items, by)
+    if len(values) == 0:
+        raise ValueError("no test users to group")
+    cuts = np.unique(np.quantile(values, np.arange(1, n_groups) / n_groups, method="higher"))  # upper-exclusive
+    cuts = cuts[cuts > values.min()]  # a cut at the minimum would leave an empty first group
+    labels = np.searchsorted(cuts, values, side="right")  # [U] group index
+    names = []
+    for g in range(len(cuts) + 1):  # named by the smallest and largest value its users have
+        lo, hi = int(values[labels == g].min()), int(values[labels == g].max())
+        names.append(f"{what}: {lo}" if lo == hi else f"{what}: {lo}-{hi}")
+    return labels, names
+
+
+def breakdown(ranks: dict[str, np.ndarray], labels: np.ndarray, names: list[str],
+              eval_cfg: EvalConfig = EvalConfig()) -> list[dict]:
+    """One row per group: ``{"group", "users", "share", "metrics": {model: {metric: value}}}``.
+
+    ``ranks``: model name -> 1-based test rank per user (``EvalResult.ranks``), all over the same users as ``labels``.
+    """
+    labels = np.asarray(labels)
+    for name, r in ranks.items():
+        if r is None or len(r) != len(labels):
+            raise ValueError(f"{name}: needs one test rank per user ({len(labels)}), got "
+                             f"{'none' if r is None else len(r)} (EvalResult.ranks of a run read from a record is None)")
+    rows = []
+    for g, group in enumerate(names):
+        members = labels == g
+        if not members.any():
+            continue
+        rows.append({"group": group, "users": int(members.sum()), "share": float(members.mean()),
+                     "metrics": {name: metrics_from_ranks(np.asarray(r)[members], eval_cfg) for name, r in ranks.items()}})
+    return rows
+
+
+def breakdown_table(rows: list[dict], metric: str = "NDCG@10", reference: str | None = None) -> str:
+    """Markdown: one line per group, one column per model (``metric``), and each model's ratio to ``reference``."""
+    if not rows:
+        raise ValueError("breakdown_table: no rows")
+    models = list(rows[0]["metrics"])
+    others = [m for m in models if m != reference] if reference in models else []
+    head = ["group", "users"] + [f"{m} {metric}" for m in models] + [f"{m} / {reference}" for m in others]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        vals = {m: row["metrics"][m][metric] for m in models}
+        ratios = [f"{vals[m] / vals[reference]:.2f}" if vals[reference] > 0 else "-" for m in others]
+        lines.append("| " + " | ".join([row["group"], f"{row['users']:,} ({row['share']:.0%})"]
+                                       + [f"{vals[m]:.4f}" for m in models] + ratios) + " |")
+    return "\n".join(lines)

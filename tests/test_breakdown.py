@@ -1,0 +1,84 @@
+"""Per-group test metrics (experiments.breakdown): the groups, the metrics within them, the table, the CLI."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from qbert4rec_lib.experiments.breakdown import breakdown, breakdown_table, item_train_counts, user_groups
+from qbert4rec_lib.experiments.evaluate import metrics_from_ranks
+
+
+def _split():
+    # items 1..6; item 1 occurs 6 times in training, item 2 four times, items 3-4 once, items 5-6 never
+    train = [np.array([1, 1, 2]), np.array([1, 2, 3]), np.array([1, 1, 2, 2]), np.array([1, 4])]
+    test_target = np.array([1, 2, 3, 5, 1, 6, 4, 2])
+    test_history = [np.arange(1, n + 1) for n in (2, 3, 4, 5, 6, 7, 8, 9)]
+    return SimpleNamespace(train=train, test_target=test_target, test_history=test_history)
+
+
+def test_item_train_counts():
+    np.testing.assert_array_equal(item_train_counts(_split(), 6), [0, 6, 4, 1, 1, 0, 0])
+
+
+def test_groups_split_users_by_target_popularity_without_splitting_a_value():
+    labels, names = user_groups(_split(), 6, "target_popularity", n_groups=2)
+    counts = item_train_counts(_split(), 6)[_split().test_target]  # [6, 4, 1, 0, 6, 0, 1, 4]
+    assert names == ["training occurrences of the target: 0-1", "training occurrences of the target: 4-6"]
+    np.testing.assert_array_equal(labels, (counts >= 4).astype(int))
+    # many groups asked, few distinct values: never an empty group, every user in one
+    labels, names = user_groups(_split(), 6, "target_popularity", n_groups=8)
+    assert sorted(set(labels)) == list(range(len(names))) and len(names) <= 4
+
+
+def test_groups_by_history_length_and_bad_grouping():
+    labels, names = user_groups(_split(), 6, "history_length", n_groups=4)
+    assert len(names) == 4 and np.bincount(labels).tolist() == [2, 2, 2, 2]
+    assert names[0] == "items in the test history: 2-3"
+    with pytest.raises(ValueError, match="unknown grouping"):
+        user_groups(_split(), 6, "colour")
+
+
+def test_breakdown_metrics_are_the_metrics_of_each_groups_users():
+    labels, names = user_groups(_split(), 6, "target_popularity", n_groups=2)
+    good_on_popular = np.where(labels == 1, 1, 50)  # rank 1 on popular targets, 50 on rare ones
+    flat = np.full(8, 5)
+    rows = breakdown({"A": good_on_popular, "B": flat}, labels, names)
+    assert [r["users"] for r in rows] == [4, 4] and rows[0]["share"] == 0.5
+    assert rows[1]["metrics"]["A"]["NDCG@10"] == 1.0 and rows[0]["metrics"]["A"]["NDCG@10"] == 0.0
+    assert rows[0]["metrics"]["B"] == metrics_from_ranks(flat[labels == 0])
+    table = breakdown_table(rows, reference="B").splitlines()
+    assert table[0] == "| group | users | A NDCG@10 | B NDCG@10 | A / B |"
+    assert table[2].endswith("| 0.00 |")  # A misses every rare target
+    assert table[3].endswith(f"| {np.log2(6):.2f} |")  # NDCG 1 (rank 1) over 1 / log2(6) (rank 5)
+    with pytest.raises(ValueError, match="one test rank per user"):
+        breakdown({"A": good_on_popular[:3]}, labels, names)
+    with pytest.raises(ValueError, match="record is None"):
+        breakdown({"A": None}, labels, names)
+
+
+def test_cli_breakdown_on_a_tiny_catalog(tmp_path, capsys):
+    from qbert4rec_lib.data.synthetic import SyntheticConfig
+    from qbert4rec_lib.data.synthetic_folder import generate_catalog
+    from qbert4rec_lib.kit.cli import main
+
+    folder = generate_catalog(SyntheticConfig(num_items=260, num_users=380), tmp_path / "catalog")
+    out = tmp_path / "bd"
+    argv = ["breakdown", str(folder), "--set", "baseline_train.epochs=1", "--models", "SASRec-CE", "Popularity",
+            "--by", "target_popularity", "--groups", "3", "--threads", "1", "--out", str(out)]
+    assert main(argv) == 0
+    payload = json.loads((tmp_path / "bd.json").read_text())
+    rows = payload["groups"]["target_popularity"]
+    assert 2 <= len(rows) <= 3 and set(rows[0]["metrics"]) == {"SASRec-CE", "Popularity"}
+    from qbert4rec_lib import open_dataset
+
+    assert sum(r["users"] for r in rows) == open_dataset(str(folder)).num_users  # every test user, once
+    pop = [r["metrics"]["Popularity"]["HR@10"] for r in rows]
+    assert pop[-1] > pop[0]  # popularity can only serve users whose target is popular
+    md = (tmp_path / "bd.md").read_text()
+    assert "Popularity / SASRec-CE" in md and "Protocol:" in md
+    capsys.readouterr()
+    assert main(argv[:2] + ["--metric", "NDCG@7"]) == 2  # a metric the evaluator does not compute: a clear error
+    assert "--metric 'NDCG@7'" in capsys.readouterr().err
