@@ -65,6 +65,11 @@ CHECKS: dict[str, dict] = {
         "bert4rec_id_ndcg10": _between(0.040, 0.065),
         "popularity_ndcg10": _between(0.045, 0.052),  # deterministic given the split (0.0482)
         "protocol": lambda v: "full ranking" in v and "leave-one-out" in v,
+        # per test-item popularity group (rare -> popular): Popularity can only serve the popular group, so a
+        # reversed grouping or ranks matched to the wrong users fail here
+        "popularity_groups_ndcg10": lambda v: set(v) == {"Q-Bert4Rec", "SASRec-CE", "BERT4Rec-ID", "Popularity"}
+        and all(len(x) == len(v["Popularity"]) >= 3 for x in v.values())
+        and v["Popularity"][-1] > 0.1 > v["Popularity"][0],
     },
     "07_interpretability": {
         "cold_users": lambda v: v > 0,
