@@ -82,3 +82,43 @@ def test_cli_breakdown_on_a_tiny_catalog(tmp_path, capsys):
     capsys.readouterr()
     assert main(argv[:2] + ["--metric", "NDCG@7"]) == 2  # a metric the evaluator does not compute: a clear error
     assert "--metric 'NDCG@7'" in capsys.readouterr().err
+
+
+def test_records_keep_per_group_metrics_and_a_table_assembles_from_them(tmp_path, capsys):
+    import dataclasses
+
+    from qbert4rec_lib import open_dataset
+    from qbert4rec_lib.data.synthetic import SyntheticConfig
+    from qbert4rec_lib.data.synthetic_folder import generate_catalog
+    from qbert4rec_lib.experiments import run_experiment, smoke_config
+    from qbert4rec_lib.experiments.breakdown import groups_from_records
+    from qbert4rec_lib.experiments.train import TrainConfig
+    from qbert4rec_lib.kit.cli import main
+
+    ds = open_dataset(str(generate_catalog(SyntheticConfig(num_items=260, num_users=380), tmp_path / "catalog")))
+    cfg = dataclasses.replace(smoke_config(), baseline_train=TrainConfig(epochs=1))
+    records = tmp_path / "records"
+    res = run_experiment(ds, cfg, models=["SASRec-CE", "Popularity"], seeds=[0, 1], progress=False, log=None,
+                         records_dir=records)
+    kept = [json.loads(p.read_text())["test_groups"] for p in sorted(records.glob("sasrec*.json"))]
+    assert len(kept) == 2 and set(kept[0]) == {"target_popularity", "history_length"}
+    assert sum(g["users"] for g in kept[0]["history_length"]) == ds.num_users
+
+    rows = groups_from_records(records, "target_popularity")
+    assert rows[0]["seeds"] == {"Popularity": 1, "SASRec-CE": 2}
+    for g, row in enumerate(rows):  # the mean over the two seeds' records
+        want = np.mean([k["target_popularity"][g]["metrics"]["NDCG@10"] for k in kept])
+        assert row["metrics"]["SASRec-CE"]["NDCG@10"] == pytest.approx(want)
+    # the groups' users add up to the users the whole-table metric was computed on
+    assert sum(r["users"] for r in rows) == res.runs["SASRec-CE"][0].test.num_users
+
+    assert main(["breakdown", "--from-records", str(records), "--out", str(tmp_path / "t")]) == 0
+    md = (tmp_path / "t.md").read_text()
+    assert "means over seeds: Popularity 1, SASRec-CE 2" in md and "history length" in md
+
+    # a record of another split is named, not averaged in
+    other = json.loads(sorted(records.glob("sasrec*.json"))[0].read_text())
+    other["test_groups"]["target_popularity"][0]["users"] += 1
+    (records / "zz-other.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="zz-other.json has other target_popularity groups"):
+        groups_from_records(records, "target_popularity")

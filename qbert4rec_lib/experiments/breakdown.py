@@ -17,7 +17,12 @@ embedding memorises) or on rare ones (which it should help, through their tokens
     rows = breakdown({name: run.test.ranks for name, run in runs.items()}, labels, names)
     print(breakdown_table(rows, reference="SASRec-CE"))
 
-CLI: ``python -m qbert4rec_lib breakdown DATA --config ... --models Q-Bert4Rec SASRec-CE --seed 0 --out F``.
+Every result record (:mod:`~qbert4rec_lib.experiments.records`) also keeps its model's per-group test metrics
+(:func:`test_groups`, five groups per grouping), so a table over seeds can be assembled later without the weights
+(:func:`groups_from_records`).
+
+CLI: ``python -m qbert4rec_lib breakdown DATA --config ... --models Q-Bert4Rec SASRec-CE --seed 0 --out F`` (the
+models of one seed, from the cache), or ``breakdown --from-records FOLDER`` (means over the records' seeds).
 """
 from __future__ import annotations
 
@@ -25,7 +30,8 @@ import numpy as np
 
 from .evaluate import EvalConfig, metrics_from_ranks
 
-__all__ = ["GROUPINGS", "item_train_counts", "user_groups", "breakdown", "breakdown_table"]
+__all__ = ["GROUPINGS", "item_train_counts", "user_groups", "breakdown", "breakdown_table", "test_groups",
+           "groups_from_records"]
 
 GROUPINGS = ("target_popularity", "history_length")
 
@@ -103,3 +109,50 @@ def breakdown_table(rows: list[dict], metric: str = "NDCG@10", reference: str | 
         lines.append("| " + " | ".join([row["group"], f"{row['users']:,} ({row['share']:.0%})"]
                                        + [f"{vals[m]:.4f}" for m in models] + ratios) + " |")
     return "\n".join(lines)
+
+
+def test_groups(split, num_items: int, ranks: np.ndarray, eval_cfg: EvalConfig = EvalConfig(),
+                n_groups: int = 5) -> dict[str, list[dict]]:
+    """One model's per-group test metrics as a result record keeps them: ``{grouping: [{"group", "users",
+    "metrics"}, ...]}`` for every grouping of :data:`GROUPINGS`."""
+    out = {}
+    for by in GROUPINGS:
+        labels, names = user_groups(split, num_items, by, n_groups)
+        out[by] = [{"group": r["group"], "users": r["users"], "metrics": r["metrics"]["model"]}
+                   for r in breakdown({"model": ranks}, labels, names, eval_cfg)]
+    return out
+
+
+def groups_from_records(records_dir, by: str) -> list[dict]:
+    """Rows as :func:`breakdown` returns them, each model's metrics the mean over the seeds of its records in
+    ``records_dir`` (records written before the records kept groups are skipped). All records must share the groups
+    (the same dataset and split); a record that does not is named."""
+    import json
+    from pathlib import Path
+
+    if by not in GROUPINGS:
+        raise ValueError(f"unknown grouping {by!r}; choose one of {GROUPINGS}")
+    per_model: dict[str, list[list[dict]]] = {}
+    groups, first = None, None
+    for path in sorted(Path(records_dir).glob("*.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        rows = record.get("test_groups", {}).get(by)
+        if not rows:
+            continue
+        these = [(r["group"], r["users"]) for r in rows]
+        if groups is None:
+            groups, first = these, path.name
+        elif these != groups:
+            raise ValueError(f"result record {path} has other {by} groups than {first}: another dataset or split")
+        name = record["model"] + (f" [{record['label']}]" if record.get("label") else "")
+        per_model.setdefault(name, []).append(rows)
+    if groups is None:
+        raise ValueError(f"no result record in {records_dir} keeps per-group metrics (records written since 2026-12-04 do)")
+    total = sum(users for _, users in groups)
+    out = []
+    for g, (group, users) in enumerate(groups):
+        metrics = {name: {m: float(np.mean([seed_rows[g]["metrics"][m] for seed_rows in runs]))
+                          for m in runs[0][g]["metrics"]} for name, runs in per_model.items()}
+        out.append({"group": group, "users": users, "share": users / total, "metrics": metrics,
+                    "seeds": {name: len(runs) for name, runs in per_model.items()}})
+    return out

@@ -31,8 +31,10 @@ def _compact_history(history: list[dict]) -> list[dict]:
             for e in history]
 
 
-def write_record(records_dir, run: ModelRun, key: str, dataset_name: str, config: dict, label: str | None = None) -> None:
-    """Write ``run``'s result record (atomic JSON): test/valid metrics, protocol, per-phase curves, timings."""
+def write_record(records_dir, run: ModelRun, key: str, dataset_name: str, config: dict, label: str | None = None,
+                 groups: dict | None = None) -> None:
+    """Write ``run``'s result record (atomic JSON): test/valid metrics, protocol, per-phase curves, timings, and
+    ``groups``, the test metrics per group of users (:func:`~qbert4rec_lib.experiments.breakdown.test_groups`)."""
     from ..atomic import atomic_write_json
     from ..cache import library_versions
     from ..keys import _jsonable
@@ -51,6 +53,7 @@ def write_record(records_dir, run: ModelRun, key: str, dataset_name: str, config
         "num_users": run.test.num_users, "train_seconds": sum(f.get("seconds", 0.0) for f in fits.values()),
         "fits": fits, "from_cache": run.from_cache, "versions": library_versions(),
         "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **({"test_groups": groups} if groups else {}),
     })
 
 

@@ -183,7 +183,10 @@ def train_model(name: str, dataset, cfg: ExperimentConfig = ExperimentConfig(), 
                         binary={"model.safetensors": lambda p: save_file(weights, p)})
     run = ModelRun(name, seed, model, fits, test, valid, from_cache, time.perf_counter() - t0)
     if records_dir is not None:
-        write_record(records_dir, run, store.key, dataset.name, relevant, label=record_label)
+        from .breakdown import test_groups
+
+        groups = test_groups(split, dataset.num_items, test.ranks, cfg.eval) if test.ranks is not None else None
+        write_record(records_dir, run, store.key, dataset.name, relevant, label=record_label, groups=groups)
     return run
 
 

@@ -152,11 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = stage("breakdown", "test metrics per user group: by the test item's popularity, by history length", cmd_breakdown)
     p.add_argument("--models", nargs="*", default=["Q-Bert4Rec", "SASRec-CE", "BERT4Rec-ID", "Popularity"],
-                   help="models of one seed (--seed); a model that is not in the cache is trained first")
+                   help="models of one seed (--seed), from the cache; a model that is not in the cache is trained first")
     p.add_argument("--by", nargs="*", default=list(GROUPINGS), choices=list(GROUPINGS), help="groupings (default: all)")
     p.add_argument("--groups", type=_count, default=5, help="groups per grouping, about equal in users (default 5)")
     p.add_argument("--metric", default="NDCG@10", help="metric of the table (default NDCG@10; the JSON holds all)")
     p.add_argument("--reference", default="SASRec-CE", help="model the others are divided by (default SASRec-CE)")
+    p.add_argument("--from-records", default=None, metavar="FOLDER", help="train and load nothing: the means over the "
+                   "seeds of the per-group metrics the result records in FOLDER keep (five groups per grouping)")
     p.add_argument("--out", default=None, help="write <out>.json and <out>.md")
     p.add_argument("--semantic-ids", default=None, metavar="FOLDER", help=pinned_help)
 
