@@ -159,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default="SASRec-CE", help="model the others are divided by (default SASRec-CE)")
     p.add_argument("--from-records", default=None, metavar="FOLDER", help="train and load nothing: the means over the "
                    "seeds of the per-group metrics the result records in FOLDER keep (five groups per grouping)")
+    p.add_argument("--update-readme", default=None, metavar="MARKER", help="write the tables into a README block")
     p.add_argument("--out", default=None, help="write <out>.json and <out>.md")
     p.add_argument("--semantic-ids", default=None, metavar="FOLDER", help=pinned_help)
 

@@ -218,6 +218,11 @@ def cmd_breakdown(args) -> int:
     if args.out:
         atomic_write_json(_out_file(args.out, ".json"), payload)
         atomic_write_text(_out_file(args.out, ".md"), table + "\n")
+    if args.update_readme:  # the table already starts with the command that made it
+        from .reproduce import replace_readme_block
+
+        ok = replace_readme_block(table, args.update_readme)
+        print(f"README block {args.update_readme!r} " + ("updated" if ok else "not found (no markers)"), file=sys.stderr)
     return _emit(args, payload, table)
 
 
