@@ -122,3 +122,39 @@ def test_records_keep_per_group_metrics_and_a_table_assembles_from_them(tmp_path
     (records / "zz-other.json").write_text(json.dumps(other))
     with pytest.raises(ValueError, match="zz-other.json has other target_popularity groups"):
         groups_from_records(records, "target_popularity")
+
+
+def test_evaluate_keeps_the_top_items_without_history_and_shares_count_them():
+    import torch
+
+    from qbert4rec_lib.experiments.breakdown import recommendation_shares, shares_table
+    from qbert4rec_lib.experiments.evaluate import EvalConfig, evaluate
+
+    class Fixed(torch.nn.Module):  # item i scores i: the top items are the largest ids not in the history
+        def score_all(self, histories):
+            scores = torch.arange(7, dtype=torch.float).repeat(len(histories), 1)  # [B, N + 1], N = 6
+            scores[:, 0] = float("-inf")
+            return scores
+
+        def scoring(self):
+            import contextlib
+            return contextlib.nullcontext()
+
+    histories = [np.array([1, 2]), np.array([3]), np.array([6]), np.array([1, 6, 5])]
+    targets = np.array([3, 1, 2, 4])
+    res = evaluate(Fixed(), histories, targets, 6, EvalConfig(), max_len=50, top_k=2)
+    assert res.top_items.tolist() == [[6, 5], [6, 5], [5, 4], [4, 3]]  # the history is never recommended
+    same = evaluate(Fixed(), histories, targets, 6, EvalConfig(), max_len=50)
+    np.testing.assert_array_equal(same.ranks, res.ranks)  # keeping the top items changes no rank
+    assert same.top_items is None
+    with pytest.raises(ValueError, match="top_k"):
+        evaluate(Fixed(), histories, targets, 6, EvalConfig(), max_len=50, top_k=7)
+
+    split = _split()
+    # items 5 and 6 never occur in training (count 0: the rarest group); item 1 is the most popular
+    shares = recommendation_shares({"fixed": np.array([[5, 6]] * 8), "popular": np.array([[1, 2]] * 8)}, split, 6, 2)
+    assert shares["groups"] == ["training occurrences of the target: 0-1", "training occurrences of the target: 4-6"]
+    assert shares["test_items"] == [0.5, 0.5]
+    assert shares["models"]["fixed"]["slot_share"] == [1.0, 0.0] and shares["models"]["fixed"]["coverage"] == 2 / 6
+    assert shares["models"]["popular"]["slot_share"] == [0.0, 1.0] and shares["models"]["popular"]["mean_count"] == 5.0
+    assert "| training occurrences of the target: 0-1 | 50.0% | 100.0% | 0.0% |" in shares_table(shares)

@@ -31,7 +31,7 @@ import numpy as np
 from .evaluate import EvalConfig, metrics_from_ranks
 
 __all__ = ["GROUPINGS", "item_train_counts", "user_groups", "breakdown", "breakdown_table", "test_groups",
-           "groups_from_records"]
+           "groups_from_records", "recommendation_shares", "shares_table"]
 
 GROUPINGS = ("target_popularity", "history_length")
 
@@ -53,6 +53,14 @@ def _group_values(split, num_items: int, by: str) -> tuple[np.ndarray, str]:
     raise ValueError(f"unknown grouping {by!r}; choose one of {GROUPINGS}")
 
 
+def _cuts(values: np.ndarray, n_groups: int) -> np.ndarray:
+    """Sorted group boundaries (each the first value of a group after the first) at the quantiles of ``values``."""
+    if len(values) == 0:
+        raise ValueError("no test users to group")
+    cuts = np.unique(np.quantile(values, np.arange(1, n_groups) / n_groups, method="higher"))  # upper-exclusive
+    return cuts[cuts > values.min()]  # a cut at the minimum would leave an empty first group
+
+
 def user_groups(split, num_items: int, by: str, n_groups: int = 5) -> tuple[np.ndarray, list[str]]:
     """Each test user's group (int ``[U]``, 0 = smallest values) and the groups' names.
 
@@ -62,10 +70,7 @@ def user_groups(split, num_items: int, by: str, n_groups: int = 5) -> tuple[np.n
     if n_groups < 1:
         raise ValueError(f"n_groups must be >= 1, got {n_groups}")
     values, what = _group_values(split, num_items, by)
-    if len(values) == 0:
-        raise ValueError("no test users to group")
-    cuts = np.unique(np.quantile(values, np.arange(1, n_groups) / n_groups, method="higher"))  # upper-exclusive
-    cuts = cuts[cuts > values.min()]  # a cut at the minimum would leave an empty first group
+    cuts = _cuts(values, n_groups)
     labels = np.searchsorted(cuts, values, side="right")  # [U] group index
     names = []
     for g in range(len(cuts) + 1):  # named by the smallest and largest value its users have
@@ -156,3 +161,45 @@ def groups_from_records(records_dir, by: str) -> list[dict]:
         out.append({"group": group, "users": users, "share": users / total, "metrics": metrics,
                     "seeds": {name: len(runs) for name, runs in per_model.items()}})
     return out
+
+
+def recommendation_shares(top_items: dict[str, np.ndarray], split, num_items: int, n_groups: int = 5) -> dict:
+    """How popular each model's recommendations are, on the ``target_popularity`` groups of :func:`user_groups`.
+
+    ``top_items``: model -> ``[U, k]`` item ids (``evaluate(..., top_k=k).top_items``). Returns the groups' names,
+    the share of the users' test items in each group (what a perfect recommender would show) and, per model, the
+    share of all top-k slots given to items of each group (an item belongs to the group whose range holds its
+    training count), the catalog coverage (distinct recommended items / N) and the mean training count of the
+    recommended items.
+    """
+    counts = item_train_counts(split, num_items)
+    values = counts[np.asarray(split.test_target)]
+    labels, names = user_groups(split, num_items, "target_popularity", n_groups)
+    cuts = _cuts(values, n_groups)
+    out = {"groups": names, "test_items": (np.bincount(labels, minlength=len(names)) / len(labels)).tolist(),
+           "models": {}}
+    for name, top in top_items.items():
+        top = np.asarray(top)
+        if top.ndim != 2 or len(top) != len(values):
+            raise ValueError(f"{name}: needs [users, k] top items for {len(values)} users, got shape {top.shape}")
+        slot_groups = np.searchsorted(cuts, counts[top.ravel()], side="right")
+        out["models"][name] = {"slot_share": (np.bincount(slot_groups, minlength=len(names)) / top.size).tolist(),
+                               "coverage": len(np.unique(top)) / num_items, "mean_count": float(counts[top].mean()),
+                               "k": int(top.shape[1])}
+    return out
+
+
+def shares_table(shares: dict) -> str:
+    """Markdown: per popularity group, the share of test items and each model's share of its top-k slots; then each
+    model's catalog coverage."""
+    models = list(shares["models"])
+    k = shares["models"][models[0]]["k"] if models else 0
+    head = ["group", "share of test items"] + [f"{m}: share of top-{k} slots" for m in models]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for g, group in enumerate(shares["groups"]):
+        lines.append("| " + " | ".join([group, f"{shares['test_items'][g]:.1%}"]
+                                       + [f"{shares['models'][m]['slot_share'][g]:.1%}" for m in models]) + " |")
+    lines += ["", "Catalog coverage (distinct items in all top-%d lists): " % k + ", ".join(
+        f"{m} {v['coverage']:.1%} (mean training count of a recommended item {v['mean_count']:.1f})"
+        for m, v in shares["models"].items()) + "."]
+    return "\n".join(lines)

@@ -96,6 +96,7 @@ class EvalResult:
     protocol: str  # human-readable, printed under every table
     seconds: float  # wall time of the whole evaluation
     ranks: np.ndarray | None = field(default=None, repr=False)  # int64 [U], 1-based rank per user
+    top_items: np.ndarray | None = field(default=None, repr=False)  # int64 [U, k] with evaluate(top_k=k), best first
 
     def __str__(self) -> str:
         nums = ", ".join(f"{k} {v:.4f}" for k, v in self.metrics.items())
@@ -189,11 +190,14 @@ def evaluate(
     split_name: str = "test",
     progress: bool = False,
     candidates: np.ndarray | Sequence[int] | None = None,
+    top_k: int = 0,
 ) -> EvalResult:
     """Rank every user's target among all ``num_items`` items with ``model.score_all``.
 
     ``candidates`` (item ids; default all items) restricts the ranking to those items: every other item's score
     is set to -inf before ranking (e.g. new items only, for a "new arrivals" shelf). Each target must be one.
+    ``top_k`` > 0 also keeps every user's ``top_k`` recommended items (``EvalResult.top_items``, best first; the
+    user's history excluded when ``cfg.exclude_history``; ties in any order), e.g. to measure how popular they are.
 
     ``histories``: one id array per user (any length; the last ``max_len`` items are used, left
     padded). ``targets``: one id per user. Runs under ``torch.inference_mode`` with the model in
@@ -228,6 +232,9 @@ def evaluate(
     all_targets = torch.from_numpy(targets).to(device)  # [U]
     generator = torch.Generator().manual_seed(cfg.seed)
     ranks = torch.empty(len(targets), dtype=torch.long, device=device)  # [scale] on the device: one copy at the end
+    if top_k < 0 or top_k > num_items:
+        raise ValueError(f"evaluate: top_k must lie in 0..{num_items}, got {top_k}")
+    top = torch.zeros(len(targets), top_k, dtype=torch.long, device=device) if top_k else None  # [U, k]
     batches = range(0, len(targets), cfg.batch_size)
     if progress:
         from tqdm.auto import tqdm
@@ -251,6 +258,12 @@ def evaluate(
                 if hidden is not None:
                     scores[:, hidden] = float("-inf")
                 users = users.to(device)
+                if top is not None:  # before rank_targets, which may overwrite the scores
+                    shown = scores.clone()
+                    shown[:, 0] = float("-inf")  # padding is no item
+                    if cfg.exclude_history:
+                        shown.scatter_(1, hist, float("-inf"))  # [B, N+1]; padding (0) is already -inf
+                    top[users] = shown.topk(top_k, dim=1).indices  # [B, k] item ids
                 ranks[users] = rank_targets(
                     scores,
                     all_targets[users],
@@ -267,6 +280,7 @@ def evaluate(
         protocol=protocol_text(cfg, split_name, num_items),
         seconds=time.perf_counter() - start,
         ranks=ranks_np,
+        top_items=top.cpu().numpy() if top is not None else None,
     )
 
 

@@ -165,13 +165,14 @@ def cmd_breakdown(args) -> int:
     """Test metrics per user group (target popularity, history length): the models of one seed from the cache, or
     (``--from-records``) the means over the seeds of a folder of result records."""
     from ..atomic import atomic_write_json, atomic_write_text
-    from ..experiments.breakdown import breakdown, breakdown_table, groups_from_records, user_groups
-    from ..experiments.evaluate import metric_names, protocol_text
+    from ..experiments.breakdown import (breakdown, breakdown_table, groups_from_records, recommendation_shares,
+                                         shares_table, user_groups)
+    from ..experiments.evaluate import evaluate, metric_names, protocol_text
 
     cfg = _experiment_config(args)  # bad values fail before any loading
     if args.metric not in metric_names(cfg.eval):
         raise ValueError(f"--metric {args.metric!r}: choose one of {metric_names(cfg.eval)}")
-    parts = {}
+    parts, shares = {}, None
     if args.from_records:
         import json
         from pathlib import Path
@@ -193,16 +194,19 @@ def cmd_breakdown(args) -> int:
         ds = _open(args.data, args.name)
         split = ds.split(max_len=cfg.max_len)
         ids = semantic_ids(ds, cfg, progress=False, pinned=args.semantic_ids) if "Q-Bert4Rec" in args.models else None
-        ranks = {}
+        ranks, tops = {}, {}
         for name in args.models:  # the cached weights when the run is cached (it is trained otherwise)
             run = train_model(name, ds, cfg, seed=args.seed, split=split, ids=ids, progress=False,
                               log=None if args.json else epoch_logger(f"{name} seed {args.seed}"))
             ranks[name] = run.test.ranks
+            tops[name] = evaluate(run.model, split.test_history, split.test_target, ds.num_items, cfg.eval,
+                                  max_len=cfg.max_len, top_k=10).top_items  # [U, 10]
             if not args.json:
                 print(f"{name} seed {args.seed}: test {run.test}", flush=True)
         for by in args.by:
             labels, group_names = user_groups(split, ds.num_items, by, args.groups)
             parts[by] = breakdown(ranks, labels, group_names, cfg.eval)
+        shares = recommendation_shares(tops, split, ds.num_items, args.groups)
         names, protocol = list(ranks), protocol_text(cfg.eval, "test", ds.num_items)
         what, dataset_name = f"{ds.name}, config `{args.config}`, seed {args.seed}", ds.name
     reference = args.reference if args.reference in names else None
@@ -211,10 +215,14 @@ def cmd_breakdown(args) -> int:
     for by, rows in parts.items():
         lines += [f"Test users grouped by {by.replace('_', ' ')} (groups of about equal size):", "",
                   breakdown_table(rows, args.metric, reference), ""]
+    if shares is not None:
+        lines += ["How popular the recommendations are: the test users' top-10 items (history excluded) by the same "
+                  "popularity groups:", "", shares_table(shares), ""]
     lines.append(f"Protocol: {protocol}.")
     table = "\n".join(lines)
     payload = {"dataset": dataset_name, "config": args.config, "set": list(args.set or []), "protocol": protocol,
-               "groups": parts, **({"records": str(args.from_records)} if args.from_records else {"seed": args.seed})}
+               "groups": parts, **({"records": str(args.from_records)} if args.from_records else {"seed": args.seed}),
+               **({"recommendations": shares} if shares is not None else {})}
     if args.out:
         atomic_write_json(_out_file(args.out, ".json"), payload)
         atomic_write_text(_out_file(args.out, ".md"), table + "\n")
