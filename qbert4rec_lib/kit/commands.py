@@ -198,9 +198,9 @@ def cmd_breakdown(args) -> int:
         for name in args.models:  # the cached weights when the run is cached (it is trained otherwise)
             run = train_model(name, ds, cfg, seed=args.seed, split=split, ids=ids, progress=False,
                               log=None if args.json else epoch_logger(f"{name} seed {args.seed}"))
-            ranks[name] = run.test.ranks
-            tops[name] = evaluate(run.model, split.test_history, split.test_target, ds.num_items, cfg.eval,
-                                  max_len=cfg.max_len, top_k=10).top_items  # [U, 10]
+            test = evaluate(run.model, split.test_history, split.test_target, ds.num_items, cfg.eval,
+                            max_len=cfg.max_len, top_k=10)  # the same ranks as run.test, plus the top-10 items
+            ranks[name], tops[name] = test.ranks, test.top_items  # [U], [U, 10]
             if not args.json:
                 print(f"{name} seed {args.seed}: test {run.test}", flush=True)
         for by in args.by:
