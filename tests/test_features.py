@@ -311,3 +311,27 @@ def test_beauty_text_subset(beauty, encoder):
     same = cats[:, None] == cats[None, :]
     np.fill_diagonal(same, False)
     assert sims[same].mean() > sims[cats[:, None] != cats[None, :]].mean()
+
+
+_STRUCTURAL_SCRIPT = """
+import sys, numpy as np
+from qbert4rec_lib.semantic.encoders import structural_features
+rng = np.random.default_rng(0)
+train = [rng.zipf(1.3, size=rng.integers(3, 30)) % 1200 + 1 for _ in range(4000)]  # skewed, like real sequences
+np.save(sys.argv[1], structural_features(train, num_items=1200, dim=64, seed=0).vectors)
+"""
+
+
+def test_structural_same_whatever_the_blas_threads(tmp_path):
+    """The structural vectors (and so the semantic IDs) must not depend on how the building process set up BLAS:
+    in float32 a process started with OPENBLAS_NUM_THREADS=1 got vectors ~1e-4 away from one with 2 threads."""
+    import os
+    import subprocess
+    import sys
+
+    out = {}
+    for n in ("1", "2"):
+        env = os.environ | {"OPENBLAS_NUM_THREADS": n, "OMP_NUM_THREADS": n}
+        subprocess.run([sys.executable, "-c", _STRUCTURAL_SCRIPT, str(tmp_path / f"v{n}.npy")], env=env, check=True)
+        out[n] = np.load(tmp_path / f"v{n}.npy")
+    np.testing.assert_array_equal(out["1"], out["2"])

@@ -24,6 +24,7 @@ __all__ = ["BUNDLED_MINILM", "TEXT_FIELDS", "TEMPLATE_VERSION", "item_text", "it
 BUNDLED_MINILM = "bundled:all-MiniLM-L6-v2"
 TEXT_FIELDS = ("title", "brand", "category", "description")  # the J = 4 rows of text_fields="fields"
 TEMPLATE_VERSION = 1  # bump when item_text changes (it is part of the text cache key)
+STRUCTURAL_DECIMALS = 6  # structural vectors are rounded to this many decimals (part of their cache key)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,13 +329,18 @@ def structural_features(train_sequences: Sequence[np.ndarray], num_items: int, *
     coo = counts.tocoo()
     pmi = np.log(coo.data * context.sum() / (row_sum[coo.row] * context[coo.col]))
     keep = pmi > 0
-    ppmi = sp.csr_matrix((pmi[keep].astype(np.float32), (coo.row[keep], coo.col[keep])), shape=counts.shape)  # [N, N]
+    ppmi = sp.csr_matrix((pmi[keep], (coo.row[keep], coo.col[keep])), shape=counts.shape)  # [N, N] float64
     k = int(min(dim, present.sum() - 1))
-    svd = TruncatedSVD(n_components=k, algorithm="randomized", n_iter=4, random_state=seed)  # float32: 4x faster, same neighbours
+    # float64, then rounded to STRUCTURAL_DECIMALS: the same vectors however BLAS is configured. In float32 the
+    # randomized SVD's power iterations turned OpenBLAS's thread setup (OPENBLAS_NUM_THREADS=1 at start-up vs
+    # limited at run time) into differences of ~1e-4, so the default catalog's semantic IDs depended on which
+    # process built the features first (measured 2026-12-04); float64 differences (~1e-13) vanish in the rounding.
+    svd = TruncatedSVD(n_components=k, algorithm="randomized", n_iter=4, random_state=seed)
     u_s = svd.fit_transform(ppmi)  # [N, k] = U * S
     emb = u_s / np.sqrt(np.maximum(svd.singular_values_, 1e-12))  # U * sqrt(S)
     norms = np.linalg.norm(emb, axis=1, keepdims=True)
     present &= norms[:, 0] > 1e-12
-    vectors[:, :k] = np.where(present[:, None], emb / np.maximum(norms, 1e-12), 0.0)
+    unit = np.where(present[:, None], emb / np.maximum(norms, 1e-12), 0.0)  # [N, k] float64
+    vectors[:, :k] = np.round(unit, STRUCTURAL_DECIMALS)
     info |= {"dim": k, "nonzeros": int(ppmi.nnz), "explained_variance": round(float(svd.explained_variance_ratio_.sum()), 4)}
     return StructuralResult(vectors[:, :k] if k < dim else vectors, present, info)

@@ -60,7 +60,7 @@ from ..cache import stage_dir
 from ..config import torch_threads
 from ..keys import digest
 from .clip import _captions, fit_catalog_clip
-from .encoders import (BUNDLED_MINILM, TEMPLATE_VERSION, TEXT_FIELDS, ImageEncoder, TextEncoder, item_texts,
+from .encoders import (BUNDLED_MINILM, STRUCTURAL_DECIMALS, TEMPLATE_VERSION, TEXT_FIELDS, ImageEncoder, TextEncoder, item_texts,
                        resolve_images, structural_features)
 
 __all__ = ["FeatureConfig", "ModalityFeatures", "FeatureSet", "build_features", "pooled"]
@@ -285,7 +285,8 @@ def _build(dataset, cfg: FeatureConfig, split, cache_root, progress: bool) -> Fe
                 "failures": dict(list(counts["failures"].items())[:50])}  # this call's counts (not cached)
     if "structural" in cfg.modalities:
         train = split.train if split is not None else dataset.split(max_len=0).train
-        key = _key_fields(cfg, "structural_", "seed") | {"train": _sequences_hash(train)}
+        key = _key_fields(cfg, "structural_", "seed") | {"train": _sequences_hash(train),
+                                                          "decimals": STRUCTURAL_DECIMALS}
         mods["structural"] = _cached("structural", key, fp, n, cache_root, _structural(dataset, cfg, train))
     return FeatureSet(fp, mods, absent)
 
