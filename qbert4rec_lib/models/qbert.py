@@ -89,6 +89,8 @@ class QBertConfig(ItemLossFields):
     item_encoder: str = "mlp"  # token_mlp head: tokens -> item vector by "mlp" (2 layers, GELU) or "linear"
     # an input item = sum of its level embeddings, or "item_vector" (token_mlp's v_i); key-neutral: added later
     input_embedding: str = field(default="token_sum", metadata={"key_neutral": "token_sum"})
+    # token_mlp head with item_encoder="mlp": hidden width of the item MLP = item_mlp_mult * hidden (0: ffn_mult)
+    item_mlp_mult: int = field(default=0, metadata={"key_neutral": 0})
 
     def __post_init__(self) -> None:
         from ..config import ConfigError
@@ -96,7 +98,7 @@ class QBertConfig(ItemLossFields):
         check_transformer_config(self, "hidden", "heads", ranges={
             "hidden": "[1, inf)", "layers": "[1, inf)", "heads": "[1, inf)", "ffn_mult": "[1, inf)",
             "dropout": "[0, 1)", "max_len": "[1, inf)", "level_weights": "[0, inf)", "level_loss_weight": "[0, inf)",
-            "item_loss_weight": "[0, inf)", "init_std": "[0, inf)"})
+            "item_loss_weight": "[0, inf)", "init_std": "[0, inf)", "item_mlp_mult": "[0, inf)"})
         for name, allowed in (("item_head", ("token_mlp", "level_sum")), ("item_encoder", ("mlp", "linear")),
                               ("input_embedding", ("token_sum", "item_vector"))):
             if getattr(self, name) not in allowed:

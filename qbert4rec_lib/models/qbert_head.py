@@ -71,8 +71,9 @@ class ItemHead:
             # (a LayerNorm in front of the MLP was tried on the default catalog: it stopped at pretraining epoch 26
             # with validation NDCG@10 0.0901, against epoch 106 and 0.0995 without it, seed 0)
             if cfg.item_encoder == "mlp":
-                self.item_encoder = nn.Sequential(nn.Linear(self.num_levels * d, cfg.ffn_mult * d), nn.GELU(),
-                                                  nn.Linear(cfg.ffn_mult * d, d + 1))
+                width = (cfg.item_mlp_mult or cfg.ffn_mult) * d
+                self.item_encoder = nn.Sequential(nn.Linear(self.num_levels * d, width), nn.GELU(),
+                                                  nn.Linear(width, d + 1))
             else:
                 self.item_encoder = nn.Sequential(nn.Linear(self.num_levels * d, d + 1))
             self.item_head_transform = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d))
