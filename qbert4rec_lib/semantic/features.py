@@ -89,8 +89,9 @@ class FeatureConfig:
     image_fit_caption: str = "template"  # text paired with each image: "template" (item_text) | "title"
     # torch threads of the fit and of encoding with the fitted model, whatever torch_threads says: the fit's floats
     # depend on the thread count (1 vs 2 threads moved the default catalog's image features by up to 0.13), and the
-    # semantic IDs with them; part of the cache key
-    image_fit_threads: int = 1
+    # semantic IDs with them; part of the image cache key (key-neutral at 1 in recipe hashes, so the pinned Beauty
+    # IDs, made without images, keep their stage_recipe)
+    image_fit_threads: int = field(default=1, metadata={"key_neutral": 1})
     structural_dim: int = 64  # SVD dimension (clamped below the number of co-occurring items)
     structural_window: int = 3  # co-occurrence window: pairs up to this many positions apart in a sequence
     structural_cds: float = 0.75  # context-distribution smoothing exponent of PPMI (1.0 = plain PPMI)
