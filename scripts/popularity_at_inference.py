@@ -14,7 +14,7 @@ printing validation and test NDCG@10 and the catalog coverage of the test top-10
 
     .venv/bin/python scripts/popularity_at_inference.py default --config smoke --seed 0
     .venv/bin/python scripts/popularity_at_inference.py ../shared/data/amazon-beauty --config beauty --seed 1 \\
-        --semantic-ids figures/results/semantic_ids/amazon-beauty
+        --semantic-ids figures/results/semantic_ids/amazon-beauty --out figures/results/beauty_popularity_at_inference_seed1
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--semantic-ids", default=None, help="pinned semantic IDs (as for `experiment`)")
     parser.add_argument("--prior-scales", nargs="*", type=float, default=[1.0, 0.75, 0.5, 0.25, 0.0])
     parser.add_argument("--logpop-penalties", nargs="*", type=float, default=[0.1, 0.2, 0.4])
-    parser.add_argument("--out", default=None, help="also write the table (markdown) here")
+    parser.add_argument("--out", default=None, help="also write the table here (OUT.md) and its rows (OUT.json)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -87,9 +87,15 @@ def main() -> None:
     best = max(rows, key=lambda r: r[2])
     lines += ["", f"Best on validation: {best[0]} {best[1]:g}. Protocol: {protocol_text(cfg.eval, 'test', ds.num_items)}"]
     if args.out:
-        from qbert4rec_lib.atomic import atomic_write_text
+        from qbert4rec_lib.atomic import atomic_write_json, atomic_write_text
 
-        atomic_write_text(args.out, "\n".join(lines) + "\n")
+        out = str(args.out).removesuffix(".md")
+        atomic_write_text(out + ".md", "\n".join(lines) + "\n")
+        atomic_write_json(out + ".json", {
+            "dataset": ds.name, "config": args.config, "seed": args.seed, "command": " ".join(sys.argv),
+            "protocol": protocol_text(cfg.eval, "test", ds.num_items), "best_on_validation": [best[0], best[1]],
+            "rows": [{"change": k, "value": v, "valid_ndcg10": va, "test_ndcg10": te, "test_top10_coverage": cov}
+                     for k, v, va, te, cov in rows]})
     print("\n".join(lines))
 
 
