@@ -69,9 +69,8 @@ STUDY: dict[str, tuple[str, Callable[[ExperimentConfig], ExperimentConfig]]] = {
                          lambda c: replace(c, finetune_masks=c.pretrain_masks)),
     "no_pretrain": ("fine-tuning only, from random initialisation", lambda c: replace(c, do_pretrain=False)),
     "hidden_128": ("width 128 (default 64)", lambda c: _q(c, hidden=128)),
-    **{f"item_mlp_{m}": (f"item MLP of the token_mlp head {m} x d wide (default 4 x d): more room to tell apart "
-                         f"items that share tokens, still no per-item parameter",
-                         (lambda m: lambda c: _q(c, item_mlp_mult=m))(m)) for m in (16,)},
+    "item_mlp_16": ("item MLP of the token_mlp head 16 x d wide (default 4 x d): more room to tell apart items that "
+                    "share tokens, still no per-item parameter", lambda c: _q(c, item_mlp_mult=16)),
     "layers_3": ("3 encoder layers (default 2)", lambda c: _q(c, layers=3)),
     "dropout_0.1": ("dropout 0.1 (default 0.2)", lambda c: _q(c, dropout=0.1)),
     **{f"dropout_{p}": (f"dropout {p} (default 0.2)", (lambda p: lambda c: _q(c, dropout=p))(p)) for p in (0.3, 0.4, 0.5)},

@@ -60,8 +60,8 @@ from ..cache import stage_dir
 from ..config import torch_threads
 from ..keys import digest
 from .clip import _captions, fit_catalog_clip
-from .encoders import (BUNDLED_MINILM, STRUCTURAL_DECIMALS, TEMPLATE_VERSION, TEXT_FIELDS, ImageEncoder, TextEncoder, item_texts,
-                       resolve_images, structural_features)
+from .encoders import (BUNDLED_MINILM, STRUCTURAL_DECIMALS, TEMPLATE_VERSION, TEXT_FIELDS, ImageEncoder, TextEncoder,
+                       item_texts, resolve_images, structural_features)
 
 __all__ = ["FeatureConfig", "ModalityFeatures", "FeatureSet", "build_features", "pooled"]
 
