@@ -68,13 +68,11 @@ def smoke_config(epochs_scale: float = 1.0) -> ExperimentConfig:
     return ExperimentConfig(
         fusion=FusionConfig(epochs=e(20)),
         rqvae=RQVAEConfig(epochs=e(60)),
-        # Q-Bert4Rec's input item is its token-derived vector v_i, the same vector that scores it (tied input and
-        # output, as SASRec ties its item embeddings; still no per-item parameter). On this catalog, seeds 0-2
-        # (records in figures/results/records/default_study_2026-12-04): valid NDCG@10 0.1029 vs 0.1015 for the
-        # sum of level embeddings (higher on every seed), test 0.0969 +- 0.0012 vs 0.0956 +- 0.0010 (SASRec-CE
-        # 0.0956 +- 0.0004); pretraining takes longer (best epochs 166-238 vs 96-110). Fine-tuning alone from
-        # random weights: valid 0.1004 vs 0.0883. Beauty keeps the sum until its converged runs say otherwise.
-        qbert=QBertConfig(input_embedding="item_vector"),
+        # Q-Bert4Rec keeps the sum of level embeddings as its input. Study row input_item_vector (the input tied to
+        # the output vector v_i) was higher on validation on seeds 0-2 (0.1029 vs 0.1015; test 0.0969 +- 0.0012 vs
+        # 0.0956 +- 0.0010, SASRec-CE 0.0956 +- 0.0004), but its pretraining starts slower and, in notebook 07's
+        # cold-start run (seed 0, fused IDs), stalled at valid 0.055 until patience stopped it at epoch 90 (warm
+        # HR@10 0.097 instead of ~0.15): not a default until its pretraining is robust.
         # every model to early stopping (the caps are never what stops them): on this catalog Q-Bert4Rec's best
         # pretraining epoch is ~100, SASRec-CE's ~28, BERT4Rec-ID's ~18 (seed 0). Pretraining gets a long patience
         # (20 evaluations = 40 epochs): BERT-style training plateaus before it improves again; on the overview's tiny
