@@ -26,8 +26,7 @@ def _between(lo, hi):
 CHECKS: dict[str, dict] = {
     "00_overview": {
         "unique_semantic_ids": lambda v: v == 1.0,
-        # tiny run: 0.1149 with the normalised tied input (2026-12-04), 0.0958-0.1097 with the summed input
-        "qbert_ndcg10": _between(0.065, 0.125),
+        "qbert_ndcg10": _between(0.065, 0.11),  # tiny run: 0.0958 in the smoke run of 2026-12-03 (0.0877-0.092 before)
         "popularity_ndcg10": _between(0.070, 0.080),  # deterministic given the tiny split (0.0751)
     },
     "01_data": {
@@ -58,9 +57,9 @@ CHECKS: dict[str, dict] = {
         "test_ndcg10": _between(0.080, 0.105),
     },
     "06_evaluation": {
-        # pinned to the smoke runs of 2026-12-02/04 (Q-Bert4Rec 0.0923-0.0977, 0.0961 with the tied input; SASRec-CE
-        # 0.0960, BERT4Rec-ID 0.0618 at lr 5e-4 since 2026-12-04 (0.0485-0.0512 at lr 2e-3), Popularity 0.0482;
-        # every model trained to early stopping), with room for other CPUs' floating-point differences
+        # pinned to the smoke runs of 2026-12-02/04 (Q-Bert4Rec 0.0923-0.0977, SASRec-CE 0.0960, BERT4Rec-ID
+        # 0.0618 at lr 5e-4 since 2026-12-04 (0.0485-0.0512 at lr 2e-3), Popularity 0.0482; every model trained
+        # to early stopping), with room for other CPUs' floating-point differences
         "q_bert4rec_ndcg10": _between(0.080, 0.105),
         "sasrec_ce_ndcg10": _between(0.085, 0.105),
         "bert4rec_id_ndcg10": _between(0.040, 0.065),
@@ -74,7 +73,7 @@ CHECKS: dict[str, dict] = {
     },
     "07_interpretability": {
         "cold_users": lambda v: v > 0,
-        "qbert_cold_hr10": _between(0.02, 0.12),  # new items get a content-derived ID (0.034-0.074 in smoke runs)
+        "qbert_cold_hr10": _between(0.02, 0.12),  # new items get a content-derived ID (0.047-0.060 in smoke runs)
         "qbert_warm_hr10": _between(0.13, 0.18),  # 0.156
         "content_knn_cold_hr10": _between(0.045, 0.062),  # 0.0537; one user moves it by 0.0067
         # ranked among the 129 new items only: chance ~0.08; seeds 3-5 gave 0.20-0.29 (fused paths), k-NN 0.181

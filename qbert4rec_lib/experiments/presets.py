@@ -68,15 +68,11 @@ def smoke_config(epochs_scale: float = 1.0) -> ExperimentConfig:
     return ExperimentConfig(
         fusion=FusionConfig(epochs=e(20)),
         rqvae=RQVAEConfig(epochs=e(60)),
-        # Q-Bert4Rec's input item is its token-derived vector v_i after a LayerNorm of its own, the same v_i that
-        # scores it (tied input and output, as SASRec ties its item embeddings; still no per-item parameter): the
-        # best validation NDCG@10 of the study on this catalog (records in
-        # figures/results/records/default_study_2026-12-04, seeds 0-2): 0.1031 vs 0.1015 for the sum of level
-        # embeddings (row input_token_sum) and 0.1029 for the un-normalised v_i (row input_item_vector, whose
-        # pretraining stalled in notebook 07's cold-start run: v_i is tiny at initialisation). On test every variant
-        # ties SASRec-CE (0.0958 / 0.0957 / 0.0969 vs 0.0956). Pretraining takes longer (best epochs 66-234).
-        # Fine-tuned from random weights the summed input overfits (valid 0.0883; tied 0.1004, normalised 0.0952).
-        qbert=QBertConfig(input_embedding="item_vector_norm"),
+        # Q-Bert4Rec keeps the sum of level embeddings as its input. Study row input_item_vector (the input tied to
+        # the output vector v_i) was higher on validation on seeds 0-2 (0.1029 vs 0.1015; test 0.0969 +- 0.0012 vs
+        # 0.0956 +- 0.0010, SASRec-CE 0.0956 +- 0.0004), but its pretraining starts slower and, in notebook 07's
+        # cold-start run (seed 0, fused IDs), stalled at valid 0.055 until patience stopped it at epoch 90 (warm
+        # HR@10 0.097 instead of ~0.15): not a default until its pretraining is robust.
         # every model to early stopping (the caps are never what stops them): on this catalog Q-Bert4Rec's best
         # pretraining epoch is ~100, SASRec-CE's ~28, BERT4Rec-ID's ~18 (seed 0). Pretraining gets a long patience
         # (20 evaluations = 40 epochs): BERT-style training plateaus before it improves again; on the overview's tiny
