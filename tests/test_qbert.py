@@ -312,7 +312,7 @@ def test_scoring_under_inference_mode_then_training():
 
 @pytest.mark.parametrize("item_bias,item_head,input_embedding", [
     (False, "token_mlp", "token_sum"), (True, "token_mlp", "token_sum"), (False, "level_sum", "token_sum"),
-    (True, "level_sum", "token_sum"), (False, "token_mlp", "item_vector")])
+    (True, "level_sum", "token_sum"), (False, "token_mlp", "item_vector"), (False, "token_mlp", "item_vector_norm")])
 def test_length_groups_give_the_same_loss_and_gradients(item_bias, item_head, input_embedding):
     """Training per length group (the fast path) = one pass over the padded batch (the old path)."""
     rng = np.random.default_rng(3)
@@ -349,8 +349,9 @@ def test_token_mlp_head_has_no_per_item_parameter():
     assert torch.equal(scores[:, 5], scores[:, 6])  # item ids 5 and 6 = rows 4 and 5
 
 
-def test_item_vector_input_hides_masked_items_and_ties_input_to_output():
-    model = new_model(config=QBertConfig(hidden=32, max_len=12, input_embedding="item_vector")).eval()
+@pytest.mark.parametrize("input_embedding", ["item_vector", "item_vector_norm"])
+def test_item_vector_input_hides_masked_items_and_ties_input_to_output(input_embedding):
+    model = new_model(config=QBertConfig(hidden=32, max_len=12, input_embedding=input_embedding)).eval()
     a = torch.tensor([[0, 0, 5, 17, 33, 41]])
     b = torch.tensor([[0, 0, 5, 58, 33, 41]])  # differs only at the masked position
     masked = torch.tensor([[False, False, False, True, False, False]])
@@ -358,10 +359,30 @@ def test_item_vector_input_hides_masked_items_and_ties_input_to_output():
         assert torch.allclose(model.encode(a, masked), model.encode(b, masked), atol=1e-6)
         assert not torch.allclose(model.encode(a, masked), model.encode(b, torch.zeros_like(masked)), atol=1e-4)
     with pytest.raises(ValueError, match="item_vector.*token_mlp"):
-        new_model(config=QBertConfig(hidden=32, max_len=12, input_embedding="item_vector", item_head="level_sum"))
+        new_model(config=QBertConfig(hidden=32, max_len=12, input_embedding=input_embedding, item_head="level_sum"))
 
 
-@pytest.mark.parametrize("input_embedding", ["token_sum", "item_vector"])
+def test_normed_item_vector_input_carries_the_item_from_the_first_step():
+    """At initialisation the item MLP's output v_i is ~40x smaller than the summed level embeddings, so with the plain
+    ``item_vector`` input the encoder first sees little but positions (notebook 07's cold-start pretraining stalled
+    there); ``item_vector_norm`` lifts every item row well above the positions from the start (not to unit scale:
+    v_i's variance is below LayerNorm's eps at initialisation)."""
+    torch.manual_seed(0)
+    rows = {}
+    for input_embedding in ("token_sum", "item_vector", "item_vector_norm"):
+        model = new_model(config=QBertConfig(hidden=32, max_len=12, input_embedding=input_embedding)).eval()
+        if model.mask_vector is None:
+            table = sum(t(model.item_tokens[1:, level]) for level, t in enumerate(model.token_embeddings))
+        else:
+            vectors = model.item_vectors()[:, :32]
+            table = vectors if model.item_input_norm is None else model.item_input_norm(vectors)
+        rows[input_embedding] = float(table.detach().pow(2).mean().sqrt())  # RMS of the item rows
+    position = float(model.position_embedding.weight.pow(2).mean().sqrt())
+    assert rows["item_vector"] < 0.2 * position < rows["token_sum"]  # the plain tied input hides under positions
+    assert rows["item_vector_norm"] > 3 * position and rows["item_vector_norm"] > 50 * rows["item_vector"]
+
+
+@pytest.mark.parametrize("input_embedding", ["token_sum", "item_vector", "item_vector_norm"])
 def test_scoring_context_reuses_item_vectors_with_identical_scores(input_embedding, monkeypatch):
     """Inside ``scoring()`` the item MLP runs once, not once per batch, and every score is unchanged; on exit the
     cached vectors are dropped (a later training step must see new weights)."""

@@ -68,11 +68,11 @@ def smoke_config(epochs_scale: float = 1.0) -> ExperimentConfig:
     return ExperimentConfig(
         fusion=FusionConfig(epochs=e(20)),
         rqvae=RQVAEConfig(epochs=e(60)),
-        # Q-Bert4Rec keeps the sum of level embeddings as its input. Study row input_item_vector (the input tied to
-        # the output vector v_i) was higher on validation on seeds 0-2 (0.1029 vs 0.1015; test 0.0969 +- 0.0012 vs
-        # 0.0956 +- 0.0010, SASRec-CE 0.0956 +- 0.0004), but its pretraining starts slower and, in notebook 07's
-        # cold-start run (seed 0, fused IDs), stalled at valid 0.055 until patience stopped it at epoch 90 (warm
-        # HR@10 0.097 instead of ~0.15): not a default until its pretraining is robust.
+        # Q-Bert4Rec keeps the sum of level embeddings as its input. The tied inputs (study rows input_item_vector,
+        # input_item_vector_norm: the output vector v_i, plainly or after a LayerNorm) were higher on validation on
+        # seeds 0-2 (0.1029 / 0.1031 vs 0.1015) and tie on test (0.0969 / 0.0958 vs 0.0956; SASRec-CE 0.0956), but
+        # v_i is tiny at initialisation and their pretraining stalled once each in notebook 07's cold-start runs
+        # (valid ~0.056, warm HR@10 ~0.09 instead of ~0.15): not a default until that is robust.
         # every model to early stopping (the caps are never what stops them): on this catalog Q-Bert4Rec's best
         # pretraining epoch is ~100, SASRec-CE's ~28, BERT4Rec-ID's ~18 (seed 0). Pretraining gets a long patience
         # (20 evaluations = 40 epochs): BERT-style training plateaus before it improves again; on the overview's tiny

@@ -29,7 +29,11 @@ choice** (each a field of :class:`QBertConfig` or a documented function argument
   items with equal prefixes apart.
 * **Input alternative** (``input_embedding="item_vector"``, with the token_mlp head): the input of an
   item is its vector ``v_i`` (tied with the output, as SASRec ties its item embeddings) instead of the
-  sum of its level embeddings; ``[MASK]`` is a learned vector.
+  sum of its level embeddings; ``[MASK]`` is a learned vector. ``"item_vector_norm"`` passes ``v_i`` through a
+  LayerNorm of its own first: at initialisation ``v_i`` (two small linear layers deep) is ~40x smaller than the
+  summed embeddings and ~20x smaller than the positions, so the plain tied input starts with the items almost
+  invisible. Both tied inputs are study rows, not defaults: on the default catalog they are higher on validation
+  but tie on test, and each stalled once in the kit's cold-start pretraining runs (README, the study).
 * **Speed**: training runs the encoder per length group (``group_by_length``, see
   :func:`~qbert4rec_lib.models.base.length_groups`): identical losses (a test), about 3x the sequences/s
   on Beauty (``scripts/bench_training.py``).
@@ -87,7 +91,8 @@ class QBertConfig(ItemLossFields):
     group_by_length: bool = True  # training runs the encoder per length group (same values, less padding work)
     item_head: str = "token_mlp"  # how an item's score is formed: "token_mlp" | "level_sum" (see the module doc)
     item_encoder: str = "mlp"  # token_mlp head: tokens -> item vector by "mlp" (2 layers, GELU) or "linear"
-    # an input item = sum of its level embeddings, or "item_vector" (token_mlp's v_i); key-neutral: added later
+    # an input item = sum of its level embeddings, "item_vector" (token_mlp's v_i) or "item_vector_norm" (v_i after
+    # its own LayerNorm: at initialisation v_i is ~40x smaller than the summed embeddings); key-neutral: added later
     input_embedding: str = field(default="token_sum", metadata={"key_neutral": "token_sum"})
     # token_mlp head with item_encoder="mlp": hidden width of the item MLP = item_mlp_mult * hidden (0: ffn_mult)
     item_mlp_mult: int = field(default=0, metadata={"key_neutral": 0})
@@ -100,11 +105,11 @@ class QBertConfig(ItemLossFields):
             "dropout": "[0, 1)", "max_len": "[1, inf)", "level_weights": "[0, inf)", "level_loss_weight": "[0, inf)",
             "item_loss_weight": "[0, inf)", "init_std": "[0, inf)", "item_mlp_mult": "[0, inf)"})
         for name, allowed in (("item_head", ("token_mlp", "level_sum")), ("item_encoder", ("mlp", "linear")),
-                              ("input_embedding", ("token_sum", "item_vector"))):
+                              ("input_embedding", ("token_sum", "item_vector", "item_vector_norm"))):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"QBertConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.input_embedding == "item_vector" and self.item_head != "token_mlp":
-            raise ConfigError("QBertConfig: input_embedding='item_vector' needs item_head='token_mlp'")
+        if self.input_embedding != "token_sum" and self.item_head != "token_mlp":
+            raise ConfigError(f"QBertConfig: input_embedding={self.input_embedding!r} needs item_head='token_mlp'")
         if self.item_head == "token_mlp" and self.level_loss_weight > 0:
             raise ConfigError("QBertConfig: item_head='token_mlp' scores items directly; level_loss_weight must be 0")
         from .itemloss import check_item_loss_fields
@@ -171,7 +176,8 @@ class QBert4Rec(ItemHead, SequentialRecommender):
         self.encoder = nn.TransformerEncoder(layer, cfg.layers, norm=nn.LayerNorm(d), enable_nested_tensor=False)
         self._build_item_head(cfg, sizes)  # head_transforms, head_bias, head_weights, item_score_bias, item_encoder
         # input_embedding="item_vector": the input of item i is v_i (tied with the output), [MASK] a learned vector
-        self.mask_vector = nn.Parameter(torch.zeros(d)) if cfg.input_embedding == "item_vector" else None
+        self.mask_vector = nn.Parameter(torch.zeros(d)) if cfg.input_embedding != "token_sum" else None
+        self.item_input_norm = nn.LayerNorm(d) if cfg.input_embedding == "item_vector_norm" else None
         self._scoring_vectors: torch.Tensor | None = None  # item_vectors() held while inside scoring()
         self._init_weights()
 
@@ -203,7 +209,8 @@ class QBert4Rec(ItemHead, SequentialRecommender):
         if self.mask_vector is not None:  # input = the item's token-derived vector v_i
             d = self.config.hidden
             vectors = self.item_vectors() if vectors is None else vectors  # [N, d + 1]
-            table = torch.cat([vectors.new_zeros(1, d), vectors[:, :d]])  # [N + 1, d], row 0 = padding
+            items = vectors[:, :d] if self.item_input_norm is None else self.item_input_norm(vectors[:, :d])  # [N, d]
+            table = torch.cat([vectors.new_zeros(1, d), items])  # [N + 1, d], row 0 = padding
             x = torch.where(masked.unsqueeze(-1), self.mask_vector, table[sequences])  # [B, T, d]
         else:
             tokens = self.item_tokens[sequences]  # [B, T, L]
