@@ -364,9 +364,9 @@ def test_item_vector_input_hides_masked_items_and_ties_input_to_output(input_emb
 
 def test_normed_item_vector_input_carries_the_item_from_the_first_step():
     """At initialisation the item MLP's output v_i is ~40x smaller than the summed level embeddings, so with the plain
-    ``item_vector`` input the encoder first sees little but positions (notebook 07's cold-start pretraining stalled
-    there); ``item_vector_norm`` lifts every item row well above the positions from the start (not to unit scale:
-    v_i's variance is below LayerNorm's eps at initialisation)."""
+    ``item_vector`` input the encoder first sees little but positions; ``item_vector_norm`` lifts every item row well
+    above the positions from the start (not to unit scale: v_i's variance is below LayerNorm's eps at
+    initialisation). Neither is a default: each stalled once in a cold-start pretraining run (README, the study)."""
     torch.manual_seed(0)
     rows = {}
     for input_embedding in ("token_sum", "item_vector", "item_vector_norm"):
