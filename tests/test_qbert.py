@@ -312,7 +312,8 @@ def test_scoring_under_inference_mode_then_training():
 
 @pytest.mark.parametrize("item_bias,item_head,input_embedding", [
     (False, "token_mlp", "token_sum"), (True, "token_mlp", "token_sum"), (False, "level_sum", "token_sum"),
-    (True, "level_sum", "token_sum"), (False, "token_mlp", "item_vector"), (False, "token_mlp", "item_vector_norm")])
+    (True, "level_sum", "token_sum"), (False, "token_mlp", "item_vector"), (False, "token_mlp", "item_vector_norm"),
+    (False, "token_mlp", "item_vector_scaled")])
 def test_length_groups_give_the_same_loss_and_gradients(item_bias, item_head, input_embedding):
     """Training per length group (the fast path) = one pass over the padded batch (the old path)."""
     rng = np.random.default_rng(3)
@@ -349,7 +350,7 @@ def test_token_mlp_head_has_no_per_item_parameter():
     assert torch.equal(scores[:, 5], scores[:, 6])  # item ids 5 and 6 = rows 4 and 5
 
 
-@pytest.mark.parametrize("input_embedding", ["item_vector", "item_vector_norm"])
+@pytest.mark.parametrize("input_embedding", ["item_vector", "item_vector_norm", "item_vector_scaled"])
 def test_item_vector_input_hides_masked_items_and_ties_input_to_output(input_embedding):
     model = new_model(config=QBertConfig(hidden=32, max_len=12, input_embedding=input_embedding)).eval()
     a = torch.tensor([[0, 0, 5, 17, 33, 41]])
@@ -369,7 +370,7 @@ def test_normed_item_vector_input_carries_the_item_from_the_first_step():
     initialisation). Neither is a default: each stalled once in a cold-start pretraining run (README, the study)."""
     torch.manual_seed(0)
     rows = {}
-    for input_embedding in ("token_sum", "item_vector", "item_vector_norm"):
+    for input_embedding in ("token_sum", "item_vector", "item_vector_norm", "item_vector_scaled"):
         model = new_model(config=QBertConfig(hidden=32, max_len=12, input_embedding=input_embedding)).eval()
         if model.mask_vector is None:
             table = sum(t(model.item_tokens[1:, level]) for level, t in enumerate(model.token_embeddings))
@@ -380,9 +381,11 @@ def test_normed_item_vector_input_carries_the_item_from_the_first_step():
     position = float(model.position_embedding.weight.pow(2).mean().sqrt())
     assert rows["item_vector"] < 0.2 * position < rows["token_sum"]  # the plain tied input hides under positions
     assert rows["item_vector_norm"] > 3 * position and rows["item_vector_norm"] > 50 * rows["item_vector"]
+    # item_vector_scaled: the summed input's scale (init_std * sqrt(L)), so items vs positions as with token_sum
+    assert rows["item_vector_scaled"] == pytest.approx(rows["token_sum"], rel=0.25)
 
 
-@pytest.mark.parametrize("input_embedding", ["token_sum", "item_vector", "item_vector_norm"])
+@pytest.mark.parametrize("input_embedding", ["token_sum", "item_vector", "item_vector_norm", "item_vector_scaled"])
 def test_scoring_context_reuses_item_vectors_with_identical_scores(input_embedding, monkeypatch):
     """Inside ``scoring()`` the item MLP runs once, not once per batch, and every score is unchanged; on exit the
     cached vectors are dropped (a later training step must see new weights)."""

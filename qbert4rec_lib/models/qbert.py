@@ -32,8 +32,12 @@ choice** (each a field of :class:`QBertConfig` or a documented function argument
   sum of its level embeddings; ``[MASK]`` is a learned vector. ``"item_vector_norm"`` passes ``v_i`` through a
   LayerNorm of its own first: at initialisation ``v_i`` (two small linear layers deep) is ~40x smaller than the
   summed embeddings and ~20x smaller than the positions, so the plain tied input starts with the items almost
-  invisible. Both tied inputs are study rows, not defaults: on the default catalog they are higher on validation
-  but tie on test, and each stalled once in the kit's cold-start pretraining runs (README, the study).
+  invisible; with the LayerNorm they are ~15x larger than the positions instead (v_i's variance is below the
+  LayerNorm's eps, so the rows land near RMS 0.3), and a bidirectional encoder then sees order only faintly.
+  ``"item_vector_scaled"`` enters ``v_i`` at the scale of the input it replaces: a LayerNorm (eps 1e-12) whose gain
+  starts at ``init_std * sqrt(L)``, the RMS of a sum of ``L`` level embeddings at initialisation, so items and
+  positions start in the same proportion as with the summed input. The tied inputs are study rows (README, the
+  study); the plain and the normalised one each stalled once in the kit's cold-start pretraining runs.
 * **Speed**: training runs the encoder per length group (``group_by_length``, see
   :func:`~qbert4rec_lib.models.base.length_groups`): identical losses (a test), about 3x the sequences/s
   on Beauty (``scripts/bench_training.py``).
@@ -92,7 +96,8 @@ class QBertConfig(ItemLossFields):
     item_head: str = "token_mlp"  # how an item's score is formed: "token_mlp" | "level_sum" (see the module doc)
     item_encoder: str = "mlp"  # token_mlp head: tokens -> item vector by "mlp" (2 layers, GELU) or "linear"
     # an input item = sum of its level embeddings, "item_vector" (token_mlp's v_i) or "item_vector_norm" (v_i after
-    # its own LayerNorm: at initialisation v_i is ~40x smaller than the summed embeddings); key-neutral: added later
+    # its own LayerNorm: at initialisation v_i is ~40x smaller than the summed embeddings) or "item_vector_scaled" (a
+    # LayerNorm whose gain starts at the summed embeddings' scale, init_std * sqrt(L)); key-neutral: added later
     input_embedding: str = field(default="token_sum", metadata={"key_neutral": "token_sum"})
     # token_mlp head with item_encoder="mlp": hidden width of the item MLP = item_mlp_mult * hidden (0: ffn_mult)
     item_mlp_mult: int = field(default=0, metadata={"key_neutral": 0})
@@ -105,7 +110,8 @@ class QBertConfig(ItemLossFields):
             "dropout": "[0, 1)", "max_len": "[1, inf)", "level_weights": "[0, inf)", "level_loss_weight": "[0, inf)",
             "item_loss_weight": "[0, inf)", "init_std": "[0, inf)", "item_mlp_mult": "[0, inf)"})
         for name, allowed in (("item_head", ("token_mlp", "level_sum")), ("item_encoder", ("mlp", "linear")),
-                              ("input_embedding", ("token_sum", "item_vector", "item_vector_norm"))):
+                              ("input_embedding", ("token_sum", "item_vector", "item_vector_norm",
+                                                   "item_vector_scaled"))):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"QBertConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.input_embedding != "token_sum" and self.item_head != "token_mlp":
@@ -177,7 +183,8 @@ class QBert4Rec(ItemHead, SequentialRecommender):
         self._build_item_head(cfg, sizes)  # head_transforms, head_bias, head_weights, item_score_bias, item_encoder
         # input_embedding="item_vector": the input of item i is v_i (tied with the output), [MASK] a learned vector
         self.mask_vector = nn.Parameter(torch.zeros(d)) if cfg.input_embedding != "token_sum" else None
-        self.item_input_norm = nn.LayerNorm(d) if cfg.input_embedding == "item_vector_norm" else None
+        norm_eps = {"item_vector_norm": 1e-5, "item_vector_scaled": 1e-12}.get(cfg.input_embedding)
+        self.item_input_norm = nn.LayerNorm(d, eps=norm_eps) if norm_eps else None
         self._scoring_vectors: torch.Tensor | None = None  # item_vectors() held while inside scoring()
         self._init_weights()
 
@@ -188,6 +195,8 @@ class QBert4Rec(ItemHead, SequentialRecommender):
         if self.head_weights is not None:
             for w in self.head_weights:
                 nn.init.normal_(w, std=std)
+        if self.config.input_embedding == "item_vector_scaled":  # rows start at the summed input's RMS
+            nn.init.constant_(self.item_input_norm.weight, std * self.num_levels ** 0.5)
 
     # ---- encoder ----------------------------------------------------------------------------
     def _fit_window(self, sequences: torch.Tensor) -> torch.Tensor:
