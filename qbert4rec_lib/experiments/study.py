@@ -84,6 +84,9 @@ STUDY: dict[str, tuple[str, Callable[[ExperimentConfig], ExperimentConfig]]] = {
                 lambda c: replace(c, pretrain=replace(c.pretrain, lr=1e-3))),
     "lr_4e-3": ("pretraining learning rate 4e-3 (default 2e-3)",
                 lambda c: replace(c, pretrain=replace(c.pretrain, lr=4e-3))),
+    **{f"pretrain_batch_{b}": (f"pretraining batches of {b} sequences (default 256): more optimiser steps per epoch",
+                               (lambda b: lambda c: replace(c, pretrain=replace(c.pretrain, batch_size=b)))(b))
+       for b in (64, 128)},
     "hybrid_item_bias": ("HYBRID, not Q-Bert4Rec: + a learned per-item score bias (an ID feature)",
                          lambda c: _q(c, item_bias=True)),
     "hybrid_item_id_embedding": ("HYBRID, not Q-Bert4Rec: + a learned per-item input embedding (an ID feature)",
