@@ -441,3 +441,35 @@ def test_next_item_objective_is_causal_and_grouping_changes_nothing(item_head):
         top = trained.score_all(pad_left(histories, 12)).topk(10, dim=1).indices
     hits = (top == torch.as_tensor(targets)[:, None]).any(1).float().mean()
     assert hits > 0.5  # chance: 10 / 60; the group is predictable, so top-10 holds the whole next group
+
+
+def test_item_token_dropout_hides_deeper_tokens_in_training_only():
+    """``item_token_dropout``: in training, a dropped item's output vector comes from its first token(s) with the
+    deeper levels at [MASK]; p = 0 draws nothing from the generator (the default's training is unchanged), evaluation
+    never drops, and p > 0 needs the token_mlp head."""
+    from dataclasses import replace as dc_replace
+
+    x = pad_left(group_walks(8, seed=13)[0], 12)
+    for p in (0.0, 1.0):
+        model = new_model(config=dc_replace(SMALL, item_token_dropout=p)).train()
+        g = torch.Generator().manual_seed(5)
+        tokens = model._token_dropout(g)
+        if p == 0:
+            assert tokens is None and torch.equal(g.get_state(), torch.Generator().manual_seed(5).get_state())
+            continue
+        own = model.item_tokens[1:]
+        assert torch.equal(tokens[:, 0], own[:, 0])  # the first level is always kept
+        hidden = tokens[:, 1:] == MASK_TOKEN  # [N, L - 1]
+        assert hidden.any(dim=1).all()  # p = 1: every item loses at least its last level ...
+        assert torch.equal(hidden.cummax(dim=1).values, hidden)  # ... and a hidden level hides every later one
+        assert hidden[:, 0].any() and not hidden[:, 0].all()  # the first hidden level varies across items
+        model.loss(x, torch.Generator().manual_seed(0)).loss.backward()
+        assert model.item_encoder[0].weight.grad is not None
+        model.eval()
+        assert model._token_dropout(g) is None
+        plain = new_model(config=SMALL).eval()
+        plain.load_state_dict(model.state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close(model.score_all(x), plain.score_all(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="item_token_dropout"):
+        new_model(config=dc_replace(SMALL, item_token_dropout=0.3, item_head="level_sum"))

@@ -84,6 +84,9 @@ STUDY: dict[str, tuple[str, Callable[[ExperimentConfig], ExperimentConfig]]] = {
                 lambda c: replace(c, pretrain=replace(c.pretrain, lr=1e-3))),
     "lr_4e-3": ("pretraining learning rate 4e-3 (default 2e-3)",
                 lambda c: replace(c, pretrain=replace(c.pretrain, lr=4e-3))),
+    **{f"item_token_dropout_{p}": (f"item token dropout {p}: in training, each item's output vector is computed from "
+                                   "a random prefix of its tokens with this probability (DropoutNet-style, for new "
+                                   "items)", (lambda p: lambda c: _q(c, item_token_dropout=p))(p)) for p in (0.3, 0.5)},
     **{f"pretrain_batch_{b}": (f"pretraining batches of {b} sequences (default 256): more optimiser steps per epoch",
                                (lambda b: lambda c: replace(c, pretrain=replace(c.pretrain, batch_size=b)))(b))
        for b in (64, 128)},

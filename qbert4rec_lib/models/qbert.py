@@ -101,6 +101,10 @@ class QBertConfig(ItemLossFields):
     input_embedding: str = field(default="token_sum", metadata={"key_neutral": "token_sum"})
     # token_mlp head with item_encoder="mlp": hidden width of the item MLP = item_mlp_mult * hidden (0: ffn_mult)
     item_mlp_mult: int = field(default=0, metadata={"key_neutral": 0})
+    # token_mlp head, training only: with this probability per item and step, the item's tokens from a random level
+    # k >= 2 on are replaced by each level's [MASK] row when its output vector is computed (DropoutNet-style: the
+    # item MLP also learns to score an item from its coarse tokens, as it must for a new item); key-neutral: added later
+    item_token_dropout: float = field(default=0.0, metadata={"key_neutral": 0.0})
 
     def __post_init__(self) -> None:
         from ..config import ConfigError
@@ -108,7 +112,8 @@ class QBertConfig(ItemLossFields):
         check_transformer_config(self, "hidden", "heads", ranges={
             "hidden": "[1, inf)", "layers": "[1, inf)", "heads": "[1, inf)", "ffn_mult": "[1, inf)",
             "dropout": "[0, 1)", "max_len": "[1, inf)", "level_weights": "[0, inf)", "level_loss_weight": "[0, inf)",
-            "item_loss_weight": "[0, inf)", "init_std": "[0, inf)", "item_mlp_mult": "[0, inf)"})
+            "item_loss_weight": "[0, inf)", "init_std": "[0, inf)", "item_mlp_mult": "[0, inf)",
+            "item_token_dropout": "[0, 1]"})
         for name, allowed in (("item_head", ("token_mlp", "level_sum")), ("item_encoder", ("mlp", "linear")),
                               ("input_embedding", ("token_sum", "item_vector", "item_vector_norm",
                                                    "item_vector_scaled"))):
@@ -116,6 +121,8 @@ class QBertConfig(ItemLossFields):
                 raise ConfigError(f"QBertConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.input_embedding != "token_sum" and self.item_head != "token_mlp":
             raise ConfigError(f"QBertConfig: input_embedding={self.input_embedding!r} needs item_head='token_mlp'")
+        if self.item_token_dropout > 0 and self.item_head != "token_mlp":
+            raise ConfigError("QBertConfig: item_token_dropout needs item_head='token_mlp' (it acts on the item MLP)")
         if self.item_head == "token_mlp" and self.level_loss_weight > 0:
             raise ConfigError("QBertConfig: item_head='token_mlp' scores items directly; level_loss_weight must be 0")
         from .itemloss import check_item_loss_fields
@@ -277,11 +284,28 @@ class QBert4Rec(ItemHead, SequentialRecommender):
         return torch.cat(states), torch.cat(items)
 
     # ---- the SequentialRecommender contract --------------------------------------------------
+    def _token_dropout(self, generator: torch.Generator | None) -> torch.Tensor | None:
+        """This step's ``[N, L]`` token rows for the item MLP under ``item_token_dropout`` (None: the items' own).
+
+        With probability ``p`` per item, its tokens from level ``k`` on (``k`` uniform over the levels after the
+        first) become each level's ``[MASK]`` row, so the prefix is all the item MLP sees of that item this step.
+        No random draw at ``p = 0`` or in evaluation mode (the default's training is unchanged)."""
+        p = self.config.item_token_dropout
+        if p == 0 or not self.training or self.num_levels < 2:
+            return None
+        tokens = self.item_tokens[1:]  # [N, L]
+        N, L = tokens.shape
+        drop = torch.rand(N, generator=generator, device=tokens.device) < p  # [N]
+        first_hidden = torch.randint(1, L, (N,), generator=generator, device=tokens.device)  # [N] in 1..L-1
+        levels = torch.arange(L, device=tokens.device)  # [L]
+        return tokens.masked_fill(drop[:, None] & (levels >= first_hidden[:, None]), MASK_TOKEN)  # [N, L]
+
     def loss(self, sequences: torch.Tensor, generator: torch.Generator | None = None) -> LossOutput:
         """Mask with ``self.masking``, predict every level's token at the masked positions, sum the CEs
         (``masking.objective == "next_item"``: the next item at every position, causally)."""
         sequences = self._fit_window(sequences)
-        vectors = self.item_vectors() if self.item_encoder is not None else None  # [N, d + 1], once per step
+        vectors = (self.item_vectors(self._token_dropout(generator))  # [N, d + 1], once per step
+                   if self.item_encoder is not None else None)
         if self.masking.objective == "next_item":
             hidden, target_items = self.next_item_states(sequences, vectors)  # [M, d], [M]
             masked = sequences > 0  # (only for the logged masked_fraction: every item is a target but the first)

@@ -129,11 +129,12 @@ class ItemHead:
         return item_cross_entropy(logits, target_logits, targets, self.num_items, self.config,
                                   item_mask=self.train_item_mask, counts=self.item_sampling_counts, generator=generator)
 
-    def item_vectors(self) -> torch.Tensor:
+    def item_vectors(self, tokens: torch.Tensor | None = None) -> torch.Tensor:
         """``[N, d + 1]`` (token_mlp head): each item's output vector ``v_i`` and its prior score, computed by
         ``item_encoder`` from the concatenation of its tokens' embeddings ``[E_1[c_1(i)], ..., E_L[c_L(i)]]``.
-        Items with the same tokens get the same vector: no per-item parameter."""
-        tokens = self.item_tokens[1:]  # [N, L]
+        Items with the same tokens get the same vector: no per-item parameter. ``tokens``: the ``[N, L]`` embedding
+        rows to use instead of the items' own (training with ``item_token_dropout``)."""
+        tokens = self.item_tokens[1:] if tokens is None else tokens  # [N, L]
         concat = torch.cat([table(tokens[:, level]) for level, table in enumerate(self.token_embeddings)], dim=1)
         return self.item_encoder(concat)  # [N, d + 1]
 
