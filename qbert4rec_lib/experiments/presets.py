@@ -72,9 +72,11 @@ def smoke_config(epochs_scale: float = 1.0) -> ExperimentConfig:
         # input_item_vector_norm: the output vector v_i, plainly or after a LayerNorm) were higher on validation on
         # seeds 0-2 (0.1029 / 0.1031 vs 0.1015) and tie on test (0.0969 / 0.0958 vs 0.0956; SASRec-CE 0.0956), but
         # v_i is tiny at initialisation and their pretraining stalled once each in notebook 07's cold-start runs
-        # (valid ~0.056, warm HR@10 ~0.09 instead of ~0.15): not a default until that is robust.
+        # (valid ~0.056, warm HR@10 ~0.09 instead of ~0.15): not a default until that is robust. Starting v_i at the
+        # summed input's scale (row input_item_vector_scaled) did not make it robust: seed 2 stalled at the
+        # Popularity level (3 seeds: valid 0.1016, test 0.0963).
         # every model to early stopping (the caps are never what stops them): on this catalog Q-Bert4Rec's best
-        # pretraining epoch is ~100, SASRec-CE's ~28, BERT4Rec-ID's ~18 (seed 0). Pretraining gets a long patience
+        # pretraining epoch is ~110, SASRec-CE's ~28, BERT4Rec-ID's ~44 (seed 0). Pretraining gets a long patience
         # (20 evaluations = 40 epochs): BERT-style training plateaus before it improves again; on the overview's tiny
         # catalog (500 items) patience 8 stopped Q-Bert4Rec at epoch 32 with test NDCG@10 0.050 (below Popularity's
         # 0.075), patience 20 at epoch 144 with 0.092; on the default catalog both stop at the same best epoch (106).

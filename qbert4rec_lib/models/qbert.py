@@ -37,7 +37,11 @@ choice** (each a field of :class:`QBertConfig` or a documented function argument
   ``"item_vector_scaled"`` enters ``v_i`` at the scale of the input it replaces: a LayerNorm (eps 1e-12) whose gain
   starts at ``init_std * sqrt(L)``, the RMS of a sum of ``L`` level embeddings at initialisation, so items and
   positions start in the same proportion as with the summed input. The tied inputs are study rows (README, the
-  study); the plain and the normalised one each stalled once in the kit's cold-start pretraining runs.
+  study), not defaults: the plain and the normalised one each stalled once in the kit's cold-start pretraining runs,
+  the scaled one in the study (seed 2, at the Popularity level); the summed input did not stall in any recorded run.
+* **Item-token dropout** (``item_token_dropout``, off): in training, an item's output vector is computed from a random
+  prefix of its tokens with probability ``p`` (DropoutNet-style training for new items; within seed noise on the
+  default catalog's cold start, README).
 * **Speed**: training runs the encoder per length group (``group_by_length``, see
   :func:`~qbert4rec_lib.models.base.length_groups`): identical losses (a test), about 3x the sequences/s
   on Beauty (``scripts/bench_training.py``).
