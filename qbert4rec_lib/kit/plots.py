@@ -137,7 +137,7 @@ def dial_figure(points: list[dict], metric: str = "NDCG@10"):
     xs = [p["id_driven"] for p in points]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("warm users (test item seen in training)",
                                                         "cold users (test item new)"), horizontal_spacing=0.08)
-    names = list(points[0]["report"]["mean_std"]) if points else []
+    names = sorted(points[0]["report"]["mean_std"]) if points else []  # one order (and colour) however the points were saved
     for i, name in enumerate(names):
         color = CATEGORY_COLORS[i % len(CATEGORY_COLORS)]
         for col, group in ((1, "warm"), (2, "cold")):
