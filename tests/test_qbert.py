@@ -313,7 +313,7 @@ def test_scoring_under_inference_mode_then_training():
 @pytest.mark.parametrize("item_bias,item_head,input_embedding", [
     (False, "token_mlp", "token_sum"), (True, "token_mlp", "token_sum"), (False, "level_sum", "token_sum"),
     (True, "level_sum", "token_sum"), (False, "token_mlp", "item_vector"), (False, "token_mlp", "item_vector_norm"),
-    (False, "token_mlp", "item_vector_scaled")])
+    (False, "token_mlp", "item_vector_scaled"), (False, "token_mlp", "token_sum_item_vector")])
 def test_length_groups_give_the_same_loss_and_gradients(item_bias, item_head, input_embedding):
     """Training per length group (the fast path) = one pass over the padded batch (the old path)."""
     rng = np.random.default_rng(3)
@@ -350,7 +350,8 @@ def test_token_mlp_head_has_no_per_item_parameter():
     assert torch.equal(scores[:, 5], scores[:, 6])  # item ids 5 and 6 = rows 4 and 5
 
 
-@pytest.mark.parametrize("input_embedding", ["item_vector", "item_vector_norm", "item_vector_scaled"])
+@pytest.mark.parametrize("input_embedding", ["item_vector", "item_vector_norm", "item_vector_scaled",
+                                             "token_sum_item_vector"])
 def test_item_vector_input_hides_masked_items_and_ties_input_to_output(input_embedding):
     model = new_model(config=QBertConfig(hidden=32, max_len=12, input_embedding=input_embedding)).eval()
     a = torch.tensor([[0, 0, 5, 17, 33, 41]])
@@ -359,6 +360,9 @@ def test_item_vector_input_hides_masked_items_and_ties_input_to_output(input_emb
     with torch.no_grad():
         assert torch.allclose(model.encode(a, masked), model.encode(b, masked), atol=1e-6)
         assert not torch.allclose(model.encode(a, masked), model.encode(b, torch.zeros_like(masked)), atol=1e-4)
+    # the input reaches the item MLP: input and output are tied (a sum of LayerNorm outputs would have no gradient)
+    (model.encode(a, masked) * torch.linspace(-1, 1, 32)).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.item_encoder.parameters())
     with pytest.raises(ValueError, match="item_vector.*token_mlp"):
         new_model(config=QBertConfig(hidden=32, max_len=12, input_embedding=input_embedding, item_head="level_sum"))
 
@@ -385,7 +389,8 @@ def test_normed_item_vector_input_carries_the_item_from_the_first_step():
     assert rows["item_vector_scaled"] == pytest.approx(rows["token_sum"], rel=0.25)
 
 
-@pytest.mark.parametrize("input_embedding", ["token_sum", "item_vector", "item_vector_norm", "item_vector_scaled"])
+@pytest.mark.parametrize("input_embedding", ["token_sum", "item_vector", "item_vector_norm", "item_vector_scaled",
+                                             "token_sum_item_vector"])
 def test_scoring_context_reuses_item_vectors_with_identical_scores(input_embedding, monkeypatch):
     """Inside ``scoring()`` the item MLP runs once, not once per batch, and every score is unchanged; on exit the
     cached vectors are dropped (a later training step must see new weights)."""

@@ -49,6 +49,9 @@ STUDY: dict[str, tuple[str, Callable[[ExperimentConfig], ExperimentConfig]]] = {
     "input_item_vector_scaled": ("input item = its token-derived vector v_i after a LayerNorm whose gain starts at the "
                                  "summed embeddings' scale (items and positions in the summed input's proportion), "
                                  "tied with the output head", lambda c: _q(c, input_embedding="item_vector_scaled")),
+    "input_token_sum_item_vector": ("input item = the sum of its level embeddings plus its token-derived vector v_i "
+                                    "(tied with the output head; v_i starts small, so training starts as with the sum)",
+                                    lambda c: _q(c, input_embedding="token_sum_item_vector")),
     **{f"mask_ratio_{r}": (f"pretraining Cloze ratio {r} (cap raised to ratio + 0.2)",
                            (lambda r: lambda c: _mask_ratio(c, r))(r)) for r in (0.2, 0.4, 0.6)},
     "pretrain_last_item_0.5": ("pretraining also masks each row's last item with probability 0.5 (RecBole's "

@@ -36,7 +36,9 @@ choice** (each a field of :class:`QBertConfig` or a documented function argument
   LayerNorm's eps, so the rows land near RMS 0.3), and a bidirectional encoder then sees order only faintly.
   ``"item_vector_scaled"`` enters ``v_i`` at the scale of the input it replaces: a LayerNorm (eps 1e-12) whose gain
   starts at ``init_std * sqrt(L)``, the RMS of a sum of ``L`` level embeddings at initialisation, so items and
-  positions start in the same proportion as with the summed input. The tied inputs are study rows (README, the
+  positions start in the same proportion as with the summed input. ``"token_sum_item_vector"`` adds the tied ``v_i``
+  to the summed embeddings: training starts as with the summed input (``v_i`` is small) and the tie grows in. The
+  tied inputs are study rows (README, the
   study), not defaults: the plain and the normalised one each stalled once in the kit's cold-start pretraining runs,
   the scaled one in the study (seed 2, at the Popularity level); the summed input did not stall in any recorded run.
 * **Item-token dropout** (``item_token_dropout``, off): in training, an item's output vector is computed from a random
@@ -101,7 +103,8 @@ class QBertConfig(ItemLossFields):
     item_encoder: str = "mlp"  # token_mlp head: tokens -> item vector by "mlp" (2 layers, GELU) or "linear"
     # an input item = sum of its level embeddings, "item_vector" (token_mlp's v_i) or "item_vector_norm" (v_i after
     # its own LayerNorm: at initialisation v_i is ~40x smaller than the summed embeddings) or "item_vector_scaled" (a
-    # LayerNorm whose gain starts at the summed embeddings' scale, init_std * sqrt(L)); key-neutral: added later
+    # LayerNorm whose gain starts at the summed embeddings' scale, init_std * sqrt(L)) or "token_sum_item_vector"
+    # (the sum plus the tied v_i: the summed input's start, the tie once v_i has grown); key-neutral: added later
     input_embedding: str = field(default="token_sum", metadata={"key_neutral": "token_sum"})
     # token_mlp head with item_encoder="mlp": hidden width of the item MLP = item_mlp_mult * hidden (0: ffn_mult)
     item_mlp_mult: int = field(default=0, metadata={"key_neutral": 0})
@@ -120,7 +123,7 @@ class QBertConfig(ItemLossFields):
             "item_token_dropout": "[0, 1]"})
         for name, allowed in (("item_head", ("token_mlp", "level_sum")), ("item_encoder", ("mlp", "linear")),
                               ("input_embedding", ("token_sum", "item_vector", "item_vector_norm",
-                                                   "item_vector_scaled"))):
+                                                   "item_vector_scaled", "token_sum_item_vector"))):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"QBertConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.input_embedding != "token_sum" and self.item_head != "token_mlp":
@@ -193,7 +196,8 @@ class QBert4Rec(ItemHead, SequentialRecommender):
         self.encoder = nn.TransformerEncoder(layer, cfg.layers, norm=nn.LayerNorm(d), enable_nested_tensor=False)
         self._build_item_head(cfg, sizes)  # head_transforms, head_bias, head_weights, item_score_bias, item_encoder
         # input_embedding="item_vector": the input of item i is v_i (tied with the output), [MASK] a learned vector
-        self.mask_vector = nn.Parameter(torch.zeros(d)) if cfg.input_embedding != "token_sum" else None
+        self.mask_vector = (nn.Parameter(torch.zeros(d)) if cfg.input_embedding.startswith("item_vector")
+                            else None)
         norm_eps = {"item_vector_norm": 1e-5, "item_vector_scaled": 1e-12}.get(cfg.input_embedding)
         self.item_input_norm = nn.LayerNorm(d, eps=norm_eps) if norm_eps else None
         self._scoring_vectors: torch.Tensor | None = None  # item_vectors() held while inside scoring()
@@ -236,6 +240,10 @@ class QBert4Rec(ItemHead, SequentialRecommender):
             tokens = self.item_tokens[sequences]  # [B, T, L]
             tokens = tokens.masked_fill(masked.unsqueeze(-1), MASK_TOKEN)
             x = sum(table(tokens[..., level]) for level, table in enumerate(self.token_embeddings))  # [B, T, d]
+            if self.config.input_embedding == "token_sum_item_vector":  # + the tied v_i (none at [MASK] / padding)
+                vectors = self.item_vectors() if vectors is None else vectors  # [N, d + 1]
+                table = torch.cat([vectors.new_zeros(1, self.config.hidden), vectors[:, :self.config.hidden]])
+                x = x + table[sequences.masked_fill(masked, 0)]  # [B, T, d]
         positions = torch.arange(self.config.max_len - T, self.config.max_len, device=sequences.device)  # [T]
         x = x + self.position_embedding(positions).unsqueeze(0)  # [B, T, d]
         if self.item_embedding is not None:
