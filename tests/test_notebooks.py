@@ -166,6 +166,12 @@ def test_notebook_executes_and_records_expected_figures(notebook, smoke_run):
         assert values["bert4rec_id_ndcg10"] > values["popularity_ndcg10"]
         # within 10% of SASRec-CE (-0.8% in the smoke runs of 2026-12-04)
         assert values["q_bert4rec_ndcg10"] > 0.9 * values["sasrec_ce_ndcg10"]
+        # the paired bootstrap of that gap: it is the table's difference, inside its own interval, and the interval
+        # has the width 2,355 users give (-0.0070..+0.0055 on 2026-12-05): a bootstrap over the wrong axis or a
+        # difference of unpaired users would not be
+        low, diff, high = (values[f"qbert_minus_sasrec_ndcg10{s}"] for s in ("_low", "", "_high"))
+        assert diff == pytest.approx(values["q_bert4rec_ndcg10"] - values["sasrec_ce_ndcg10"], abs=1e-9)
+        assert low < diff < high and 0.006 < high - low < 0.025, (low, diff, high)
         # the semantic IDs carry the signal: shuffled across items they cost a third (0.0952 -> 0.0579)
         abl = values["ablations_ndcg10"]
         assert abl["full"] > abl["random_ids"] + 0.02, abl
