@@ -180,6 +180,8 @@ class GeneratedCatalog:
     sequences: list[np.ndarray]  # rows into the item arrays above (0-based), chronological
     complements: dict[str, str]  # subcategory -> complementary subcategory
     counts: dict[str, int]  # before / after filtering
+    world: GeneratorWorld | None = None  # what drew every sequence (tastes, raw sequences): the oracle replays it
+    generator_user_index: np.ndarray | None = None  # int64 [U]: each kept user's index among the generated users
 
     def label(self, attr: str, row: int) -> str:
         """The name of item ``row``'s ground-truth ``attr`` (e.g. ``label("colour", 0) == "Red"``)."""
@@ -296,50 +298,118 @@ def _simulate_items(cfg: SyntheticConfig, rng: np.random.Generator, tops, subs, 
     return SimulatedItems(attributes, labels, price, popularity, text)
 
 
-def _simulate_users(cfg: SyntheticConfig, rng: np.random.Generator, attrs: dict, popularity: np.ndarray, complement_idx: np.ndarray):
+class GeneratorWorld(NamedTuple):
+    """What decides every next item (before k-core filtering, raw item indices): enough to replay the generator's
+    probabilities (:func:`next_item_probabilities`, the Bayes-optimal ranking of :mod:`~qbert4rec_lib.data.oracle`)."""
+
+    top: np.ndarray  # int64 [num_items] top category of each raw item
+    subcategory: np.ndarray  # int64 [num_items]
+    brand: np.ndarray  # int64 [num_items]
+    colour: np.ndarray  # int64 [num_items]
+    price_band: np.ndarray  # int64 [num_items]
+    popularity: np.ndarray  # float64 [num_items], Zipf weights
+    complement_idx: np.ndarray  # int64 [S]: subcategory -> its complementary subcategory
+    follow_ups: np.ndarray | None  # int64 [num_items, id_follow_ups] (only when id_driven > 0)
+    top_pref: np.ndarray  # float64 [num_users, T]: each generated user's taste over top categories
+    colour_pref: np.ndarray  # float64 [num_users, C]
+    band_pref: np.ndarray  # float64 [num_users, B]
+    raw_sequences: list[np.ndarray]  # every generated user's sequence of raw item indices (before filtering)
+
+    def user_weight(self, user: int, taste: bool = True) -> np.ndarray:
+        """float64 ``[num_items]``: user ``user``'s draw weight of each raw item, popularity x taste (``taste=False``:
+        popularity only, i.e. what is known about a user without their latent taste)."""
+        if not taste:
+            return self.popularity.copy()
+        return (self.popularity * (self.top_pref[user][self.top] + 1e-3) * self.colour_pref[user][self.colour]
+                * self.band_pref[user][self.price_band])
+
+
+def _pool(world: GeneratorWorld, cfg: SyntheticConfig, r: float | None, prev: int) -> np.ndarray | None:
+    """The attribute-driven draw's pool for the uniform number ``r`` after raw item ``prev`` (None: the whole catalog)."""
+    if r is not None and r < cfg.complement_prob:
+        return np.flatnonzero(world.subcategory == world.complement_idx[world.subcategory[prev]])
+    if r is not None and r < cfg.complement_prob + cfg.same_brand_prob:
+        return np.flatnonzero(world.brand == world.brand[prev])
+    return None
+
+
+def _draw_next(world: GeneratorWorld, cfg: SyntheticConfig, rng, rng_id, weight: np.ndarray, seq: list[int],
+               seen: np.ndarray) -> int:
+    """One generator step (the random draws in the order the generator has always made them)."""
+    n_items = len(weight)
+    r = rng.random()
+    follow_ups = world.follow_ups
+    if seq and rng_id is not None and rng_id.random() < cfg.id_driven and (~seen[follow_ups[seq[-1]]]).any():
+        pool = follow_ups[seq[-1]]  # an item-specific transition: popularity decides, not taste
+        w = world.popularity[pool] * ~seen[pool]
+        cum = np.cumsum(w)
+        return int(pool[min(np.searchsorted(cum, rng_id.random() * cum[-1], side="right"), len(pool) - 1)])
+    pool = _pool(world, cfg, r, seq[-1]) if seq else None
+    pool = np.arange(n_items) if pool is None else pool
+    w = weight[pool] * ~seen[pool]
+    if w.sum() <= 0:  # the pool is exhausted for this user: fall back to the whole catalog
+        pool, w = np.arange(n_items), weight * ~seen
+    cum = np.cumsum(w)
+    return int(pool[min(np.searchsorted(cum, rng.random() * cum[-1], side="right"), len(pool) - 1)])
+
+
+def next_item_probabilities(world: GeneratorWorld, cfg: SyntheticConfig, weight: np.ndarray, prev: int | None,
+                            seen: np.ndarray) -> np.ndarray:
+    """float64 ``[num_items]``: the probability that the generator draws each raw item next, for a user with draw
+    weights ``weight`` (:meth:`GeneratorWorld.user_weight`) after raw item ``prev`` (None: the first item), having
+    drawn the items in ``seen`` (bool ``[num_items]``). Sums to 1; the mixture :func:`_draw_next` samples from."""
+    def within(pool: np.ndarray | None) -> np.ndarray:  # the draw from one pool (falling back as the generator does)
+        p = np.zeros(len(weight))
+        idx = np.arange(len(weight)) if pool is None else pool
+        w = weight[idx] * ~seen[idx]
+        if w.sum() <= 0:
+            idx, w = np.arange(len(weight)), weight * ~seen
+        p[idx] = w / w.sum()
+        return p
+
+    if prev is None:
+        return within(None)
+    a, b = cfg.complement_prob, cfg.same_brand_prob
+    attribute = (a * within(_pool(world, cfg, 0.0, prev)) + b * within(_pool(world, cfg, a, prev))
+                 + (1.0 - a - b) * within(None))
+    if world.follow_ups is None or cfg.id_driven <= 0:
+        return attribute
+    pool = world.follow_ups[prev]
+    if not (~seen[pool]).any():
+        return attribute
+    p_id = np.zeros(len(weight))
+    w = world.popularity[pool] * ~seen[pool]
+    np.add.at(p_id, pool, w / w.sum())
+    return cfg.id_driven * p_id + (1.0 - cfg.id_driven) * attribute
+
+
+def _simulate_users(cfg: SyntheticConfig, rng: np.random.Generator, attrs: dict, popularity: np.ndarray,
+                    complement_idx: np.ndarray) -> GeneratorWorld:
     n_items = len(popularity)
-    top, sub, brand, colour, band = (attrs[k] for k in ("top_category", "subcategory", "brand", "colour", "price_band"))
-    by_sub = [np.flatnonzero(sub == s) for s in range(len(complement_idx))]
-    by_brand = [np.flatnonzero(brand == b) for b in range(brand.max() + 1)]
-    everything = np.arange(n_items)
-    sequences = []
     rng_id = follow_ups = None
     if cfg.id_driven > 0:  # its own generator: the default world's draws are unchanged
         rng_id = np.random.default_rng(np.random.SeedSequence([cfg.seed, 7919]))
         follow_ups = np.stack([rng_id.choice(n_items, cfg.id_follow_ups, replace=False) for _ in range(n_items)])
-    for _ in range(cfg.num_users):
-        top_pref = rng.dirichlet(np.full(top.max() + 1, cfg.user_category_concentration))
-        colour_pref = 0.5 * rng.dirichlet(np.full(colour.max() + 1, cfg.user_taste_concentration)) + 0.5 / (colour.max() + 1)
-        band_pref = 0.5 * rng.dirichlet(np.full(len(PRICE_BANDS), cfg.user_taste_concentration)) + 0.5 / len(PRICE_BANDS)
-        weight = popularity * (top_pref[top] + 1e-3) * colour_pref[colour] * band_pref[band]  # [N] this user's taste
+    world = GeneratorWorld(*(np.asarray(attrs[k]) for k in ("top_category", "subcategory", "brand", "colour",
+                                                             "price_band")),
+                           popularity, complement_idx, follow_ups, np.zeros((cfg.num_users, attrs["top_category"].max() + 1)),
+                           np.zeros((cfg.num_users, attrs["colour"].max() + 1)),
+                           np.zeros((cfg.num_users, len(PRICE_BANDS))), [])
+    for u in range(cfg.num_users):
+        world.top_pref[u] = rng.dirichlet(np.full(world.top_pref.shape[1], cfg.user_category_concentration))
+        world.colour_pref[u] = (0.5 * rng.dirichlet(np.full(world.colour_pref.shape[1], cfg.user_taste_concentration))
+                                + 0.5 / world.colour_pref.shape[1])
+        world.band_pref[u] = 0.5 * rng.dirichlet(np.full(len(PRICE_BANDS), cfg.user_taste_concentration)) + 0.5 / len(PRICE_BANDS)
+        weight = world.user_weight(u)  # [N] this user's taste x popularity
         length = int(min(cfg.max_sequence_length, cfg.min_sequence_length + np.floor(rng.lognormal(np.log(cfg.length_median_extra), cfg.length_sigma))))
         seen = np.zeros(n_items, dtype=bool)
         seq: list[int] = []
         for _step in range(min(length, n_items)):
-            r = rng.random()
-            if seq and rng_id is not None and rng_id.random() < cfg.id_driven and (~seen[follow_ups[seq[-1]]]).any():
-                pool = follow_ups[seq[-1]]  # an item-specific transition: popularity decides, not taste
-                w = popularity[pool] * ~seen[pool]
-                cum = np.cumsum(w)
-                item = int(pool[min(np.searchsorted(cum, rng_id.random() * cum[-1], side="right"), len(pool) - 1)])
-                seen[item] = True
-                seq.append(item)
-                continue
-            if seq and r < cfg.complement_prob:
-                pool = by_sub[complement_idx[sub[seq[-1]]]]
-            elif seq and r < cfg.complement_prob + cfg.same_brand_prob:
-                pool = by_brand[brand[seq[-1]]]
-            else:
-                pool = everything
-            w = weight[pool] * ~seen[pool]
-            if w.sum() <= 0:  # the pool is exhausted for this user: fall back to the whole catalog
-                pool, w = everything, weight * ~seen
-            cum = np.cumsum(w)
-            item = int(pool[min(np.searchsorted(cum, rng.random() * cum[-1], side="right"), len(pool) - 1)])
+            item = _draw_next(world, cfg, rng, rng_id, weight, seq, seen)
             seen[item] = True
             seq.append(item)
-        sequences.append(np.array(seq, dtype=np.int64))
-    return sequences
+        world.raw_sequences.append(np.array(seq, dtype=np.int64))
+    return world
 
 
 @functools.lru_cache(maxsize=4)
@@ -349,7 +419,8 @@ def generate(cfg: SyntheticConfig) -> GeneratedCatalog:
     tops, subs, sub_top, _, complements = _tree(cfg)
     attrs, labels, price, popularity, text = _simulate_items(cfg, rng_items, tops, subs, sub_top)
     complement_idx = np.array([subs.index(complements[s]) for s in subs])
-    raw_sequences = _simulate_users(cfg, rng_users, attrs, popularity, complement_idx)
+    world = _simulate_users(cfg, rng_users, attrs, popularity, complement_idx)
+    raw_sequences = world.raw_sequences
     user_of = np.repeat(np.arange(len(raw_sequences)), [len(s) for s in raw_sequences])
     item_of = np.concatenate(raw_sequences)
     kept = kcore_mask(user_of, item_of, cfg.core)  # the loaders' k-core (users and items, interactions counted)
@@ -370,5 +441,5 @@ def generate(cfg: SyntheticConfig) -> GeneratedCatalog:
         attributes={a: attrs[a][kept_items].astype(np.int64) for a in GROUND_TRUTH_ATTRIBUTES},
         labels=labels, generator_index=kept_items.astype(np.int64),
         user_ids=[f"U{k + 1:05d}" for k in range(len(sequences))], sequences=sequences,
-        complements=complements, counts=counts,
+        complements=complements, counts=counts, world=world, generator_user_index=kept_users.astype(np.int64),
     )

@@ -51,6 +51,7 @@ __all__ = [
     "MeanStd",
     "evaluate",
     "evaluate_split",
+    "evaluate_scores",
     "rank_targets",
     "metrics_from_ranks",
     "metric_names",
@@ -302,6 +303,32 @@ def evaluate_split(
         model, histories, targets, split.num_items, cfg,
         max_len=split.max_len or max(len(h) for h in histories), split_name=which, progress=progress,
     )
+
+
+def evaluate_scores(scores: np.ndarray, split, which: str = "test", cfg: EvalConfig = EvalConfig()) -> EvalResult:
+    """:func:`evaluate_split` for fixed per-user scores ``[U, N + 1]`` (users in split order, column 0 ignored)
+    instead of a model, e.g. the generated catalog's oracle (:mod:`qbert4rec_lib.data.oracle`): the same ranking
+    rules (history excluded, ties) and metrics. Random tie-breaks draw in user order, not in evaluate's."""
+    if which not in ("valid", "test"):
+        raise ValueError(f"evaluate_scores: which must be 'valid' or 'test', got {which!r}")
+    histories = split.valid_history if which == "valid" else split.test_history
+    targets = np.asarray(split.valid_target if which == "valid" else split.test_target, dtype=np.int64)
+    if scores.shape != (len(targets), split.num_items + 1):
+        raise ValueError(f"evaluate_scores: scores have shape {scores.shape}, expected "
+                         f"{(len(targets), split.num_items + 1)} (users, num_items + 1)")
+    start = time.perf_counter()
+    generator = torch.Generator().manual_seed(cfg.seed)
+    ranks = []
+    for lo in range(0, len(targets), cfg.batch_size):
+        chunk = histories[lo:lo + cfg.batch_size]
+        hist = pad_left(chunk, max(1, max(len(h) for h in chunk)))  # [B, T]
+        block = torch.tensor(scores[lo:lo + cfg.batch_size], dtype=torch.float64)  # a copy: rank_targets writes it
+        ranks.append(rank_targets(block, torch.from_numpy(targets[lo:lo + cfg.batch_size]),
+                                  hist if cfg.exclude_history else None, tie_break=cfg.tie_break, generator=generator))
+    ranks_np = torch.cat(ranks).numpy()
+    return EvalResult(metrics=metrics_from_ranks(ranks_np, cfg), num_users=len(targets),
+                      protocol=protocol_text(cfg, which, split.num_items), seconds=time.perf_counter() - start,
+                      ranks=ranks_np)
 
 
 # ---- several seeds -------------------------------------------------------------------------

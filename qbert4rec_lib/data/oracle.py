@@ -1,0 +1,82 @@
+"""The ceiling of the generated catalog: the generator's own next-item probabilities.
+
+On real data nobody knows how good a recommender *could* be. On the generated catalog we do: the generator drew every
+next item from a known mixture (the previous item's complementary subcategory, its brand, or the whole catalog, each
+weighted by the user's latent taste x the item's popularity; with ``id_driven`` > 0 also item-specific follow-ups).
+Ranking the items by that very probability is the best ranking any model can make for the held-out item -- ranking by
+the true probability maximises the expected HR@K for every K at once, and with it the expected NDCG@K -- so its
+NDCG@10 is the **ceiling** (the Bayes-optimal score) a trained model can approach but, on average, not pass.
+
+Two references come out of it (:func:`oracle_scores`):
+
+* ``taste=True``: the generator's exact probabilities, the user's latent taste included -- the ceiling;
+* ``taste=False``: the same mixture with the taste left out (popularity x the previous item's transitions) -- what
+  the catalog's structure alone gives, without inferring anything about the user from their history.
+
+A model between the two has learned something about each user's taste from their history; the distance to the
+ceiling is what is left to learn (a few history items cannot reveal a taste exactly, so no model reaches it).
+
+The generator's state is replayed on the unfiltered sequences (k-core filtering removed a few items the generator did
+draw): the previous item and the items already drawn are the generator's own. Works for any dataset read from a folder
+written by :mod:`~qbert4rec_lib.data.synthetic_folder` (the embedded default and the dial's catalogs); anything else
+gets a clear error.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..config import from_dict
+from .dataset import DataFormatError, Dataset
+from .synthetic import GeneratedCatalog, SyntheticConfig, generate, next_item_probabilities
+
+__all__ = ["generator_of", "oracle_scores"]
+
+
+def generator_of(dataset: Dataset) -> tuple[SyntheticConfig, GeneratedCatalog]:
+    """The generator config and in-memory catalog behind a generated ``dataset`` (checked item by item)."""
+    from .synthetic_folder import GENERATOR
+
+    config_file = Path(dataset.source or ".") / "config.json"
+    try:
+        meta = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataFormatError(f"not a generated catalog: no readable generator config ({type(exc).__name__}); the "
+                              "oracle needs the kit's generated data", path=str(config_file)) from None
+    if meta.get("generator") != GENERATOR:
+        raise DataFormatError(f"not a generated catalog (generator {meta.get('generator')!r}); the oracle needs the "
+                              "kit's generated data", path=str(config_file))
+    cfg = from_dict(SyntheticConfig, meta["config"])
+    catalog = generate(cfg)
+    if sorted(catalog.raw_ids) != sorted(dataset.items.raw_ids) or sorted(catalog.user_ids) != sorted(dataset.user_ids):
+        raise DataFormatError("the generated catalog's items or users differ from the dataset's (was the folder "
+                              "edited, or made by another generator version?)", path=str(config_file))
+    return cfg, catalog
+
+
+def oracle_scores(dataset: Dataset, which: str = "test", *, taste: bool = True) -> np.ndarray:
+    """float64 ``[U, N + 1]``: the generator's probability of each item id (column 0 = padding, 0) being the user's
+    ``which`` ("valid" or "test") item of the leave-one-out split, given everything before it; users in dataset
+    order. ``taste=False`` leaves the user's latent taste out (popularity x transitions only)."""
+    if which not in ("valid", "test"):
+        raise ValueError(f"oracle_scores: which must be 'valid' or 'test', got {which!r}")
+    cfg, catalog = generator_of(dataset)
+    world = catalog.world
+    row_of_raw = {rid: k for k, rid in enumerate(catalog.raw_ids)}
+    generator_item = np.array([catalog.generator_index[row_of_raw[rid]] for rid in dataset.items.raw_ids])  # [N]
+    user_row = {uid: k for k, uid in enumerate(catalog.user_ids)}
+    offset = 1 if which == "test" else 2  # the held-out item's place from the end
+    scores = np.zeros((dataset.num_users, dataset.num_items + 1))
+    for u, (uid, sequence) in enumerate(zip(dataset.user_ids, dataset.sequences)):
+        raw_user = int(catalog.generator_user_index[user_row[uid]])
+        raw_sequence = world.raw_sequences[raw_user]
+        target = generator_item[sequence[-offset] - 1]
+        t = int(np.flatnonzero(raw_sequence == target)[0])  # its step in the generator's own sequence
+        seen = np.zeros(len(world.popularity), dtype=bool)
+        seen[raw_sequence[:t]] = True
+        p = next_item_probabilities(world, cfg, world.user_weight(raw_user, taste),
+                                    int(raw_sequence[t - 1]) if t > 0 else None, seen)
+        scores[u, 1:] = p[generator_item]
+    return scores
