@@ -89,3 +89,19 @@ def test_a_dataset_the_generator_did_not_write_is_refused(small, tmp_path):
     other = small.__class__(**{**small.__dict__, "source": str(tmp_path)})
     with pytest.raises(DataFormatError, match="not a generated catalog"):
         generator_of(other)
+
+
+def test_the_fitted_structure_recovers_the_generators_form_from_training_data(small):
+    from qbert4rec_lib.data.oracle import fitted_structure_scores
+
+    split = small.split(max_len=50)
+    scores, params = fitted_structure_scores(small, "test")
+    assert params["complement_prob"] == pytest.approx(SMALL.complement_prob, abs=0.1)
+    assert params["same_brand_prob"] == pytest.approx(SMALL.same_brand_prob, abs=0.1)
+    fitted = evaluate_scores(scores, split, "test").metrics["NDCG@10"]
+    popularity = evaluate_split(Popularity(split.train_item_counts()), split, "test").metrics["NDCG@10"]
+    ceiling = evaluate_scores(oracle_scores(small, "test"), split, "test").metrics["NDCG@10"]
+    assert popularity + 0.02 < fitted < ceiling + 0.01
+    bare = small.__class__(**{**small.__dict__, "ground_truth": None})
+    with pytest.raises(DataFormatError, match="item attributes"):
+        fitted_structure_scores(bare)

@@ -32,7 +32,7 @@ from ..config import from_dict
 from .dataset import DataFormatError, Dataset
 from .synthetic import GeneratedCatalog, SyntheticConfig, generate, next_item_probabilities
 
-__all__ = ["generator_of", "oracle_scores"]
+__all__ = ["generator_of", "oracle_scores", "fitted_structure_scores"]
 
 
 def generator_of(dataset: Dataset) -> tuple[SyntheticConfig, GeneratedCatalog]:
@@ -80,3 +80,54 @@ def oracle_scores(dataset: Dataset, which: str = "test", *, taste: bool = True) 
                                     int(raw_sequence[t - 1]) if t > 0 else None, seen)
         scores[u, 1:] = p[generator_item]
     return scores
+
+
+def fitted_structure_scores(dataset: Dataset, which: str = "test", *, max_len: int = 50) -> tuple[np.ndarray, dict]:
+    """The generator's functional form with every parameter estimated from the training sequences alone.
+
+    ``p(i | prev) = a * pop(i | complement subcategory of prev) + b * pop(i | brand of prev) + (1 - a - b) * pop(i)``
+    over the items not in the history, each ``pop(. | pool)`` the item's training count (+1) normalised within its
+    pool. Estimated: the counts, the complement map (each subcategory's most over-represented next subcategory) and
+    ``a``, ``b`` (maximum likelihood on the training transitions, 0.05 grid). Known: the items' subcategory and brand
+    (their content, which the generator's text and images show). No taste: what a first-order model that knows the
+    catalog's form could learn from these sequences. Returns ``([U, N + 1] scores, the fitted parameters)``."""
+    if which not in ("valid", "test"):
+        raise ValueError(f"fitted_structure_scores: which must be 'valid' or 'test', got {which!r}")
+    if not dataset.ground_truth or not {"subcategory", "brand"} <= set(dataset.ground_truth):
+        raise DataFormatError("fitted_structure_scores needs the generator's item attributes (ground_truth.tsv)",
+                              path=dataset.source or None)
+    split = dataset.split(max_len=max_len)
+    sub = np.concatenate([[-1], dataset.ground_truth["subcategory"]])  # [N + 1], index 0 = padding
+    brand = np.concatenate([[-1], dataset.ground_truth["brand"]])
+    n_sub = int(sub.max()) + 1
+    pop = split.train_item_counts().astype(np.float64) + 1.0
+    pop[0] = 0.0
+    transitions = np.zeros((n_sub, n_sub))
+    for s in split.train:
+        np.add.at(transitions, (sub[s[:-1]], sub[s[1:]]), 1)
+    overall = transitions.sum(axis=0) / max(transitions.sum(), 1.0)
+    lift = transitions / np.maximum(transitions.sum(axis=1, keepdims=True), 1.0) / np.maximum(overall, 1e-12)
+    np.fill_diagonal(lift, 0.0)
+    complement = lift.argmax(axis=1)  # [S]
+
+    def components(history: np.ndarray) -> np.ndarray:  # [3, N + 1]: within-pool popularity after history[-1]
+        w = pop.copy()
+        w[history] = 0.0
+        prev = history[-1]
+        out = np.stack([w * (sub == complement[sub[prev]]), w * (brand == brand[prev]), w])
+        sums = out.sum(axis=1, keepdims=True)
+        return np.where(sums > 0, out / np.where(sums > 0, sums, 1.0), w / w.sum())
+
+    # the training transitions' component probabilities of the item that did come next, then a grid for (a, b)
+    seen_next = np.array([components(s[:t])[:, s[t]] for s in split.train for t in range(1, len(s))])  # [M, 3]
+    best = (-np.inf, 0.0, 0.0)
+    for a in np.arange(0.0, 1.0001, 0.05):
+        for b in np.arange(0.0, 1.0001 - a, 0.05):
+            ll = np.log(seen_next @ np.array([a, b, 1.0 - a - b]) + 1e-12).sum()
+            best = max(best, (ll, round(float(a), 2), round(float(b), 2)))
+    _, a, b = best
+    histories = split.test_history if which == "test" else split.valid_history
+    scores = np.stack([np.array([a, b, 1.0 - a - b]) @ components(h) for h in histories])  # [U, N + 1]
+    scores[:, 0] = 0.0
+    return scores, {"complement_prob": a, "same_brand_prob": b, "transitions": len(seen_next),
+                    "complement_map_size": n_sub}
