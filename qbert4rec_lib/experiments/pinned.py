@@ -54,6 +54,9 @@ def export_semantic_ids(ids, dataset, cfg, folder) -> Path:
 
     if ids.source == "random":
         raise ValueError("export-ids: the random-ID ablation is a shuffle of a table, not a table to pin")
+    if ids.quantize is None:
+        raise ValueError(f"export-ids: {ids.source!r} IDs are read off the item attributes, not built by stages 1-2; "
+                         "there is nothing machine-dependent to pin")
     folder = Path(folder)
     table = np.ascontiguousarray(ids.table.ids, dtype=np.int64)
     atomic_save_npy(folder / "ids.npy", table)

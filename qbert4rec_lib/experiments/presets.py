@@ -51,15 +51,18 @@ class ExperimentConfig:
     bert4rec: BERT4RecConfig = BERT4RecConfig()  # BERT4Rec-ID architecture and masking (max_len from max_len)
     eval: EvalConfig = EvalConfig()  # leave-one-out, full ranking, history excluded, pessimistic ties
     max_len: int = 50  # history length of every model (and of the split)
-    semantic_source: str = "fused"  # "fused" (stages 1+2) | "raw_text" (RQ-VAE on text: no injection) | "random"
+    # "fused" (stages 1+2) | "raw_text" (RQ-VAE on text: no injection) | "random" | attribute tokens as a reference:
+    # "metadata" (category leaf, brand) | "ground_truth" (the generator's attributes; a diagnostic)
+    semantic_source: str = "fused"
     do_pretrain: bool = True  # False = fine-tune from scratch (ablation)
 
     def __post_init__(self) -> None:
         from ..config import check_config
 
         check_config(self, ranges={"max_len": "[1, inf)"})  # and every section is a config of its class
-        if self.semantic_source not in ("fused", "raw_text", "random"):
-            raise ValueError(f"ExperimentConfig.semantic_source must be fused|raw_text|random, got {self.semantic_source!r}")
+        if self.semantic_source not in ("fused", "raw_text", "random", "metadata", "ground_truth"):
+            raise ValueError("ExperimentConfig.semantic_source must be fused|raw_text|random|metadata|ground_truth, "
+                             f"got {self.semantic_source!r}")
 
 
 def smoke_config(epochs_scale: float = 1.0) -> ExperimentConfig:

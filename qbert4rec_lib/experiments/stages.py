@@ -1,7 +1,9 @@
 """Stages 0-2 composed and cached: features -> fusion -> RQ-VAE, giving the semantic-ID table a sequence model reads.
 
 :func:`semantic_ids` only composes the stage modules (:mod:`qbert4rec_lib.semantic`); ``semantic_source`` picks
-the fused IDs, IDs from the raw text features (no injection) or the fused IDs shuffled across items (random IDs).
+the fused IDs, IDs from the raw text features (no injection), the fused IDs shuffled across items (random IDs), or
+tokens read off known item attributes (``"metadata"``, ``"ground_truth"``: a reference for the learned tokenizer,
+:mod:`qbert4rec_lib.semantic.attribute_ids`).
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..keys import digest, stable_hash
+from ..semantic.attribute_ids import ATTRIBUTE_SOURCES, attribute_id_table
 from ..semantic.features import FeatureSet, build_features, pooled
 from ..semantic.fusion import FusionResult, run_fusion
 from ..semantic.quantize import QuantizeResult, SemanticIDTable, run_quantize
@@ -19,9 +22,9 @@ __all__ = ["SemanticIDs", "semantic_ids", "hashlib_ids"]
 
 
 class SemanticIDs(NamedTuple):
-    features: FeatureSet
-    fusion: FusionResult | None  # None when the RQ-VAE ran on raw text (no injection)
-    quantize: QuantizeResult
+    features: FeatureSet | None  # None for attribute IDs (semantic_source "ground_truth" / "metadata")
+    fusion: FusionResult | None  # None when the RQ-VAE ran on raw text (no injection) or for attribute IDs
+    quantize: QuantizeResult | None  # None for attribute IDs
     table: SemanticIDTable  # what the sequence model reads (shuffled for the random-ID ablation)
     source: str  # "fused" | "raw_text" | "random"
     key: str  # content key of the table (keys the trained sequence models)
@@ -36,6 +39,10 @@ def semantic_ids(dataset, cfg: ExperimentConfig = ExperimentConfig(), *, split=N
         from .pinned import load_semantic_ids
 
         return load_semantic_ids(pinned, dataset, cfg)
+    if cfg.semantic_source in ATTRIBUTE_SOURCES:  # tokens read off known attributes: no stage 1-2 (a reference)
+        table = attribute_id_table(dataset, cfg.semantic_source)
+        return SemanticIDs(None, None, None, table, cfg.semantic_source,
+                           stable_hash(cfg.semantic_source, hashlib_ids(table.ids)))
     features = build_features(dataset, cfg.features, split=split, cache_root=cache_root, progress=progress)
     fusion = None
     if cfg.semantic_source == "raw_text":

@@ -67,6 +67,11 @@ STUDY: dict[str, tuple[str, Callable[[ExperimentConfig], ExperimentConfig]]] = {
                                    finetune_masks=replace(c.finetune_masks, prefix_crop_prob=0.5))),
     "ids_raw_text": ("semantic IDs from the RQ-VAE on raw text features (no stage-1 injection)",
                      lambda c: replace(c, semantic_source="raw_text")),
+    "ids_metadata": ("NOT the paper's tokenizer: tokens read off the item table (most specific category, brand) "
+                     "instead of stages 1-2 (no per-item parameter)", lambda c: replace(c, semantic_source="metadata")),
+    "diagnostic_ids_ground_truth": ("DIAGNOSTIC, not available on real data: the generator's attributes (subcategory, "
+                                    "brand, colour, price band) as the tokens", lambda c: replace(c, semantic_source=
+                                                                                                "ground_truth")),
     "finetune_masked": ("the paper's multi-mask fine-tuning instead of next-item fine-tuning: Cloze + tail masks, "
                         "the last item always masked, bidirectional (the kit's default until 2026-12-03)",
                         lambda c: _masked_finetune(c)),

@@ -99,6 +99,10 @@ def cmd_quantize(args) -> int:
 
         folder = export_semantic_ids(ids, ds, cfg, args.export_ids)
         print(f"semantic IDs pinned in {folder} (key {ids.key}); read them with --semantic-ids {folder}", file=sys.stderr)
+    if ids.quantize is None:  # attribute tokens (semantic_source metadata / ground_truth): no RQ-VAE ran
+        summary = {"source": ids.source, "key": ids.key, "vocab_sizes": list(ids.table.vocab_sizes),
+                   "items": len(ids.table.ids)}
+        return _emit(args, summary, json.dumps(summary, indent=2))
     return _emit(args, ids.quantize.summary(), json.dumps(ids.quantize.summary(), indent=2))
 
 
