@@ -12,7 +12,8 @@ import torch
 
 from .coldstart_split import ColdStart
 
-__all__ = ["QUERY_PATHS", "NEW_ITEM_PATH", "query_paths", "content_vectors", "ColdIDs", "cold_semantic_ids"]
+__all__ = ["QUERY_PATHS", "NEW_ITEM_PATH", "query_paths", "content_vectors", "ColdIDs", "cold_semantic_ids",
+           "metadata_cold_ids"]
 
 QUERY_PATHS = ("content", "mean", "unknown", "content+structure")
 NEW_ITEM_PATH = "new_item"  # the new-item query q_new trained with stage 1 (only when FusionConfig.id_dropout > 0)
@@ -41,7 +42,7 @@ def content_vectors(features) -> np.ndarray:
 class ColdIDs:
     """Semantic IDs of every item when the cold items were absent from stages 1-2."""
 
-    source: str  # "fused" (stages 1+2) | "raw_text" (RQ-VAE on the text vectors)
+    source: str  # "fused" (stages 1+2) | "raw_text" (RQ-VAE on the text vectors) | "metadata" (category, brand)
     tables: dict[str, np.ndarray]  # path -> int64 [N, L + 1]; warm rows identical across paths
     vocab_sizes: tuple[int, ...]  # covers every path's table (codebook size per level, then max suffix + 1)
     info: dict = field(default_factory=dict)  # per path: diagnostics (see cold_semantic_ids)
@@ -83,6 +84,25 @@ def _path_diagnostics(table: np.ndarray, cs: ColdStart, dataset, warm_codes_via_
         hits = [majority.get(int(table[r, 0]), -1) == sub[r] for r in cold_rows]
         out["cold_level1_majority_subcategory_match"] = float(np.mean(hits))
     return out
+
+
+def metadata_cold_ids(dataset, cs: ColdStart) -> ColdIDs:
+    """Every item's metadata tokens (most specific category, brand: :mod:`~qbert4rec_lib.semantic.attribute_ids`),
+    which a new item has the day it arrives; nothing is trained, so nothing of the cold items is learned. The
+    disambiguation suffix numbers the warm items of a group first, so no warm ID depends on the cold items."""
+    from ..semantic.attribute_ids import attribute_id_table
+
+    table = attribute_id_table(dataset, "metadata").ids.copy()  # [N, 3]
+    order = np.concatenate([cs.warm_rows, cs.cold_items - 1])  # warm rows first, then the new items
+    _, group = np.unique(table[:, :-1], axis=0, return_inverse=True)
+    taken: dict[int, int] = {}
+    for row in order:
+        table[row, -1] = taken.get(int(group[row]), 0)
+        taken[int(group[row])] = table[row, -1] + 1
+    sizes = tuple(int(table[:, j].max()) + 1 for j in range(table.shape[1]))
+    unseen = lambda j: int(len(np.setdiff1d(table[cs.cold_items - 1, j], table[cs.warm_rows, j])))  # noqa: E731
+    info = {"metadata": {"new_items_with_an_unseen_category": unseen(0), "new_items_with_an_unseen_brand": unseen(1)}}
+    return ColdIDs("metadata", {"metadata": table}, sizes, info)
 
 
 def cold_semantic_ids(dataset, cs: ColdStart, cfg, source: str = "fused", *, paths: Sequence[str] | None = None,

@@ -163,15 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write <out>.json and <out>.md")
     p.add_argument("--semantic-ids", default=None, metavar="FOLDER", help=pinned_help)
 
-    from ..experiments.coldstart import MODELS as COLD_MODELS
+    from ..experiments.coldstart import EXTRA_MODELS as COLD_EXTRA, MODELS as COLD_MODELS
     from ..experiments.coldstart import SELECT_BY
 
     p = stage("cold-start", "new items: warm/cold table (protocol in coldstart.py)", cmd_cold_start)
     p.add_argument("--seeds", nargs="*", type=_count, default=[0, 1, 2])
     p.add_argument("--fraction", type=_positive, default=0.1, help="share of the items held out (default 0.1)")
     p.add_argument("--by", default="time", choices=["time", "random"], help="which items are new (default: time)")
-    p.add_argument("--models", nargs="*", default=list(COLD_MODELS), choices=list(COLD_MODELS), metavar="MODEL",
-                   help=f"rows of the table (default: all of {', '.join(COLD_MODELS)})")
+    p.add_argument("--models", nargs="*", default=list(COLD_MODELS), choices=list(COLD_MODELS + COLD_EXTRA),
+                   metavar="MODEL", help=f"rows of the table (default: all of {', '.join(COLD_MODELS)}; also "
+                                         f"{', '.join(COLD_EXTRA)})")
     p.add_argument("--select-by", default="median_rank", choices=list(SELECT_BY),
                    help="cold-validation metric that chooses the new items' stage-1 path (default: median_rank)")
     p.add_argument("--from-json", default=None, metavar="FILE",
