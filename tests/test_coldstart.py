@@ -298,3 +298,22 @@ def test_cold_start_training_is_watchable(ds, tiny_cfg, tmp_path, capsys):
     run_cold_start(ds, tiny_cfg, seeds=[0], models=("SASRec-CE",), cache_root=tmp_path, log=None, epoch_log=True)
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("cold start SASRec-CE seed 0")]
     assert [ln.split(" | ")[1] for ln in lines] == ["epoch 1", "epoch 2"], lines  # one line per epoch
+
+
+def test_metadata_tokens_of_new_items_are_their_category_and_brand_and_leave_warm_ids_alone(ds):
+    """The opt-in metadata row: a new item's tokens are its own category leaf and brand (known when it arrives);
+    the warm items' IDs are those of a catalog without the new items (suffixes numbered warm-first)."""
+    from qbert4rec_lib.experiments.coldstart_ids import metadata_cold_ids
+
+    cs = CS.cold_start_split(ds, 0.1, by="time", seed=0, max_len=20)
+    ids = metadata_cold_ids(ds, cs)
+    table = ids.tables["metadata"]
+    assert len({tuple(r) for r in table}) == ds.num_items  # unique
+    leaf = np.array([p[-1] for p in ds.items.categories])
+    for token in np.unique(table[:, 0]):
+        assert len(set(leaf[table[:, 0] == token])) == 1
+    warm = table[cs.warm_rows]
+    for g in {tuple(r) for r in warm[:, :2]}:  # within every group, the warm items hold suffixes 0..k-1
+        suffixes = np.sort(warm[(warm[:, :2] == g).all(axis=1), 2])
+        assert suffixes.tolist() == list(range(len(suffixes)))
+    assert set(ids.info["metadata"]) == {"new_items_with_an_unseen_category", "new_items_with_an_unseen_brand"}
