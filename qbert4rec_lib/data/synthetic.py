@@ -25,7 +25,9 @@ What is generated (all from a ``numpy`` Generator, so the same seed gives byte-i
 Choices the paper leaves open (it evaluates on Amazon data only), all config knobs in
 :class:`SyntheticConfig`: the catalog size, tree shape, strength of every signal and the image size.
 
-Rendering the item images is :mod:`~qbert4rec_lib.data.synthetic_images`; writing the folder and
+The generator keeps what drew every sequence (:class:`GeneratorWorld`: the users' tastes, the unfiltered
+sequences), so :mod:`~qbert4rec_lib.data.oracle` can replay its next-item probabilities -- the best ranking any model
+could make on this catalog. Rendering the item images is :mod:`~qbert4rec_lib.data.synthetic_images`; writing the folder and
 :func:`~qbert4rec_lib.data.synthetic_folder.load_default` (the embedded default, cached) are
 :mod:`~qbert4rec_lib.data.synthetic_folder`. The output folder (read by
 :func:`qbert4rec_lib.data.loaders.load_dataset`, the same code path as real data)::
@@ -50,7 +52,7 @@ from .dataset import kcore_mask
 
 __all__ = [
     "SyntheticConfig", "GeneratedCatalog", "CATEGORY_TREE", "COLOURS", "PRICE_BANDS", "BRAND_FAMILIES",
-    "SHAPES", "GROUND_TRUTH_ATTRIBUTES", "generate",
+    "SHAPES", "GROUND_TRUTH_ATTRIBUTES", "generate", "GeneratorWorld", "next_item_probabilities",
 ]
 
 GROUND_TRUTH_ATTRIBUTES = ("top_category", "subcategory", "brand", "brand_family", "colour", "price_band")
