@@ -54,6 +54,7 @@ __all__ = [
     "evaluate_scores",
     "rank_targets",
     "metrics_from_ranks",
+    "per_user_metric",
     "metric_names",
     "protocol_text",
     "aggregate",
@@ -156,21 +157,31 @@ def rank_targets(
     return higher + torch.floor(u * (at_least - higher).to(u.dtype)).long() + 1
 
 
+def per_user_metric(ranks: np.ndarray | torch.Tensor, metric: str) -> np.ndarray:
+    """float64 ``[U]``: ``metric`` ("NDCG@K", "HR@K" or "MRR") of each user from 1-based ranks; the one formula
+    behind :func:`metrics_from_ranks` (its means) and the paired comparisons of
+    :mod:`~qbert4rec_lib.experiments.significance`."""
+    r = np.asarray(ranks, dtype=np.float64)
+    if r.ndim != 1 or (r < 1).any():
+        raise ValueError(f"per_user_metric: expected a 1-D array of 1-based ranks, got shape {r.shape}")
+    if metric == "MRR":
+        return 1.0 / r
+    name, _, k = metric.partition("@")
+    if name not in ("NDCG", "HR") or not k.isdigit():
+        raise ValueError(f"per_user_metric: metric must be 'NDCG@K', 'HR@K' or 'MRR', got {metric!r}")
+    hit = r <= int(k)
+    return np.where(hit, 1.0 / np.log2(r + 1.0), 0.0) if name == "NDCG" else hit.astype(np.float64)
+
+
 def metrics_from_ranks(ranks: np.ndarray | torch.Tensor, cfg: EvalConfig = EvalConfig()) -> dict[str, float]:
     """HR@K, NDCG@K and MRR (means over users) from 1-based ranks."""
-    r = torch.as_tensor(np.asarray(ranks), dtype=torch.float64)  # [U]
-    if r.numel() == 0:
+    r = np.asarray(ranks.cpu() if isinstance(ranks, torch.Tensor) else ranks, dtype=np.float64)  # [U]
+    if r.size == 0:
         raise ValueError("metrics_from_ranks: no ranks given (zero users)")
     if (r < 1).any():
         raise ValueError("metrics_from_ranks: ranks are 1-based, got a value < 1")
-    out: dict[str, float] = {}
-    for k in cfg.ks_hr:
-        out[f"HR@{k}"] = float((r <= k).double().mean())
-    gain = 1.0 / torch.log2(r + 1.0)  # [U] DCG of a single relevant item at rank r
-    for k in cfg.ks_ndcg:
-        out[f"NDCG@{k}"] = float(torch.where(r <= k, gain, torch.zeros_like(gain)).mean())
-    out["MRR"] = float((1.0 / r).mean())
-    return out
+    names = [f"HR@{k}" for k in cfg.ks_hr] + [f"NDCG@{k}" for k in cfg.ks_ndcg] + ["MRR"]
+    return {name: float(per_user_metric(r, name).mean()) for name in names}
 
 
 # ---- the evaluator -------------------------------------------------------------------------

@@ -23,22 +23,9 @@ from typing import Sequence
 
 import numpy as np
 
+from .evaluate import per_user_metric
+
 __all__ = ["PairedDifference", "per_user_metric", "paired_difference"]
-
-
-def per_user_metric(ranks: np.ndarray, metric: str) -> np.ndarray:
-    """float64 ``[U]``: ``metric`` ("NDCG@K", "HR@K" or "MRR") of each user from 1-based ranks (as
-    :func:`~qbert4rec_lib.experiments.evaluate.metrics_from_ranks`, before its mean)."""
-    r = np.asarray(ranks, dtype=np.float64)
-    if r.ndim != 1 or (r < 1).any():
-        raise ValueError(f"per_user_metric: expected a 1-D array of 1-based ranks, got shape {r.shape}")
-    if metric == "MRR":
-        return 1.0 / r
-    name, _, k = metric.partition("@")
-    if name not in ("NDCG", "HR") or not k.isdigit():
-        raise ValueError(f"per_user_metric: metric must be 'NDCG@K', 'HR@K' or 'MRR', got {metric!r}")
-    hit = r <= int(k)
-    return np.where(hit, 1.0 / np.log2(r + 1.0), 0.0) if name == "NDCG" else hit.astype(np.float64)
 
 
 @dataclass(frozen=True)
