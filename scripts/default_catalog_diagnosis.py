@@ -1,7 +1,7 @@
 """What holds the sequence models back on the embedded default catalog, measured (README: "How far from the best
 possible"): test NDCG@10 of the ceiling, its references and the trained models (seed 0), split by what drew each test
 item (the previous item's complementary subcategory, its brand, or anything else), and how pure the learned semantic
-IDs are in the attributes that drive the sequences.
+IDs are in the attributes that drive the sequences (the paper's learned tokens and the RQ-VAE on raw text features).
 
     python scripts/default_catalog_diagnosis.py [--seed 0]
 
@@ -14,6 +14,7 @@ import argparse
 
 import numpy as np
 import torch
+from sklearn.metrics import normalized_mutual_info_score  # scikit-learn comes with umap-learn
 
 from qbert4rec_lib import open_dataset
 from qbert4rec_lib.data.oracle import fitted_structure_scores, generator_of, oracle_scores
@@ -54,14 +55,28 @@ def main() -> None:
     for label, r in ranks.items():
         v = per_user_metric(r, "NDCG@10")
         print(f"| {label} | {v.mean():.4f} | " + " | ".join(f"{v[kind == k].mean():.3f}" for k in kinds) + " |")
-    ids = semantic_ids(ds, cfg, progress=False).table.ids  # the learned tokens
-    print("\nPurity of the learned semantic IDs (share of items in the majority attribute value of their token prefix):")
-    for attr in ("top_category", "subcategory", "brand"):
-        cells = []
-        for depth in (1, 2):
-            _, prefix = np.unique(ids[:, :depth], axis=0, return_inverse=True)
-            cells.append(sum(np.bincount(gt[attr][prefix == p]).max() for p in np.unique(prefix)) / len(prefix))
-        print(f"- {attr}: level 1 {cells[0]:.2f}, two-token prefix {cells[1]:.2f}")
+    print("\nPurity of the semantic IDs (share of items in the majority attribute value of their token prefix):")
+    tokens = {"learned (stages 1-2, the default)": semantic_ids(ds, cfg, progress=False).table.ids,
+              "RQ-VAE on raw text (no stage 1; row ids_raw_text)":
+                  semantic_ids(ds, study_config("ids_raw_text", cfg), progress=False).table.ids}
+    for source, ids in tokens.items():
+        print(f"{source}:")
+        for attr in ("top_category", "subcategory", "brand"):
+            cells = []
+            for depth in (1, 2):
+                _, prefix = np.unique(ids[:, :depth], axis=0, return_inverse=True)
+                prefix = prefix.ravel()
+                cells.append(sum(np.bincount(gt[attr][prefix == p]).max() for p in np.unique(prefix)) / len(prefix))
+            print(f"- {attr}: level 1 {cells[0]:.2f}, two-token prefix {cells[1]:.2f}")
+    attrs = ("top_category", "subcategory", "brand", "colour")
+    print("\nHow much each token level says about each attribute (normalised mutual information, 0 = nothing, "
+          "1 = the attribute itself):\n")
+    print("| tokens | level | " + " | ".join(attrs) + " |")
+    print("|---|---|" + "---|" * len(attrs))
+    for source, ids in tokens.items():
+        for level in range(ids.shape[1] - 1):  # the last column is the disambiguation token
+            print(f"| {source} | {level + 1} | "
+                  + " | ".join(f"{normalized_mutual_info_score(gt[a], ids[:, level]):.2f}" for a in attrs) + " |")
 
 
 if __name__ == "__main__":

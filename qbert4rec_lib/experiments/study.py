@@ -67,6 +67,8 @@ STUDY: dict[str, tuple[str, Callable[[ExperimentConfig], ExperimentConfig]]] = {
                                    finetune_masks=replace(c.finetune_masks, prefix_crop_prob=0.5))),
     "ids_raw_text": ("semantic IDs from the RQ-VAE on raw text features (no stage-1 injection)",
                      lambda c: replace(c, semantic_source="raw_text")),
+    "fusion_text_structural": ("stage 1 fuses text and structural features only (no image: what Beauty has)",
+                               lambda c: replace(c, fusion=replace(c.fusion, modalities=("text", "structural")))),
     "ids_metadata": ("NOT the paper's tokenizer: tokens read off the item table (most specific category, brand) "
                      "instead of stages 1-2 (no per-item parameter)", lambda c: replace(c, semantic_source="metadata")),
     "diagnostic_ids_ground_truth": ("DIAGNOSTIC, not available on real data: the generator's attributes (subcategory, "
