@@ -2,7 +2,7 @@
 that drive its sequences, before training any sequence model (README: "Where stage 1 loses it").
 
     python scripts/stage1_screen.py            # every variant below
-    python scripts/stage1_screen.py default raw_text
+    python scripts/stage1_screen.py default ids_raw_text
 
 For each variant: the normalised mutual information between each token level and the generator's subcategory, brand
 and colour (0 = nothing, 1 = the attribute itself). Stages 1-2 take seconds per variant on one thread (features come
@@ -19,14 +19,15 @@ from sklearn.metrics import normalized_mutual_info_score  # scikit-learn comes w
 from qbert4rec_lib import open_dataset
 from qbert4rec_lib.experiments.presets import preset
 from qbert4rec_lib.experiments.stages import semantic_ids
+from qbert4rec_lib.experiments.study import study_config
 
 
 def variants(cfg):
-    """name -> ExperimentConfig: the smoke preset with one stage-1/2 setting changed."""
+    """name -> ExperimentConfig: the smoke preset with one stage-1/2 setting changed (two of them are study rows)."""
     fusion = lambda **kw: replace(cfg, fusion=replace(cfg.fusion, **kw))  # noqa: E731
     return {
         "default": cfg,
-        "raw_text": replace(cfg, semantic_source="raw_text"),
+        "ids_raw_text": study_config("ids_raw_text", cfg),
         "fusion_epochs_60": fusion(epochs=60),
         "fusion_epochs_200": fusion(epochs=200),
         "no_modality_pair_terms": fusion(modality_pair_weight=0.0),
@@ -34,7 +35,7 @@ def variants(cfg):
         "temperature_0.07": fusion(contrastive_temperature=0.07),
         "temperature_0.5": fusion(contrastive_temperature=0.5),
         "gate_off": fusion(gate="off"),
-        "text_and_structural": fusion(modalities=("text", "structural")),
+        "fusion_text_structural": study_config("fusion_text_structural", cfg),
         "text_only": fusion(modalities=("text",)),
         "codebook_32": replace(cfg, rqvae=replace(cfg.rqvae, codebook_size=32)),
     }
