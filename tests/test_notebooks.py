@@ -26,9 +26,11 @@ def _between(lo, hi):
 CHECKS: dict[str, dict] = {
     "00_overview": {
         "unique_semantic_ids": lambda v: v == 1.0,
-        "qbert_ndcg10": _between(0.065, 0.12),  # tiny run: 0.1097 since 2026-12-04 (0.0958 on 2026-12-03)
-        "tiny_items": lambda v: v == 470,  # the tiny generated catalog after its 5-core filter (deterministic)
-        "popularity_ndcg10": _between(0.070, 0.080),  # deterministic given the tiny split (0.0751)
+        # the default catalog's run, the same models as notebooks 05-07 (loaded by them from the cache): Q-Bert4Rec
+        # 0.0973 on the Intel and 0.0952 on the AMD machine (2026-12-05), Popularity 0.0482
+        "qbert_ndcg10": _between(0.080, 0.105),
+        "items": lambda v: v == 1296,  # the default catalog after its 5-core filter (deterministic)
+        "popularity_ndcg10": _between(0.045, 0.052),  # deterministic given the split (0.0482)
     },
     "01_data": {
         # the generator and the 5-core filter are deterministic given the seed: a change in either moves these
@@ -187,7 +189,7 @@ def test_notebook_executes_and_records_expected_figures(notebook, smoke_run):
         assert abl["full"] > abl["random_ids"] + 0.02, abl
     if notebook == "05_pretraining":  # the pretrain -> fine-tune run is far above the Popularity floor (0.095 vs 0.048)
         assert values["test_ndcg10"] > 1.5 * values["popularity_test_ndcg10"]
-    if notebook == "00_overview":  # the tiny run: every model trained to early stopping has learned something
-        assert values["qbert_ndcg10"] > values["popularity_ndcg10"]
+    if notebook == "00_overview":  # every model trained to early stopping: Q-Bert4Rec far above the Popularity floor
+        assert values["qbert_ndcg10"] > 1.5 * values["popularity_ndcg10"]
     figures = list(smoke_run["figures"].glob(f"{notebook}_*.html"))
     assert figures, f"{notebook} wrote no figure to {smoke_run['figures']}"
