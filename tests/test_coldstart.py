@@ -317,3 +317,32 @@ def test_metadata_tokens_of_new_items_are_their_category_and_brand_and_leave_war
         suffixes = np.sort(warm[(warm[:, :2] == g).all(axis=1), 2])
         assert suffixes.tolist() == list(range(len(suffixes)))
     assert set(ids.info["metadata"]) == {"new_items_with_an_unseen_category", "new_items_with_an_unseen_brand"}
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_an_interrupted_cold_start_training_resumes_to_the_same_model(ds, tiny_cfg, tmp_path):
+    """Killed in the fine-tuning phase and started again: pretraining is not repeated, and the weights and curves are
+    those of one uninterrupted run."""
+    cfg = replace(tiny_cfg, finetune=TrainConfig(epochs=3))
+    cs = CS.cold_start_split(ds, 0.1, by="time", max_len=20)
+    ids = CI.cold_semantic_ids(ds, cs, cfg, "raw_text", cache_root=tmp_path / "ids")
+    whole, whole_fits = CM.train_cold_model("Q-Bert4Rec", ds, cs, cfg, seed=0, ids=ids, cache_root=tmp_path / "a")
+
+    def crash(entry):
+        if entry["phase"] == "finetune" and entry["epoch"] == 2:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        CM.train_cold_model("Q-Bert4Rec", ds, cs, cfg, seed=0, ids=ids, cache_root=tmp_path / "b", log=crash)
+    ran = []
+    resumed, fits = CM.train_cold_model("Q-Bert4Rec", ds, cs, cfg, seed=0, ids=ids, cache_root=tmp_path / "b",
+                                        log=ran.append)
+    assert [(e["phase"], e["epoch"]) for e in ran] == [("finetune", 3)]  # nothing before the interruption again
+    for phase in ("pretrain", "finetune"):
+        assert [e["train_loss"] for e in fits[phase].history] == [e["train_loss"] for e in whole_fits[phase].history]
+    a, b = whole.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not list((tmp_path / "b").glob("coldstart_model/*.partial"))  # the scratch folder goes with the write

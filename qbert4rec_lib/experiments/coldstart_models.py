@@ -133,8 +133,11 @@ def train_cold_model(name: str, dataset, cs: ColdStart, cfg, *, seed: int = 0, i
             if masks is not None:
                 model.masking = masks
             phase_log = None if log is None else (lambda e, p=phase: log({**e, "phase": p}))
+            # checkpointed every epoch: an interrupted run resumes where it stopped (a finished phase restores its
+            # best weights from its checkpoint and the next phase goes on from there)
             fits[phase] = fit(wrapped, cs.train_split, replace(tcfg, seed=seed, max_len=cfg.max_len),
-                              eval_cfg=cfg.eval, progress=progress, log=phase_log)
+                              eval_cfg=cfg.eval, progress=progress, log=phase_log,
+                              checkpoint_dir=store.partial() / phase)
         model.train_item_mask = None  # the cold items arrive
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         store.write({}, {"model": name, "seed": seed, "config": relevant,
