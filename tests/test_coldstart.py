@@ -215,23 +215,32 @@ def test_cli_cold_start_writes_the_table(ds, tmp_path, capsys):
     assert "| Content k-NN |" in capsys.readouterr().out
 
 
-def _fused_rows(valid_by_path: dict[str, list[tuple[float, float]]]) -> dict[str, list[dict]]:
-    """Fake cold-start rows: per path, one (median rank, NDCG@10) pair per seed on cold validation users."""
+def _fused_rows(valid_by_path: dict[str, list[tuple]], all_users: bool = True) -> dict[str, list[dict]]:
+    """Fake cold-start rows: per path, one (median rank, NDCG@10[, all-user validation NDCG@10]) tuple per seed on
+    cold validation users (the third value defaults to the second)."""
     metrics = lambda r, n: {"HR@10": n, "NDCG@10": n, "HR@50": 2 * n, "median_rank": r, "users": 140}  # noqa: E731
-    return {f"Q-Bert4Rec (fused IDs, {p} query)": [{"seed": i, "cold_valid": metrics(r, n), "cold": metrics(r, n),
-                                                   "warm": metrics(r / 2, 2 * n)} for i, (r, n) in enumerate(v)]
-            for p, v in valid_by_path.items()}
+    return {f"Q-Bert4Rec (fused IDs, {p} query)": [
+        {"seed": i, "cold_valid": metrics(t[0], t[1]), "cold": metrics(t[0], t[1]), "warm": metrics(t[0] / 2, 2 * t[1])}
+        | ({"valid_all": metrics(t[0] / 2, t[-1])} if all_users else {}) for i, t in enumerate(v)]
+        for p, v in valid_by_path.items()}
 
 
-def test_choose_path_uses_the_cold_validation_metric_it_is_given():
+def test_choose_path_uses_the_validation_metric_it_is_given():
     from qbert4rec_lib.experiments.coldstart import choose_path
 
-    rows = _fused_rows({"content": [(270.0, 0.034), (256.0, 0.041)], "content+structure": [(250.0, 0.007), (248.0, 0.012)]})
+    # content+structure: best for the cold validation users by median rank, worst over all users
+    rows = _fused_rows({"content": [(270.0, 0.034, 0.096), (256.0, 0.041, 0.094)],
+                        "content+structure": [(250.0, 0.007, 0.087), (248.0, 0.012, 0.088)]})
+    assert choose_path(rows) == choose_path(rows, "all_users_NDCG@10") == "content"  # the default: every user
     assert choose_path(rows, "median_rank") == "content+structure"  # lower median rank wins
     assert choose_path(rows, "NDCG@10") == "content"  # higher NDCG@10 wins
     assert choose_path({"SASRec-CE": rows["Q-Bert4Rec (fused IDs, content query)"]}) == ""  # no fused rows
     with pytest.raises(ValueError, match="select_by"):
         choose_path(rows, "MRR")
+    old = _fused_rows({"content": [(270.0, 0.034)], "content+structure": [(250.0, 0.007)]}, all_users=False)
+    with pytest.raises(ValueError, match="no all-user validation metrics.*median_rank"):
+        choose_path(old)  # runs saved before the all-user rule: the error says what to do
+    assert choose_path(old, "median_rank") == "content+structure"
 
 
 def test_cold_start_table_re_tabulated_from_json_with_another_selection(tmp_path, capsys):
@@ -252,7 +261,9 @@ def test_cold_start_table_re_tabulated_from_json_with_another_selection(tmp_path
     path = tmp_path / "cold.json"
     path.write_text(json.dumps(payload))
     out = tmp_path / "again"
-    assert main(["cold-start", "--from-json", str(path), "--out", str(out)]) == 0
+    assert main(["cold-start", "--from-json", str(path), "--out", str(out)]) == 0  # the saved choice is kept
+    assert json.loads(out.with_suffix(".json").read_text())["chosen_path"] == "content"
+    assert main(["cold-start", "--from-json", str(path), "--select-by", "median_rank", "--out", str(out)]) == 0
     assert json.loads(out.with_suffix(".json").read_text())["chosen_path"] == "content+structure"
     path.write_text('{"runs": ')
     assert main(["cold-start", "--from-json", str(path)]) == 2

@@ -46,20 +46,21 @@ Stage 1 needs a query for an item that has no trained ID query (and it has no st
   modality hidden (DropoutNet-style; ``fusion.id_consistency`` adds a term pulling each warm item's own-query and
   content-only fused vectors together). Not the paper's; measured in the README.
 
-The path is chosen on the cold *validation* users (:func:`run_cold_start`'s ``chosen_path``), never on test users,
-by their median rank of the cold target (``select_by="median_rank"``, mean over seeds; ``"NDCG@10"`` and ``"HR@50"``
-are the other choices). Why the median rank: with ~140 cold validation users one user moves HR@10 by 0.007, so
-NDCG@10 picks among paths by a handful of users, while the median rank uses every user's rank. This rule replaced
-NDCG@10 after the first 3-seed default-catalog run, seeds 0-2 (NDCG@10 chose ``content``; the median rank chooses
-``content+structure``, as does the cold *test* median rank) -- a choice made after seeing those seeds' test numbers.
-Measured on the default catalog (``figures/results/coldstart_default.md``, fresh seeds 3-5 under next-item
-fine-tuning): the median rank again chooses ``content+structure``, but its cold HR@10 (0.036) stays below content
-k-NN's (0.054) and at 24% of warm; raw-text IDs reach 0.065 (41% of warm, median cold rank 185 vs k-NN's 438). The
-earlier seeds 0-2, fine-tuned with the paper's masks, gave ``content+structure`` 0.074 (52% of warm;
-``figures/results/coldstart_default_masked_lr1e-3_seeds012.md``). The cold validation set is small (~150 users), so
-the choice is noisy. Warm items sent through a path land on their own level-1 code only 31-41 % of the time (the
-trained ID query and the structural features shape the warm IDs; a new item has neither). Raw-text IDs (no stage 1)
-do not have this gap: their new-item path is the training path -- and on seeds 3-5 they do better on new items.
+The path is chosen on *validation* users (:func:`run_cold_start`'s ``chosen_path``), never on test users. The
+default rule (``select_by="all_users_NDCG@10"``, since 2026-12-05) is the validation NDCG@10 over **every** user,
+warm and cold validation items together, the new items ranked by the path's IDs (mean over seeds): a new item's ID
+serves the users who want it and costs the users who do not (ranked high where it is not wanted, it pushes a warm
+target down), and only a rule that sees both kinds of user prices that in. The other rules look at the cold
+validation users alone (``"median_rank"``, the default until 2026-12-05; ``"NDCG@10"``; ``"HR@50"``): a path that
+lifts every new item's score wins there whatever it costs the warm users. Measured on the default catalog (seeds
+0-2, Intel machine, ``figures/results/coldstart_default_2026-12-05.md``): ``content+structure``, the cold-only
+rule's choice, has the best cold test HR@10 (0.074, 50% of warm) and the lowest all-user validation NDCG@10 (0.087
+against 0.096 for ``content`` and ``unknown``), and costs the warm test users 0.011 HR@10 (0.149 against 0.160).
+History of the cold-only rule: the median rank replaced NDCG@10 after the first 3-seed default-catalog run (NDCG@10
+chose ``content``, the median rank ``content+structure``) -- a choice made after seeing those seeds' test numbers.
+Warm items sent through a path land on their own level-1 code only 31-41 % of the time (the trained ID query and the
+structural features shape the warm IDs; a new item has neither). Raw-text IDs (no stage 1) do not have this gap:
+their new-item path is the training path.
 
 The fused vector is quantized by the trained RQ-VAE (:func:`~qbert4rec_lib.semantic.quantize.encode_frozen`: same
 standardisation, encoder and codebooks), and a cold item whose codes equal existing items' codes takes the next
@@ -90,7 +91,11 @@ __all__ = ["MODELS", "EXTRA_MODELS", "SELECT_BY", "ColdStartReport", "run_cold_s
            "cold_start_table", "run_dial", "dial_table", "dial_rows",
            "DIAL_MODELS"]
 
-SELECT_BY = ("median_rank", "NDCG@10", "HR@50")  # cold-validation metrics that can choose the stage-1 path
+# validation metrics that can choose the stage-1 path: NDCG@10 over every user's validation item (default), or a
+# metric of the cold validation users alone
+SELECT_BY = ("all_users_NDCG@10", "median_rank", "NDCG@10", "HR@50")
+_SELECT_LABEL = {"all_users_NDCG@10": "validation NDCG@10 over all users"} | {
+    m: f"cold-validation {m.replace('_', ' ')}" for m in SELECT_BY[1:]}
 MODELS = ("Q-Bert4Rec", "Q-Bert4Rec (raw-text IDs)", "SASRec-CE", "BERT4Rec-ID", "Content k-NN", "Popularity")
 # rows a run can ask for beyond the default ones: the same sequence model on metadata tokens (not the paper's
 # tokenizer; a new item's category and brand are known when it arrives, so its tokens are exact)
@@ -104,7 +109,7 @@ class ColdStartReport:
     protocol: str
     seeds: list[int]
     ids_info: dict  # source -> ColdIDs.info
-    chosen_path: str  # the stage-1 path with the best cold-validation ``chosen_by`` (mean over seeds)
+    chosen_path: str  # the stage-1 path with the best validation ``chosen_by`` (mean over seeds)
     content_k: dict  # seed -> chosen k of the content k-NN (and the validation scores)
     seconds: float
     cold_items: list = field(default_factory=list)  # the new item ids
@@ -117,7 +122,8 @@ class ColdStartReport:
     def to_json(self) -> dict:
         agg = {row: {g: {m: {"mean": self.mean(row, g, m),
                              "std": float(np.std([r[g][m] for r in rs], ddof=1)) if len(rs) > 1 else 0.0}
-                         for m in rs[0][g]} for g in ("warm", "cold", "new_only", "cold_valid") if g in rs[0]}
+                         for m in rs[0][g]} for g in ("warm", "cold", "new_only", "cold_valid", "valid_all")
+                     if g in rs[0]}
                for row, rs in self.rows.items()}
         return {"protocol": self.protocol, "split": self.split_text, "cold_items": self.cold_items, "seeds": self.seeds, "chosen_path": self.chosen_path,
                 "chosen_by": self.chosen_by, "mean_std": agg,
@@ -129,11 +135,11 @@ class ColdStartReport:
 
 def run_cold_start(dataset, cfg, *, fraction: float = 0.1, by: str = "time", seeds: Sequence[int] = (0,),
                    models: Sequence[str] = MODELS, paths: Sequence[str] | None = None, cache_root=None,
-                   select_by: str = "median_rank", progress: bool = False,
+                   select_by: str = "all_users_NDCG@10", progress: bool = False,
                    log: Callable[[str], None] | None = print, epoch_log: bool = False) -> ColdStartReport:
     """The warm/cold table: every model in ``models`` under the protocol, for each seed (the split and stages 1-2
     are fixed; the seed changes the sequence models' initialisation, batches and masks). ``select_by``: the
-    cold-validation metric that chooses the stage-1 path (:data:`SELECT_BY`). ``epoch_log``: one flushed line per
+    validation metric that chooses the stage-1 path (:data:`SELECT_BY`; default: NDCG@10 over all users). ``epoch_log``: one flushed line per
     training epoch of every model trained (for long runs whose output goes to a file)."""
     if select_by not in SELECT_BY:
         raise ValueError(f"run_cold_start: select_by={select_by!r}; expected one of {', '.join(SELECT_BY)}")
@@ -203,14 +209,20 @@ def run_cold_start(dataset, cfg, *, fraction: float = 0.1, by: str = "time", see
 _FUSED = "Q-Bert4Rec (fused IDs, "
 
 
-def choose_path(rows: dict[str, list[dict]], select_by: str = "median_rank") -> str:
-    """The stage-1 path whose fused-ID row has the best mean cold-validation ``select_by`` over seeds (lowest median
-    rank; highest NDCG@10 / HR@50); ties go to the first path. Test users are never looked at."""
+def choose_path(rows: dict[str, list[dict]], select_by: str = "all_users_NDCG@10") -> str:
+    """The stage-1 path whose fused-ID row has the best mean validation ``select_by`` over seeds (highest NDCG@10 over
+    all users; on the cold validation users alone: lowest median rank, highest NDCG@10 / HR@50); ties go to the first
+    path. Test users are never looked at."""
     if select_by not in SELECT_BY:
         raise ValueError(f"choose_path: select_by={select_by!r}; expected one of {', '.join(SELECT_BY)}")
-    sign = -1.0 if select_by == "median_rank" else 1.0
-    cand = {row[len(_FUSED):-len(" query)")]: sign * float(np.mean([r["cold_valid"][select_by] for r in rs]))
-            for row, rs in rows.items() if row.startswith(_FUSED) and rs and "cold_valid" in rs[0]}
+    group, metric = ("valid_all", "NDCG@10") if select_by == "all_users_NDCG@10" else ("cold_valid", select_by)
+    fused = {row: rs for row, rs in rows.items() if row.startswith(_FUSED) and rs}
+    if fused and group == "valid_all" and not any(group in rs[0] for rs in fused.values()):
+        raise ValueError("choose_path: these runs have no all-user validation metrics (saved before 2026-12-05); "
+                         "choose by a cold-validation metric instead, e.g. select_by='median_rank'")
+    sign = -1.0 if metric == "median_rank" else 1.0
+    cand = {row[len(_FUSED):-len(" query)")]: sign * float(np.mean([r[group][metric] for r in rs]))
+            for row, rs in fused.items() if group in rs[0]}
     return max(cand, key=cand.get) if cand else ""
 
 
@@ -225,7 +237,7 @@ def _table_order(rows: dict[str, list[dict]]) -> dict[str, list[dict]]:
 
 def report_from_json(payload: dict, select_by: str | None = None) -> ColdStartReport:
     """A :class:`ColdStartReport` rebuilt from its ``to_json()`` (e.g. ``figures/results/coldstart_default.json``),
-    nothing trained; with ``select_by`` the stage-1 path is chosen again by that cold-validation metric."""
+    nothing trained; with ``select_by`` the stage-1 path is chosen again by that validation metric."""
     try:
         rows, seeds = _table_order(payload["runs"]), payload["seeds"]
         by = select_by or payload.get("chosen_by", "NDCG@10")
@@ -238,11 +250,13 @@ def report_from_json(payload: dict, select_by: str | None = None) -> ColdStartRe
 
 
 def cold_start_table(report: ColdStartReport) -> str:
-    """Markdown: one row per model, warm-user and cold-user metrics (mean ± std over seeds); the last two metric
-    columns rank the cold users' targets among the new items only (absent from runs saved before 2026-12-04)."""
+    """Markdown: one row per model, warm-user and cold-user metrics (mean ± std over seeds); two columns rank the cold
+    users' targets among the new items only (absent from runs saved before 2026-12-04), the last metric column is the
+    validation NDCG@10 over all users that chooses the stage-1 path (absent before 2026-12-05)."""
     cols = [("warm", "HR@10"), ("warm", "NDCG@10"), ("warm", "HR@50"), ("cold", "HR@10"), ("cold", "NDCG@10"),
-            ("cold", "HR@50"), ("cold", "median_rank"), ("new_only", "HR@10"), ("new_only", "median_rank")]
-    label = {"warm": "warm", "cold": "cold", "new_only": "cold, among new items:"}
+            ("cold", "HR@50"), ("cold", "median_rank"), ("new_only", "HR@10"), ("new_only", "median_rank"),
+            ("valid_all", "NDCG@10")]
+    label = {"warm": "warm", "cold": "cold", "new_only": "cold, among new items:", "valid_all": "valid, all users:"}
     lines = ["| model | " + " | ".join(f"{label[g]} {m.replace('median_rank', 'median rank')}" for g, m in cols)
              + " | cold / warm HR@10 | seeds |", "|---|" + "---|" * (len(cols) + 2)]
     for row, rs in report.rows.items():
@@ -256,7 +270,7 @@ def cold_start_table(report: ColdStartReport) -> str:
             cells.append(fmt.format(v.mean()) + (f" ± {fmt.format(v.std(ddof=1))}" if len(v) > 1 else ""))
         warm = report.mean(row, "warm", "HR@10")
         ratio = f"{report.mean(row, 'cold', 'HR@10') / warm:.2f}" if warm > 0 else "n/a"
-        mark = (f" (chosen: best cold-validation {report.chosen_by.replace('_', ' ')})"
+        mark = (f" (chosen: best {_SELECT_LABEL.get(report.chosen_by, report.chosen_by)})"
                 if report.chosen_path and row == f"{_FUSED}{report.chosen_path} query)" else "")
         lines.append(f"| {row}{mark} | " + " | ".join(cells) + f" | {ratio} | {len(rs)} |")
     new = (f" Among new items only: each cold user's target ranked among the {len(report.cold_items):,} new items "

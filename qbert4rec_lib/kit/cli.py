@@ -173,8 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="*", default=list(COLD_MODELS), choices=list(COLD_MODELS + COLD_EXTRA),
                    metavar="MODEL", help=f"rows of the table (default: all of {', '.join(COLD_MODELS)}; also "
                                          f"{', '.join(COLD_EXTRA)})")
-    p.add_argument("--select-by", default="median_rank", choices=list(SELECT_BY),
-                   help="cold-validation metric that chooses the new items' stage-1 path (default: median_rank)")
+    p.add_argument("--select-by", default=None, choices=list(SELECT_BY),
+                   help="validation metric that chooses the new items' stage-1 path (default: all_users_NDCG@10, "
+                        "NDCG@10 over every user's validation item; with --from-json: the saved choice)")
     p.add_argument("--from-json", default=None, metavar="FILE",
                    help="train nothing: re-tabulate a saved <out>.json (the path chosen again by --select-by)")
     p.add_argument("--out", default=None, help="write <out>.json and <out>.md")

@@ -301,7 +301,7 @@ def _read_json(path) -> dict:
 
 def cmd_cold_start(args) -> int:
     from ..atomic import atomic_write_json, atomic_write_text
-    from ..experiments.coldstart import report_from_json, run_cold_start
+    from ..experiments.coldstart import SELECT_BY, report_from_json, run_cold_start
 
     if args.from_json:  # re-tabulate a saved run: nothing is trained, the dataset is not opened
         saved = _read_json(args.from_json)
@@ -310,7 +310,7 @@ def cmd_cold_start(args) -> int:
     else:
         cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
         report = run_cold_start(ds, cfg, fraction=args.fraction, by=args.by, seeds=args.seeds, models=args.models,
-                                select_by=args.select_by, log=None if args.json else print,
+                                select_by=args.select_by or SELECT_BY[0], log=None if args.json else print,
                                 epoch_log=not args.json)
         payload = {"dataset": ds.name, "config": args.config, "set": list(args.set or [])} | report.to_json()
     table = report.table()
