@@ -139,8 +139,9 @@ def run_cold_start(dataset, cfg, *, fraction: float = 0.1, by: str = "time", see
                    log: Callable[[str], None] | None = print, epoch_log: bool = False) -> ColdStartReport:
     """The warm/cold table: every model in ``models`` under the protocol, for each seed (the split and stages 1-2
     are fixed; the seed changes the sequence models' initialisation, batches and masks). ``select_by``: the
-    validation metric that chooses the stage-1 path (:data:`SELECT_BY`; default: NDCG@10 over all users). ``epoch_log``: one flushed line per
-    training epoch of every model trained (for long runs whose output goes to a file)."""
+    validation metric that chooses the stage-1 path (:data:`SELECT_BY`; default: NDCG@10 over all users).
+    ``epoch_log``: one flushed line per training epoch of every model trained (for long runs whose output goes to a
+    file)."""
     if select_by not in SELECT_BY:
         raise ValueError(f"run_cold_start: select_by={select_by!r}; expected one of {', '.join(SELECT_BY)}")
     from ..models.baselines import Popularity
