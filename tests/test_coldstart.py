@@ -357,3 +357,17 @@ def test_an_interrupted_cold_start_training_resumes_to_the_same_model(ds, tiny_c
     a, b = whole.state_dict(), resumed.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not list((tmp_path / "b").glob("coldstart_model/*.partial"))  # the scratch folder goes with the write
+
+
+def test_all_user_validation_is_every_user_warm_and_cold_together(ds):
+    """``valid_all`` (the path rule's metric) ranks every user's validation item: its NDCG@10 is the user-weighted mean
+    of the warm-validation and the cold-validation users' NDCG@10."""
+    cs = CS.cold_start_split(ds, 0.1, by="time", max_len=20)
+    model = Popularity(cs.split.train_item_counts())
+    out = CS.evaluate_cold(model, cs)
+    n = len(cs.split.valid_target)
+    warm_valid = np.setdiff1d(np.arange(n), cs.cold_valid_users)
+    warm = CS.evaluate_users(model, cs.split, warm_valid, CS.COLD_EVAL, which="valid").metrics["NDCG@10"]
+    assert out["valid_all"]["users"] == n == ds.num_users and len(cs.cold_valid_users) > 0
+    expected = (warm * len(warm_valid) + out["cold_valid"]["NDCG@10"] * len(cs.cold_valid_users)) / n
+    assert out["valid_all"]["NDCG@10"] == pytest.approx(expected, abs=1e-9)
