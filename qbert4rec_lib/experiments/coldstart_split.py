@@ -133,9 +133,9 @@ def _summary(result: EvalResult) -> dict:
 def evaluate_cold(model, cs: ColdStart, cfg: EvalConfig = COLD_EVAL) -> dict[str, dict]:
     """``{"warm": ..., "cold": ..., "new_only": ..., "cold_valid": ..., "valid_all": ...}``, each HR@10, NDCG@10,
     HR@50, median rank, users. ``new_only`` = the cold users again, their target ranked among the new items only (a
-    "new arrivals" shelf: is the right new item near the top of the new ones?). ``cold_valid`` = users whose validation item is
-    cold, ranked from their validation history (never used in training); ``valid_all`` = every user's validation
-    item (warm or cold), all items ranked."""
+    "new arrivals" shelf: is the right new item near the top of the new ones?). ``cold_valid`` = users whose
+    validation item is cold, ranked from their validation history (never used in training); ``valid_all`` = every
+    user's validation item (warm or cold), all items ranked."""
     out = {"warm": _summary(evaluate_users(model, cs.split, cs.warm_users, cfg)),
            "cold": _summary(evaluate_users(model, cs.split, cs.cold_users, cfg)),
            "new_only": _summary(evaluate_users(model, cs.split, cs.cold_users, cfg, candidates=cs.cold_items))}
