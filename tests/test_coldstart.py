@@ -371,3 +371,36 @@ def test_all_user_validation_is_every_user_warm_and_cold_together(ds):
     assert out["valid_all"]["users"] == n == ds.num_users and len(cs.cold_valid_users) > 0
     expected = (warm * len(warm_valid) + out["cold_valid"]["NDCG@10"] * len(cs.cold_valid_users)) / n
     assert out["valid_all"]["NDCG@10"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_cold_scores_are_ranked_like_a_model_with_those_scores(ds):
+    """evaluate_cold_scores (the oracle rows) gives the same groups and numbers as evaluate_cold for a model that
+    scores every user the same way (Popularity)."""
+    cs = CS.cold_start_split(ds, 0.1, by="time", max_len=20)
+    model = Popularity(cs.split.train_item_counts() + np.arange(ds.num_items + 1) * 1e-3)  # no ties among new items
+    with torch.inference_mode():
+        row = model.score_all(torch.zeros(1, 1, dtype=torch.long))[0].numpy().astype(np.float64)  # [N + 1]
+    scores = np.tile(row, (ds.num_users, 1))
+    by_model, by_scores = CS.evaluate_cold(model, cs), CS.evaluate_cold_scores(scores, scores, cs)
+    assert set(by_scores) == set(by_model) == {"warm", "cold", "new_only", "cold_valid", "valid_all"}
+    for group in by_model:
+        assert by_scores[group] == pytest.approx(by_model[group], abs=1e-6), group
+    assert by_scores["new_only"]["HR@10"] > by_scores["cold"]["HR@10"]  # the shelf hides every warm item
+
+
+def test_cold_start_table_has_oracle_rows_on_a_generated_catalog_only(ds, tiny_cfg, tmp_path):
+    """The generator's probabilities rank warm users' items far better than popularity; knowing a new item's own
+    popularity or not changes only the new items' scores. A non-generated dataset gets no oracle rows."""
+    from qbert4rec_lib.experiments.coldstart import ORACLE_ROWS, run_cold_start
+
+    report = run_cold_start(ds, tiny_cfg, seeds=[0], models=("Popularity", *ORACLE_ROWS), cache_root=tmp_path, log=None)
+    assert set(report.rows) == {"Popularity", *ORACLE_ROWS}
+    exact, unknown = (report.rows[r][0] for r in ORACLE_ROWS)
+    assert exact["warm"]["HR@10"] > report.rows["Popularity"][0]["warm"]["HR@10"] + 0.05
+    assert exact["new_only"]["HR@10"] > report.rows["Popularity"][0]["new_only"]["HR@10"]
+    assert exact["cold"] != unknown["cold"]  # the new items' own popularity mattered to their ranks
+    plain = replace(ds, source=str(tmp_path / "not-generated"))
+    lines = []
+    report = run_cold_start(plain, tiny_cfg, seeds=[0], models=("Popularity", *ORACLE_ROWS), cache_root=tmp_path,
+                            log=lines.append)
+    assert set(report.rows) == {"Popularity"} and any("no oracle rows" in line for line in lines)

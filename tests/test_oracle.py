@@ -105,3 +105,26 @@ def test_the_fitted_structure_recovers_the_generators_form_from_training_data(sm
     bare = small.__class__(**{**small.__dict__, "ground_truth": None})
     with pytest.raises(DataFormatError, match="item attributes"):
         fitted_structure_scores(bare)
+
+
+def test_an_oracle_that_does_not_know_some_items_popularity_gives_them_their_mean(small):
+    """``unknown_popularity``: with every item's popularity unknown and the taste left out, an item's probability
+    depends only on its pools (subcategory, brand), so items that share both score alike -- which the exact oracle
+    (Zipf popularity per item) does not do."""
+    cfg, catalog = generator_of(small)
+    world = catalog.world
+    row_of_raw = {rid: k for k, rid in enumerate(catalog.raw_ids)}
+    raw = np.array([catalog.generator_index[row_of_raw[rid]] for rid in small.items.raw_ids])  # [N]
+    key = world.subcategory[raw] * 10_000 + world.brand[raw]
+    values, counts = np.unique(key, return_counts=True)
+    twins = np.flatnonzero(key == values[counts.argmax()]) + 1  # item ids sharing subcategory and brand
+    assert len(twins) >= 2
+    everything = np.arange(1, small.num_items + 1)
+    flat = oracle_scores(small, "test", taste=False, unknown_popularity=everything)[:, twins]  # [U, n]
+    exact = oracle_scores(small, "test", taste=False)[:, twins]
+    live = (flat > 0).all(axis=1)  # users who have not seen any of them
+    assert live.sum() > 10
+    assert np.allclose(flat[live], flat[live][:, :1])
+    assert not np.allclose(exact[live], exact[live][:, :1])
+    with pytest.raises(ValueError, match="outside"):
+        oracle_scores(small, "test", unknown_popularity=np.array([0]))

@@ -16,6 +16,14 @@ Two references come out of it (:func:`oracle_scores`):
 A model between the two has learned something about each user's taste from their history; the distance to the
 ceiling is what is left to learn (a few history items cannot reveal a taste exactly, so no model reaches it).
 
+For new (cold-start) items a third reference: ``unknown_popularity`` = the new items' ids. The generator weighs every
+item by its own popularity, which nothing about a new item's content reveals; this oracle knows everything else (the
+taste, the transitions, the items' attributes) and gives each new item its group's mean popularity -- the best ranking
+a model can make that tells new items apart by content alone. Note what "best" means here: ranking by the true
+probability maximises each user's expected HR@K, i.e. the mean over *all* users. Users whose target turned out to be
+a new item are selected by the outcome, and a ranking that favours new items can beat the oracle on them -- at the
+warm users' expense (:mod:`~qbert4rec_lib.experiments.coldstart` shows both groups side by side).
+
 The generator's state is replayed on the unfiltered sequences (k-core filtering removed a few items the generator did
 draw): the previous item and the items already drawn are the generator's own. Works for any dataset read from a folder
 written by :mod:`~qbert4rec_lib.data.synthetic_folder` (the embedded default and the dial's catalogs); anything else
@@ -56,16 +64,26 @@ def generator_of(dataset: Dataset) -> tuple[SyntheticConfig, GeneratedCatalog]:
     return cfg, catalog
 
 
-def oracle_scores(dataset: Dataset, which: str = "test", *, taste: bool = True) -> np.ndarray:
+def oracle_scores(dataset: Dataset, which: str = "test", *, taste: bool = True,
+                  unknown_popularity: np.ndarray | None = None) -> np.ndarray:
     """float64 ``[U, N + 1]``: the generator's probability of each item id (column 0 = padding, 0) being the user's
     ``which`` ("valid" or "test") item of the leave-one-out split, given everything before it; users in dataset
-    order. ``taste=False`` leaves the user's latent taste out (popularity x transitions only)."""
+    order. ``taste=False`` leaves the user's latent taste out (popularity x transitions only).
+    ``unknown_popularity``: item ids (1..N) whose own popularity the oracle does not know; each gets the mean
+    popularity of those items (e.g. the new items of a cold-start split: what content alone cannot tell apart)."""
     if which not in ("valid", "test"):
         raise ValueError(f"oracle_scores: which must be 'valid' or 'test', got {which!r}")
     cfg, catalog = generator_of(dataset)
     world = catalog.world
     row_of_raw = {rid: k for k, rid in enumerate(catalog.raw_ids)}
     generator_item = np.array([catalog.generator_index[row_of_raw[rid]] for rid in dataset.items.raw_ids])  # [N]
+    if unknown_popularity is not None and len(unknown_popularity):
+        unknown = np.asarray(unknown_popularity, dtype=np.int64)
+        if unknown.min() < 1 or unknown.max() > dataset.num_items:
+            raise ValueError(f"oracle_scores: unknown_popularity holds ids outside 1..{dataset.num_items}")
+        popularity = world.popularity.copy()
+        popularity[generator_item[unknown - 1]] = world.popularity[generator_item[unknown - 1]].mean()
+        world = world._replace(popularity=popularity)
     user_row = {uid: k for k, uid in enumerate(catalog.user_ids)}
     offset = 1 if which == "test" else 2  # the held-out item's place from the end
     scores = np.zeros((dataset.num_users, dataset.num_items + 1))

@@ -85,9 +85,9 @@ import numpy as np
 
 from .coldstart_ids import NEW_ITEM_PATH, QUERY_PATHS, cold_semantic_ids, content_vectors, metadata_cold_ids
 from .coldstart_models import ContentKNN, _choose_k, _set_cold_rows, train_cold_model
-from .coldstart_split import cold_start_split, evaluate_cold
+from .coldstart_split import cold_start_split, evaluate_cold, evaluate_cold_scores
 
-__all__ = ["MODELS", "EXTRA_MODELS", "SELECT_BY", "ColdStartReport", "run_cold_start", "choose_path", "report_from_json",
+__all__ = ["MODELS", "EXTRA_MODELS", "ORACLE_ROWS", "SELECT_BY", "ColdStartReport", "run_cold_start", "choose_path", "report_from_json",
            "cold_start_table", "run_dial", "dial_table", "dial_rows",
            "DIAL_MODELS"]
 
@@ -96,7 +96,12 @@ __all__ = ["MODELS", "EXTRA_MODELS", "SELECT_BY", "ColdStartReport", "run_cold_s
 SELECT_BY = ("all_users_NDCG@10", "median_rank", "NDCG@10", "HR@50")
 _SELECT_LABEL = {"all_users_NDCG@10": "validation NDCG@10 over all users"} | {
     m: f"cold-validation {m.replace('_', ' ')}" for m in SELECT_BY[1:]}
-MODELS = ("Q-Bert4Rec", "Q-Bert4Rec (raw-text IDs)", "SASRec-CE", "BERT4Rec-ID", "Content k-NN", "Popularity")
+# the generated catalog's reference rows (:mod:`~qbert4rec_lib.data.oracle`; skipped on other data): the generator's
+# own next-item probabilities (the best expected HR@K over all users), and the same with each new item's own
+# popularity replaced by the new items' mean (the best a model can do that tells new items apart by content alone)
+ORACLE_ROWS = ("Oracle (generator's probabilities)", "Oracle, new items' popularity unknown")
+MODELS = ("Q-Bert4Rec", "Q-Bert4Rec (raw-text IDs)", "SASRec-CE", "BERT4Rec-ID", "Content k-NN", "Popularity",
+          *ORACLE_ROWS)
 # rows a run can ask for beyond the default ones: the same sequence model on metadata tokens (not the paper's
 # tokenizer; a new item's category and brand are known when it arrives, so its tokens are exact)
 EXTRA_MODELS = ("Q-Bert4Rec (metadata tokens)",)
@@ -161,6 +166,7 @@ def run_cold_start(dataset, cfg, *, fraction: float = 0.1, by: str = "time", see
     for src in (fused, raw, meta):
         if src is not None:
             ids_info[src.source] = src.info
+    oracle = _oracle_rows(dataset, cs, [m for m in models if m in ORACLE_ROWS], say)
     vectors = None
     if "Content k-NN" in models:
         full_split = replace(cs.split, train=cs.train_full, max_len=0)
@@ -200,11 +206,32 @@ def run_cold_start(dataset, cfg, *, fraction: float = 0.1, by: str = "time", see
             add("Content k-NN", seed, evaluate_cold(ContentKNN(vectors, k), cs))
         if "Popularity" in models:
             add("Popularity", seed, evaluate_cold(Popularity(cs.split.train_item_counts()), cs))
+        for row, result in oracle.items():  # nothing trained: the same numbers for every seed
+            add(row, seed, result)
     chosen = choose_path(rows, select_by) if fused is not None else ""
     protocol = (f"{cs.describe()}. Cold items absent from stages 1-2 and every training softmax; "
                 f"full ranking over all {dataset.num_items:,} items, history excluded, pessimistic ties, test split.")
     return ColdStartReport(rows, protocol, [int(s) for s in seeds], ids_info, chosen, content_k,
                            time.perf_counter() - t0, cs.cold_items.tolist(), cs.describe(), select_by)
+
+
+def _oracle_rows(dataset, cs, rows: Sequence[str], say: Callable[[str], None]) -> dict[str, dict]:
+    """:data:`ORACLE_ROWS` asked for, each an :func:`evaluate_cold_scores` dict; none when ``dataset`` is not a
+    generated catalog (real data has no known next-item probabilities)."""
+    if not rows:
+        return {}
+    from ..data.dataset import DataFormatError
+    from ..data.oracle import generator_of, oracle_scores
+
+    try:
+        generator_of(dataset)
+    except DataFormatError:
+        say("cold start: not a generated catalog, so no oracle rows")
+        return {}
+    unknown = {ORACLE_ROWS[0]: None, ORACLE_ROWS[1]: cs.cold_items}
+    return {row: evaluate_cold_scores(oracle_scores(dataset, "test", unknown_popularity=unknown[row]),
+                                      oracle_scores(dataset, "valid", unknown_popularity=unknown[row]), cs)
+            for row in rows}
 
 
 _FUSED = "Q-Bert4Rec (fused IDs, "
@@ -231,7 +258,7 @@ def _table_order(rows: dict[str, list[dict]]) -> dict[str, list[dict]]:
     """Rows in the order :func:`run_cold_start` adds them (a saved JSON has them sorted by name)."""
     order = [f"{_FUSED}{p} query)" for p in QUERY_PATHS + (NEW_ITEM_PATH,)] + [
         "Q-Bert4Rec (raw-text IDs)", "Q-Bert4Rec (metadata tokens)", "SASRec-CE", "BERT4Rec-ID", "Content k-NN",
-        "Popularity"]
+        "Popularity", *ORACLE_ROWS]
     rank = {row: i for i, row in enumerate(order)}
     return {row: rows[row] for row in sorted(rows, key=lambda r: (rank.get(r, len(rank)), r))}
 

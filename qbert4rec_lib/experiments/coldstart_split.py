@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from ..data.dataset import LeaveOneOutSplit
-from .evaluate import EvalConfig, EvalResult, evaluate
+from .evaluate import EvalConfig, EvalResult, evaluate, evaluate_scores, metrics_from_ranks
 
 __all__ = ["SPLITS", "COLD_EVAL", "ColdStart", "first_appearance", "cold_start_split", "evaluate_users",
-           "evaluate_cold"]
+           "evaluate_cold", "evaluate_cold_scores"]
 
 SPLITS = ("time", "random")
 COLD_EVAL = EvalConfig(ks_hr=(10, 50), ks_ndcg=(10,))  # the cold-start metrics: HR@10, HR@50, NDCG@10 (+ MRR)
@@ -145,4 +145,29 @@ def evaluate_cold(model, cs: ColdStart, cfg: EvalConfig = COLD_EVAL) -> dict[str
         # shows here too (a new item ranked high where it is not wanted pushes a warm target down)
         out["valid_all"] = _summary(evaluate_users(model, cs.split, np.arange(len(cs.split.valid_target)), cfg,
                                                    which="valid"))
+    return out
+
+
+def evaluate_cold_scores(test_scores: np.ndarray, valid_scores: np.ndarray, cs: ColdStart,
+                         cfg: EvalConfig = COLD_EVAL) -> dict[str, dict]:
+    """:func:`evaluate_cold` for fixed per-user scores ``[U, N + 1]`` of the test and the validation items (users in
+    split order, e.g. the generated catalog's oracle, :func:`~qbert4rec_lib.data.oracle.oracle_scores`): the same
+    groups, ranking rules and metrics."""
+    def summary(ranks: np.ndarray) -> dict:
+        m = metrics_from_ranks(ranks, cfg)
+        return {"HR@10": m["HR@10"], "NDCG@10": m["NDCG@10"], "HR@50": m["HR@50"],
+                "median_rank": float(np.median(ranks)), "users": int(len(ranks))}
+
+    test = evaluate_scores(test_scores, cs.split, "test", cfg).ranks
+    shelf = np.array(test_scores, dtype=np.float64)  # the new-arrivals shelf: every warm item hidden
+    hidden = np.ones(shelf.shape[1], dtype=bool)
+    hidden[cs.cold_items] = False
+    shelf[:, hidden] = -np.inf
+    new_only = evaluate_scores(shelf, cs.split, "test", cfg).ranks
+    out = {"warm": summary(test[cs.warm_users]), "cold": summary(test[cs.cold_users]),
+           "new_only": summary(new_only[cs.cold_users])}
+    if cs.cold_valid_users is not None and len(cs.cold_valid_users):
+        valid = evaluate_scores(valid_scores, cs.split, "valid", cfg).ranks
+        out["cold_valid"] = summary(valid[cs.cold_valid_users])
+        out["valid_all"] = summary(valid)
     return out
