@@ -84,22 +84,23 @@ CHECKS: dict[str, dict] = {
         and v["Popularity"][-1] > 0.1 > v["Popularity"][0],
     },
     "07_interpretability": {
-        "cold_items": lambda v: v == 129,  # 10% of 1,296 items, the last to appear (deterministic split)
-        "cold_users": lambda v: v == 149,
-        # new items get a content-derived ID: 0.0336 on 2026-12-05 with the path chosen on all users (content), 0.0671
-        # for the path the cold-only rule chose until then (content+structure)
-        "qbert_cold_hr10": _between(0.02, 0.12),
-        "qbert_warm_hr10": _between(0.13, 0.18),  # 0.1609
-        "content_knn_cold_hr10": _between(0.045, 0.062),  # 0.0537; one user moves it by 0.0067
-        # ranked among the 129 new items only: chance ~0.08; seeds 3-5 gave 0.20-0.29 (fused paths), k-NN 0.181
-        "qbert_new_only_hr10": _between(0.12, 0.40),
-        "content_knn_new_only_hr10": _between(0.16, 0.20),
+        "cold_items": lambda v: v == 129,  # 10% of 1,296 items drawn at random (deterministic split)
+        "cold_users": lambda v: v == 301,
+        # the path chosen on all users' validation NDCG@10: content+structure, 0.1395 (seed 0, 2026-12-05; seeds 1-2
+        # 0.1296 / 0.1329), as high as its warm HR@10 (0.1392). The runner-up on validation (unknown, 0.0873 vs
+        # 0.0894 on seed 0) has 0.066: another CPU's stages 1-2 may tip the choice, so the window admits both
+        "qbert_cold_hr10": _between(0.05, 0.18),
+        "qbert_warm_hr10": _between(0.12, 0.17),
+        "content_knn_cold_hr10": _between(0.015, 0.025),  # 0.0199; no training, one user moves it by 0.0033
+        # ranked among the 129 new items only: chance ~0.08; 0.34 (fused, seed 0), k-NN 0.176
+        "qbert_new_only_hr10": _between(0.2, 0.45),
+        "content_knn_new_only_hr10": _between(0.16, 0.19),
         "sasrec_cold_hr10": lambda v: v == 0.0,  # an ID model knows nothing about a new item, by construction
-        # the generator's own probabilities on this split (no training: deterministic): 0.0268 of cold users, 0.3196
-        # of warm users, 0.5638 among the new items only
-        "oracle_cold_hr10": _between(0.025, 0.029),
-        "oracle_warm_hr10": _between(0.31, 0.33),
-        "oracle_new_only_hr10": _between(0.55, 0.58),
+        # the generator's own probabilities on this split (no training: deterministic): 0.3156 of cold users, 0.2989
+        # of warm users, 0.6744 among the new items only
+        "oracle_cold_hr10": _between(0.31, 0.32),
+        "oracle_warm_hr10": _between(0.29, 0.31),
+        "oracle_new_only_hr10": _between(0.66, 0.69),
     },
     "08_cross_domain": {
         # the smoke run of 2026-12-03: popularity 0.0693 (deterministic), zero-shot 0.0113, scratch 0.1167,
@@ -194,6 +195,10 @@ def test_notebook_executes_and_records_expected_figures(notebook, smoke_run):
         # the semantic IDs carry the signal: shuffled across items they cost a third (0.0952 -> 0.0579)
         abl = values["ablations_ndcg10"]
         assert abl["full"] > abl["random_ids"] + 0.02, abl
+    if notebook == "07_interpretability":  # new items: semantic IDs above content k-NN, below the oracle
+        assert values["qbert_cold_hr10"] > 2 * values["content_knn_cold_hr10"]
+        assert values["qbert_new_only_hr10"] > values["content_knn_new_only_hr10"]
+        assert values["qbert_warm_hr10"] < values["oracle_warm_hr10"]
     if notebook == "05_pretraining":  # the pretrain -> fine-tune run is far above the Popularity floor (0.095 vs 0.048)
         assert values["test_ndcg10"] > 1.5 * values["popularity_test_ndcg10"]
     if notebook == "00_overview":  # every model trained to early stopping: Q-Bert4Rec far above the Popularity floor
