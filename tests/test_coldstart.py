@@ -243,7 +243,7 @@ def test_choose_path_uses_the_validation_metric_it_is_given():
     assert choose_path(old, "median_rank") == "content+structure"
 
 
-def test_cold_start_table_re_tabulated_from_json_with_another_selection(tmp_path, capsys):
+def test_cold_start_table_re_tabulated_from_json_with_another_selection(tmp_path, capsys, monkeypatch):
     import json
 
     from qbert4rec_lib.experiments.coldstart import report_from_json
@@ -265,6 +265,10 @@ def test_cold_start_table_re_tabulated_from_json_with_another_selection(tmp_path
     assert json.loads(out.with_suffix(".json").read_text())["chosen_path"] == "content"
     assert main(["cold-start", "--from-json", str(path), "--select-by", "median_rank", "--out", str(out)]) == 0
     assert json.loads(out.with_suffix(".json").read_text())["chosen_path"] == "content+structure"
+    blocks = []  # the README block names the saved run's seeds, not the CLI's default --seeds
+    monkeypatch.setattr("qbert4rec_lib.kit.reproduce.replace_readme_block", lambda body, marker: blocks.append(body))
+    assert main(["cold-start", "--from-json", str(path), "--update-readme", "results-x"]) == 0
+    assert "(1 seed(s), " in blocks[0]
     path.write_text('{"runs": ')
     assert main(["cold-start", "--from-json", str(path)]) == 2
     assert f"{path}: line 1" in capsys.readouterr().err

@@ -317,7 +317,7 @@ def cmd_cold_start(args) -> int:
     if args.out:
         atomic_write_json(_out_file(args.out, ".json"), payload)
         atomic_write_text(_out_file(args.out, ".md"), table)
-    _readme_block(args, f"{len(args.seeds)} seed(s), {report.seconds / 60:.0f} min", table)
+    _readme_block(args, f"{len(report.seeds)} seed(s), {report.seconds / 60:.0f} min", table)
     return _emit(args, payload, table + f"\n({report.seconds:.0f} s)")
 
 
