@@ -63,6 +63,10 @@ def test_a_partial_rerun_into_another_folder_keeps_the_other_notebooks_results(t
     results = json.loads(res.with_suffix(".json").read_text())
     assert {nb: v["value"] for nb, v in results["notebooks"].items()} == {"00_a": 7, "01_b": 9}
     assert results["wall_seconds"] is None and sorted(results["notebook_seconds"]) == ["00_a", "01_b"]
+    # the results page says which notebooks were rerun alone and keeps the whole run's wall time, not a sum of both
+    assert results["rerun"] == ["01_b"] and results["last_full_run"]["jobs"] == 1
+    page = res.with_suffix(".md").read_text()
+    assert "rerun alone since then: 01_b" in page and "the last full run (" in page
 
 
 def test_a_failing_notebook_is_named_with_its_cell_and_the_other_worker_is_stopped(toy_notebooks, tmp_path):

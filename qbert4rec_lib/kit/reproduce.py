@@ -199,6 +199,9 @@ def run_set(param_set: str = "smoke", *, out_dir: str | Path | None = None, figu
     if previous:  # the notebooks not rerun keep their recorded figures (a rerun one replaces its own)
         merged = {**previous.get("notebooks", {}), **report.results["notebooks"]}
         report.results["notebooks"] = {k: merged[k] for k in sorted(merged)}
+        earlier = previous.get("last_full_run") or {k: previous.get(k) for k in ("generated", "wall_seconds", "jobs")}
+        report.results["last_full_run"] = earlier  # the timing of the whole run the others' figures come from
+        report.results["rerun"] = sorted(set(report.seconds) | set(previous.get("rerun", [])))
     write_results(report.results, dest)
     log(f"[reproduce] all notebooks done in {report.total_seconds:.0f} s ({jobs} at a time); "
         f"results in {dest}.json / .md")
@@ -376,6 +379,13 @@ def results_markdown(results: dict) -> str:
 
 def _timing_sentence(results: dict, where: str = "below") -> str:
     wall, jobs = results.get("wall_seconds"), results.get("jobs", 1)
+    full = results.get("last_full_run") or {}
+    if wall is None and results.get("rerun"):  # merged partial reruns: the times come from different runs
+        when = f" ({full['generated']})" if full.get("generated") else ""
+        head = (f"the last full run{when} took {full['wall_seconds']:.0f} s of wall time, {full.get('jobs', 1)} at a "
+                f"time; " if full.get("wall_seconds") else "")
+        return (f"{head}rerun alone since then: {', '.join(results['rerun'])} (their times, {where}, are those "
+                f"reruns', not part of a whole run).")
     if wall is None or jobs == 1:
         return f"all notebooks in {results['total_seconds']:.0f} s."
     return (f"all notebooks in {wall:.0f} s of wall time, {jobs} at a time (their own times, {where}, add up to "
