@@ -124,10 +124,12 @@ def evaluate_users(model, split, users: np.ndarray, cfg: EvalConfig = EvalConfig
                     split_name=f"{which} ({len(users):,} selected users)", candidates=candidates)
 
 
-def _summary(result: EvalResult) -> dict:
-    m = result.metrics
+def _summary(result: EvalResult | np.ndarray, cfg: EvalConfig = COLD_EVAL) -> dict:
+    """HR@10, NDCG@10, HR@50, median rank and user count of an evaluation, or of 1-based ranks (metrics by ``cfg``)."""
+    ranks = result.ranks if isinstance(result, EvalResult) else np.asarray(result)
+    m = result.metrics if isinstance(result, EvalResult) else metrics_from_ranks(ranks, cfg)
     return {"HR@10": m["HR@10"], "NDCG@10": m["NDCG@10"], "HR@50": m["HR@50"],
-            "median_rank": float(np.median(result.ranks)), "users": int(result.num_users)}
+            "median_rank": float(np.median(ranks)), "users": int(len(ranks))}
 
 
 def evaluate_cold(model, cs: ColdStart, cfg: EvalConfig = COLD_EVAL) -> dict[str, dict]:
@@ -153,11 +155,7 @@ def evaluate_cold_scores(test_scores: np.ndarray, valid_scores: np.ndarray, cs: 
     """:func:`evaluate_cold` for fixed per-user scores ``[U, N + 1]`` of the test and the validation items (users in
     split order, e.g. the generated catalog's oracle, :func:`~qbert4rec_lib.data.oracle.oracle_scores`): the same
     groups, ranking rules and metrics."""
-    def summary(ranks: np.ndarray) -> dict:
-        m = metrics_from_ranks(ranks, cfg)
-        return {"HR@10": m["HR@10"], "NDCG@10": m["NDCG@10"], "HR@50": m["HR@50"],
-                "median_rank": float(np.median(ranks)), "users": int(len(ranks))}
-
+    summary = lambda ranks: _summary(ranks, cfg)  # noqa: E731
     test = evaluate_scores(test_scores, cs.split, "test", cfg).ranks
     shelf = np.array(test_scores, dtype=np.float64)  # the new-arrivals shelf: every warm item hidden
     hidden = np.ones(shelf.shape[1], dtype=bool)
