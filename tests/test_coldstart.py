@@ -274,6 +274,48 @@ def test_cold_start_table_re_tabulated_from_json_with_another_selection(tmp_path
     assert f"{path}: line 1" in capsys.readouterr().err
 
 
+def test_cold_start_runs_of_one_protocol_merge_seed_by_seed(tmp_path, capsys):
+    import json
+
+    from qbert4rec_lib.experiments.coldstart import merge_reports
+    from qbert4rec_lib.kit.cli import main
+
+    def run(seed, paths, knn):  # one process's saved run: its fused rows, and a content k-NN row
+        rows = _fused_rows(paths)
+        for r in rows.values():
+            r[0]["seed"] = seed
+        m = lambda n: {"HR@10": n, "NDCG@10": n, "HR@50": 2 * n, "median_rank": 100.0, "users": 140}  # noqa: E731
+        rows["Content k-NN"] = [{"seed": seed, "cold": m(knn), "warm": m(0.05)}]
+        return {"protocol": "P.", "seeds": [seed], "chosen_path": "content", "chosen_by": "all_users_NDCG@10",
+                "runs": rows, "cold_items": [3, 7], "content_k": {str(seed): {"k": 3}}, "seconds": 10.0}
+
+    a = run(0, {"content": [(270.0, 0.034)], "mean": [(300.0, 0.030)]}, 0.02)
+    b = run(1, {"content": [(270.0, 0.020)], "mean": [(300.0, 0.040)]}, 0.02)
+    merged = merge_reports([a, b])
+    assert merged.seeds == [0, 1] and merged.seconds == 20.0
+    assert [r["seed"] for r in merged.rows["Q-Bert4Rec (fused IDs, mean query)"]] == [0, 1]
+    assert merged.chosen_path == "mean"  # chosen again over both seeds: mean 0.035 > content 0.027
+    assert "| 2 |" in merged.table()
+    again = merge_reports([a, a])  # the same run twice: nothing doubled
+    assert again.seeds == [0] and len(again.rows["Content k-NN"]) == 1
+    other = json.loads(json.dumps(a))
+    other["runs"]["Content k-NN"][0]["cold"]["HR@10"] = 0.5
+    with pytest.raises(ValueError, match="run 2 holds other numbers for 'Content k-NN' seed 0"):
+        merge_reports([a, other])
+    with pytest.raises(ValueError, match="b.json has another protocol than a.json"):
+        merge_reports([a, b | {"protocol": "Q."}], ["a.json", "b.json"])
+    with pytest.raises(ValueError, match="another new items"):
+        merge_reports([a, b | {"cold_items": [3]}])
+    files = []
+    for name, payload in (("a.json", a), ("b.json", b)):
+        files.append(tmp_path / name)
+        files[-1].write_text(json.dumps(payload))
+    out = tmp_path / "merged"
+    assert main(["cold-start", "--from-json", *map(str, files), "--out", str(out)]) == 0
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["seeds"] == [0, 1] and saved["chosen_path"] == "mean"
+
+
 def test_dial_moves_transitions_from_attributes_to_item_specific_follow_ups():
     from qbert4rec_lib.data.synthetic import SyntheticConfig, generate
     from qbert4rec_lib.data.synthetic_folder import default_folder

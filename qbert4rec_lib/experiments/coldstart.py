@@ -96,6 +96,7 @@ from .coldstart_models import ContentKNN, _choose_k, _set_cold_rows, train_cold_
 from .coldstart_split import cold_start_split, evaluate_cold, evaluate_cold_scores
 
 __all__ = ["MODELS", "EXTRA_MODELS", "ORACLE_ROWS", "SELECT_BY", "ColdStartReport", "run_cold_start", "choose_path", "report_from_json",
+           "merge_reports",
            "cold_start_table", "run_dial", "dial_table", "dial_rows",
            "DIAL_MODELS"]
 
@@ -283,6 +284,59 @@ def report_from_json(payload: dict, select_by: str | None = None) -> ColdStartRe
                                payload.get("cold_items", []), payload.get("split", ""), by)
     except KeyError as exc:
         raise ValueError(f"cold-start results JSON: missing field {exc}") from None
+
+
+def merge_reports(payloads: Sequence[dict], names: Sequence[str] | None = None,
+                  select_by: str | None = None) -> ColdStartReport:
+    """One :class:`ColdStartReport` from several saved runs of the *same protocol* (e.g. one process per seed, or one
+    per model): each row keeps every seed any run has; a (row, seed) pair found in two runs must hold the same numbers
+    (a cached model evaluated again does). The stage-1 path is chosen again over the merged rows (``select_by``, by
+    default the metric the first run chose by). ``names``: how the errors name the runs (e.g. their files)."""
+    if not payloads:
+        raise ValueError("merge_reports: no runs to merge")
+    names = list(names) if names is not None else [f"run {i + 1}" for i in range(len(payloads))]
+    reports = [report_from_json(p) for p in payloads]
+    first = reports[0]
+    for name, r in zip(names[1:], reports[1:]):
+        for field_name, what in (("protocol", "protocol"), ("cold_items", "new items")):
+            if getattr(r, field_name) != getattr(first, field_name):
+                raise ValueError(f"merge_reports: {name} has another {what} than {names[0]}; only runs of the same "
+                                 f"protocol can be merged")
+    rows: dict[str, dict[int, dict]] = {}
+    for name, r in zip(names, reports):
+        for row, per_seed in r.rows.items():
+            for entry in per_seed:
+                seen = rows.setdefault(row, {}).get(int(entry["seed"]))
+                if seen is not None and not _same_numbers(seen, entry):
+                    raise ValueError(f"merge_reports: {name} holds other numbers for {row!r} seed {entry['seed']} "
+                                     f"than an earlier run; merge runs of the same models only")
+                rows[row].setdefault(int(entry["seed"]), entry)
+    merged = _table_order({row: [by_seed[s] for s in sorted(by_seed)] for row, by_seed in rows.items()})
+    by = select_by or first.chosen_by
+    chosen = choose_path(merged, by) if any(row.startswith(_FUSED) for row in merged) else ""
+    content_k, ids = {}, {}
+    for r in reports:
+        content_k |= {str(k): v for k, v in r.content_k.items()}
+        ids |= r.ids_info
+    seeds = sorted({int(s) for r in reports for s in r.seeds})
+    return ColdStartReport(merged, first.protocol, seeds, ids, chosen, content_k, sum(r.seconds for r in reports),
+                           first.cold_items, first.split_text, by)
+
+
+def _same_numbers(a: dict, b: dict, tol: float = 1e-9) -> bool:
+    """Two evaluate_cold dicts hold the same metrics (within ``tol``)."""
+    if a.keys() != b.keys():
+        return False
+    for k in a:
+        if isinstance(a[k], dict):
+            if not _same_numbers(a[k], b[k], tol):
+                return False
+        elif isinstance(a[k], (int, float)) and isinstance(b[k], (int, float)):
+            if abs(float(a[k]) - float(b[k])) > tol:
+                return False
+        elif a[k] != b[k]:
+            return False
+    return True
 
 
 def cold_start_table(report: ColdStartReport) -> str:

@@ -176,8 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--select-by", default=None, choices=list(SELECT_BY),
                    help="validation metric that chooses the new items' stage-1 path (default: all_users_NDCG@10, "
                         "NDCG@10 over every user's validation item; with --from-json: the saved choice)")
-    p.add_argument("--from-json", default=None, metavar="FILE",
-                   help="train nothing: re-tabulate a saved <out>.json (the path chosen again by --select-by)")
+    p.add_argument("--from-json", nargs="+", default=None, metavar="FILE",
+                   help="train nothing: re-tabulate a saved <out>.json (the path chosen again by --select-by); "
+                        "several files of the same protocol (e.g. one run per seed) are merged into one table")
     p.add_argument("--out", default=None, help="write <out>.json and <out>.md")
     p.add_argument("--update-readme", default=None, metavar="MARKER", help="write the table into a README block")
 

@@ -301,12 +301,13 @@ def _read_json(path) -> dict:
 
 def cmd_cold_start(args) -> int:
     from ..atomic import atomic_write_json, atomic_write_text
-    from ..experiments.coldstart import SELECT_BY, report_from_json, run_cold_start
+    from ..experiments.coldstart import SELECT_BY, merge_reports, report_from_json, run_cold_start
 
-    if args.from_json:  # re-tabulate a saved run: nothing is trained, the dataset is not opened
-        saved = _read_json(args.from_json)
-        report = report_from_json(saved, select_by=args.select_by)
-        payload = {k: saved[k] for k in ("dataset", "config", "set") if k in saved} | report.to_json()
+    if args.from_json:  # re-tabulate saved runs (several: merged): nothing is trained, the dataset is not opened
+        saved = [_read_json(f) for f in args.from_json]
+        report = (report_from_json(saved[0], select_by=args.select_by) if len(saved) == 1
+                  else merge_reports(saved, args.from_json, select_by=args.select_by))
+        payload = {k: saved[0][k] for k in ("dataset", "config", "set") if k in saved[0]} | report.to_json()
     else:
         cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
         report = run_cold_start(ds, cfg, fraction=args.fraction, by=args.by, seeds=args.seeds, models=args.models,
