@@ -274,6 +274,17 @@ def test_cold_start_table_re_tabulated_from_json_with_another_selection(tmp_path
     assert f"{path}: line 1" in capsys.readouterr().err
 
 
+def test_cold_start_rejects_bad_knobs_before_any_work(capsys):
+    from qbert4rec_lib.experiments.coldstart import run_cold_start
+    from qbert4rec_lib.kit.cli import main
+
+    with pytest.raises(ValueError, match="path_neighbours must be >= 1, got 0"):
+        run_cold_start(None, None, path_neighbours=0)  # fails before the dataset is touched
+    with pytest.raises(SystemExit):
+        main(["cold-start", "default", "--path-neighbours", "0"])
+    assert "expected a whole number >= 1, got '0'" in capsys.readouterr().err
+
+
 def test_cold_start_runs_of_one_protocol_merge_seed_by_seed(tmp_path, capsys):
     import json
 

@@ -149,15 +149,19 @@ class ColdStartReport:
 
 def run_cold_start(dataset, cfg, *, fraction: float = 0.1, by: str = "time", seeds: Sequence[int] = (0,),
                    models: Sequence[str] = MODELS, paths: Sequence[str] | None = None, cache_root=None,
-                   select_by: str = "all_users_NDCG@10", progress: bool = False,
+                   select_by: str = "all_users_NDCG@10", path_neighbours: int = 10, progress: bool = False,
                    log: Callable[[str], None] | None = print, epoch_log: bool = False) -> ColdStartReport:
     """The warm/cold table: every model in ``models`` under the protocol, for each seed (the split and stages 1-2
     are fixed; the seed changes the sequence models' initialisation, batches and masks). ``select_by``: the
     validation metric that chooses the stage-1 path (:data:`SELECT_BY`; default: NDCG@10 over all users).
-    ``epoch_log``: one flushed line per training epoch of every model trained (for long runs whose output goes to a
-    file)."""
+    ``path_neighbours``: how many nearest warm items (by content) the ``content`` and ``content+structure`` paths borrow
+    from (``content_k`` of :func:`~qbert4rec_lib.experiments.coldstart_ids.cold_semantic_ids`; recorded in the
+    report's ``ids``). ``epoch_log``: one flushed line per training epoch of every model trained (for long runs whose
+    output goes to a file)."""
     if select_by not in SELECT_BY:
         raise ValueError(f"run_cold_start: select_by={select_by!r}; expected one of {', '.join(SELECT_BY)}")
+    if path_neighbours < 1:
+        raise ValueError(f"run_cold_start: path_neighbours must be >= 1, got {path_neighbours}")
     from ..models.baselines import Popularity
     from ..semantic.features import build_features
 
@@ -167,14 +171,16 @@ def run_cold_start(dataset, cfg, *, fraction: float = 0.1, by: str = "time", see
     say(f"cold start: {cs.describe()}")
     rows: dict[str, list[dict]] = {}
     ids_info, content_k = {}, {}
-    fused = cold_semantic_ids(dataset, cs, cfg, "fused", paths=paths, cache_root=cache_root, progress=progress) \
-        if "Q-Bert4Rec" in models else None
+    fused = cold_semantic_ids(dataset, cs, cfg, "fused", paths=paths, content_k=path_neighbours, cache_root=cache_root,
+                              progress=progress) if "Q-Bert4Rec" in models else None
     raw = cold_semantic_ids(dataset, cs, cfg, "raw_text", cache_root=cache_root, progress=progress) \
         if "Q-Bert4Rec (raw-text IDs)" in models else None
     meta = metadata_cold_ids(dataset, cs) if "Q-Bert4Rec (metadata tokens)" in models else None
     for src in (fused, raw, meta):
         if src is not None:
             ids_info[src.source] = src.info
+    if fused is not None:
+        ids_info["fused"] = {**fused.info, "path_neighbours": int(path_neighbours)}
     oracle = _oracle_rows(dataset, cs, [m for m in models if m in ORACLE_ROWS], say)
     vectors = None
     if "Content k-NN" in models:

@@ -49,6 +49,14 @@ def _count(text: str) -> int:
     return value
 
 
+def _count1(text: str) -> int:
+    """argparse type: an int >= 1 (neighbours)."""
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def _positive(text: str) -> float:
     """argparse type: a finite number > 0."""
     try:
@@ -176,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--select-by", default=None, choices=list(SELECT_BY),
                    help="validation metric that chooses the new items' stage-1 path (default: all_users_NDCG@10, "
                         "NDCG@10 over every user's validation item; with --from-json: the saved choice)")
+    p.add_argument("--path-neighbours", type=_count1, default=10, metavar="K",
+                   help="nearest warm items by content that the content and content+structure paths borrow their "
+                        "query (and structure) from (default 10)")
     p.add_argument("--from-json", nargs="+", default=None, metavar="FILE",
                    help="train nothing: re-tabulate a saved <out>.json (the path chosen again by --select-by); "
                         "several files of the same protocol (e.g. one run per seed) are merged into one table")

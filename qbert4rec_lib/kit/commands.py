@@ -311,7 +311,8 @@ def cmd_cold_start(args) -> int:
     else:
         cfg, ds = _experiment_config(args), _open(args.data, args.name)  # bad values fail before any loading
         report = run_cold_start(ds, cfg, fraction=args.fraction, by=args.by, seeds=args.seeds, models=args.models,
-                                select_by=args.select_by or SELECT_BY[0], log=None if args.json else print,
+                                select_by=args.select_by or SELECT_BY[0], path_neighbours=args.path_neighbours,
+                                log=None if args.json else print,
                                 epoch_log=not args.json)
         payload = {"dataset": ds.name, "config": args.config, "set": list(args.set or [])} | report.to_json()
     table = report.table()
