@@ -186,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "NDCG@10 over every user's validation item; with --from-json: the saved choice)")
     p.add_argument("--path-neighbours", type=_count1, default=10, metavar="K",
                    help="nearest warm items by content that the content and content+structure paths borrow their "
-                        "query (and structure) from (default 10)")
+                        "query (and structure) from (default 10); a value that changes the new items' largest "
+                        "disambiguation token changes Q-Bert4Rec's token table, so the model is trained again")
     p.add_argument("--from-json", nargs="+", default=None, metavar="FILE",
                    help="train nothing: re-tabulate a saved <out>.json (the path chosen again by --select-by); "
                         "several files of the same protocol (e.g. one run per seed) are merged into one table")
