@@ -148,6 +148,8 @@ def test_every_notebook_has_one_parameters_cell_with_the_conventions():
         text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
         assert "By the end" in text and "## Summary" in text and "## Exercises" in text, nb_path.name
         assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{nb_path.name} has committed outputs"
+        raw = json.loads(nb_path.read_text(encoding="utf-8"))  # nbformat would add missing ids in memory
+        assert all("id" in c for c in raw["cells"]), f"{nb_path.name}: a cell without an id (nbformat 4.5 needs one)"
 
 
 def test_smoke_parameter_set_only_names_declared_parameters():
