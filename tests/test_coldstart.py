@@ -317,6 +317,8 @@ def test_cold_start_runs_of_one_protocol_merge_seed_by_seed(tmp_path, capsys):
         merge_reports([a, b | {"protocol": "Q."}], ["a.json", "b.json"])
     with pytest.raises(ValueError, match="another new items"):
         merge_reports([a, b | {"cold_items": [3]}])
+    with pytest.raises(ValueError, match="from 1 content neighbours, run 1 from 10"):  # another seed, other IDs
+        merge_reports([a | {"ids": {"fused": {}}}, b | {"ids": {"fused": {"path_neighbours": 1}}}])
     files = []
     for name, payload in (("a.json", a), ("b.json", b)):
         files.append(tmp_path / name)

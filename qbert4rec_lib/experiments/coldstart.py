@@ -308,6 +308,10 @@ def merge_reports(payloads: Sequence[dict], names: Sequence[str] | None = None,
             if getattr(r, field_name) != getattr(first, field_name):
                 raise ValueError(f"merge_reports: {name} has another {what} than {names[0]}; only runs of the same "
                                  f"protocol can be merged")
+        k, k0 = (x.ids_info.get("fused", {}).get("path_neighbours", 10) for x in (r, first))
+        if "fused" in r.ids_info and "fused" in first.ids_info and k != k0:
+            raise ValueError(f"merge_reports: {name} gave new items fused IDs from {k} content neighbours, "
+                             f"{names[0]} from {k0}; only runs of the same IDs can be merged")
     rows: dict[str, dict[int, dict]] = {}
     for name, r in zip(names, reports):
         for row, per_seed in r.rows.items():
