@@ -97,9 +97,10 @@ CHECKS: dict[str, dict] = {
         "content_knn_new_only_hr10": _between(0.16, 0.19),
         "sasrec_cold_hr10": lambda v: v == 0.0,  # an ID model knows nothing about a new item, by construction
         # the committed Beauty run, read (not trained): new-item (cold) HR@10 per row; k-NN 0.0442 and Popularity 0
-        # (it never ranks an item nobody bought) -- reading another group (warm: 0.0587) or another file fails here
+        # (it never ranks an item nobody bought), content+structure 0.0175 (the mean of seeds 0-1: 0.0198, 0.0152)
+        # -- reading another group (warm: 0.0587), one seed only or another file fails here
         "beauty_saved_cold_hr10": lambda v: abs(v["Content k-NN"] - 0.0442) < 1e-4 and v["Popularity"] == 0.0
-        and abs(v["Q-Bert4Rec (fused IDs, content+structure query)"] - 0.0198) < 1e-4,
+        and abs(v["Q-Bert4Rec (fused IDs, content+structure query)"] - 0.0175) < 1e-4,
         # the generator's own probabilities on this split (no training: deterministic): 0.3156 of cold users, 0.2989
         # of warm users, 0.6744 among the new items only
         "oracle_cold_hr10": _between(0.31, 0.32),
