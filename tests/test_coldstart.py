@@ -463,3 +463,15 @@ def test_cold_start_table_has_oracle_rows_on_a_generated_catalog_only(ds, tiny_c
     report = run_cold_start(plain, tiny_cfg, seeds=[0], models=("Popularity", *ORACLE_ROWS), cache_root=tmp_path,
                             log=lines.append)
     assert set(report.rows) == {"Popularity"} and any("no oracle rows" in line for line in lines)
+
+
+def test_similarity_helpers_count_leading_levels_and_cosines():
+    from qbert4rec_lib.experiments.coldstart_similarity import last_item_cosine, shared_levels
+
+    codes = torch.tensor([[1, 2, 3], [1, 2, 4], [1, 5, 3], [7, 2, 3]])  # [M, L]
+    last = torch.tensor([[1, 2, 3], [7, 9, 9]])  # [B, L]
+    # leading levels only: item 2 shares levels 1 and 3 with the first user's last item but counts 1
+    assert shared_levels(codes, last).tolist() == [[3, 2, 1, 0], [0, 0, 0, 1]]
+    vectors = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])  # row = item id - 1
+    cos = last_item_cosine(vectors, last=np.array([1, 1, 3]), target=np.array([2, 3, 3]))
+    assert np.allclose(cos, [0.0, np.sqrt(0.5), 1.0])
