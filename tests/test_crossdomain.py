@@ -23,7 +23,7 @@ def tiny_cfg():
 
     # a few epochs per phase: the checks below are about the mechanics (shared vocabulary, which weights move, the
     # table), not about how well the tiny models learn; notebook 08 checks the converged numbers
-    cfg = smoke_config(0.05)
+    cfg = smoke_config(0.05, stage_epochs_scale=0.05)
     return replace(cfg, features=replace(cfg.features, image_fit_epochs=2))
 
 

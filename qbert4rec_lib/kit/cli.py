@@ -210,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
               cmd_cross_domain, data=False)
     p.add_argument("--source", default=None, help="source data folder (default: generated catalog, seed 11)")
     p.add_argument("--target", default=None, help="target data folder (default: generated catalog, seed 12, 4 top categories)")
-    p.add_argument("--epochs-scale", type=_positive, default=1.0, help="with --config smoke: fraction of its epochs")
+    p.add_argument("--epochs-scale", type=_positive, default=1.0,
+                   help="with --config smoke: fraction of the sequence models' epoch caps (stages 1-2 keep theirs)")
 
     p = sub.add_parser("reproduce", help="run all notebooks through papermill under a parameter set")
     p.add_argument("--set", default="smoke", help="parameter set name (notebooks/params/<name>.yaml) or a YAML path")
