@@ -189,15 +189,18 @@ def smoke_relations(notebook: str, values: dict) -> None:
         assert values["qbert_ndcg10"] > 1.5 * values["popularity_ndcg10"]
 
 
-def _near(value: float, rel: float = 0.15, abs_: float = 0.003):
-    """Within ``rel`` of ``value`` (or ``abs_``, for small numbers): one CPU repeats the quick run exactly, another
-    CPU's floating-point differences move a few-epoch model by a few percent."""
+def _near(value: float, rel: float = 0.10, abs_: float = 0.003):
+    """Within ``rel`` of ``value`` (or ``abs_``, for small numbers): one CPU repeats the quick run exactly (two runs
+    from empty caches, 2026-12-05), another CPU's floating-point differences move a few-epoch model a little. For
+    scale: seeds 1-2 of the overview's models at the quick budget give test NDCG@10 0.0671 / 0.0675 (Q-Bert4Rec,
+    seed 0 0.0669), 0.0936 / 0.0935 (SASRec-CE, 0.0928) and 0.0486 / 0.0494 (BERT4Rec-ID, 0.0489)."""
     return lambda v: v is not None and abs(v - value) <= max(rel * abs(value), abs_)
 
 
 # The quick set's models (the sequence models capped at 15 pretraining / 5 fine-tuning / 15 baseline epochs; the
 # run of 2026-12-05 on the Intel 2-core machine, figures/results/quick.json). Not a comparison of models: regression
-# pins of the code that trains and ranks them.
+# pins of the code that trains and ranks them. Notebooks 07 (301 cold users) and 08 (671 target users) rank few
+# users, so their windows are wider.
 QUICK_PINS: dict[str, dict] = {
     "00_overview": {"qbert_ndcg10": _near(0.0669)},
     "05_pretraining": {
@@ -214,15 +217,15 @@ QUICK_PINS: dict[str, dict] = {
         "ablations_ndcg10": lambda v: _near(0.0669)(v["full"]) and _near(0.0495)(v["random_ids"]),
     },
     "07_interpretability": {
-        "qbert_warm_hr10": _near(0.1120),
-        "sasrec_warm_hr10": _near(0.1553),
-        "qbert_new_only_hr10": _near(0.1894),
+        "qbert_warm_hr10": _near(0.1120, rel=0.15),
+        "sasrec_warm_hr10": _near(0.1553, rel=0.15),
+        "qbert_new_only_hr10": _near(0.1894, rel=0.15),
         "qbert_cold_hr10": _near(0.0100, abs_=0.01),  # 3 of 301 cold users
-        "similarity_bands": lambda v: _near(0.1951)(v[0]["Q-Bert4Rec"]),
+        "similarity_bands": lambda v: _near(0.1951, rel=0.15)(v[0]["Q-Bert4Rec"]),
     },
     "08_cross_domain": {
-        "cross_domain_test_ndcg10": lambda v: _near(0.0776)(v["scratch"]) and _near(0.0465)(v["transfer"])
-        and _near(0.0614)(v["in-domain"]),
+        "cross_domain_test_ndcg10": lambda v: _near(0.0776, rel=0.15)(v["scratch"])
+        and _near(0.0465, rel=0.15)(v["transfer"]) and _near(0.0614, rel=0.15)(v["in-domain"]),
         "source_test_ndcg10": _near(0.0669),
     },
 }
