@@ -3,8 +3,9 @@
 The test starts JupyterLab on 127.0.0.1 (free port, random token) from this interpreter, with ``PYTHONPATH`` set to the
 root of the checkout that holds this file, and serves *copies* of notebooks 02, 04 and 07 from a temporary folder
 (``figures_dir`` / ``results_dir`` pointed there too, and the notebook test's parameter set -- ``quick`` unless
-``QBERT4REC_NOTEBOOK_SET`` names another -- so the models of 07 come from the cache that test fills), so ``notebooks/`` and ``figures/`` are never rewritten; the copy
-of 07 ends after its explorer (its cold-start study would retrain several models). For each notebook Playwright drives
+``QBERT4REC_NOTEBOOK_SET`` names another -- so the models of 07 come from the cache that test fills), so
+``notebooks/`` and ``figures/`` are never rewritten; the copy of 07 ends after its explorer (its cold-start study
+would retrain several models). For each notebook Playwright drives
 Debian's Chromium (``executable_path``; no browser download is possible offline): Run All, wait until every code cell
 has run, then change each control of each explorer (:mod:`qbert4rec_lib.kit.explore`: 02's item, 04's level and code,
 04's prefix item, 07's user and item) and check that the explorer's view changes each time; notebook 02's plotly
@@ -93,12 +94,9 @@ def _notebook_copy(folder: Path, name: str, truncate: bool) -> Path:
         nb["cells"] = nb["cells"][:last + 1]
     at = next(i for i, c in enumerate(nb["cells"]) if "parameters" in c.get("metadata", {}).get("tags", []))
     # the parameters of the notebook test's set (quick by default), so both tests train the same models once
-    from qbert4rec_lib.kit.reproduce import load_param_set, notebook_parameters
+    from qbert4rec_lib.kit.reproduce import load_param_set, set_parameters
 
-    param_set = load_param_set(os.environ.get("QBERT4REC_NOTEBOOK_SET", "quick"))
-    declared = notebook_parameters(source_path)
-    params = {k: v for k, v in param_set["common"].items() if k in declared}
-    params.update(param_set["notebooks"].get(name, {}) or {})
+    params = set_parameters(load_param_set(os.environ.get("QBERT4REC_NOTEBOOK_SET", "quick")), source_path)
     params.update(figures_dir=str(folder / "figures"), results_dir=str(folder / "results"))
     source = "".join(f"{k} = {v!r}\n" for k, v in params.items())
     nb["cells"].insert(at + 1, {"cell_type": "code", "id": "browser-test-parameters", "metadata": {"tags": ["injected-parameters"]},

@@ -26,7 +26,7 @@ def ds():
 
 @pytest.fixture(scope="module")
 def tiny_cfg():
-    cfg = smoke_config(0.1, stage_epochs_scale=0.1)
+    cfg = smoke_config(0.1)
     return replace(cfg, features=replace(cfg.features, modalities=("text", "structural")),
                    fusion=replace(cfg.fusion, epochs=2), rqvae=replace(cfg.rqvae, epochs=3, kmeans_iters=10),
                    pretrain=TrainConfig(epochs=2, eval_every=1), finetune=TrainConfig(epochs=1),

@@ -33,8 +33,8 @@ from pathlib import Path
 
 from ..atomic import atomic_write_json, atomic_write_text
 
-__all__ = ["REPO", "NOTEBOOKS", "list_notebooks", "load_param_set", "run_set", "RunReport", "NotebookFailed",
-           "gather_results", "update_readme", "readme_markdown"]
+__all__ = ["REPO", "NOTEBOOKS", "list_notebooks", "load_param_set", "set_parameters", "run_set", "RunReport",
+           "NotebookFailed", "gather_results", "update_readme", "readme_markdown"]
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout: qbert4rec_lib/kit/reproduce.py -> its root
 NOTEBOOKS = REPO / "notebooks"
@@ -96,6 +96,21 @@ def notebook_parameters(nb_path: Path) -> dict:
     import papermill as pm
 
     return {k: v["default"] for k, v in pm.inspect_notebook(str(nb_path)).items()}
+
+
+def set_parameters(cfg: dict, nb_path: Path, overrides: dict | None = None) -> dict:
+    """A notebook's parameters under a loaded parameter set: the set's ``common`` values the notebook declares, then
+    its own section (a name it does not declare is an error), then ``overrides`` it declares."""
+    declared = notebook_parameters(nb_path)
+    params = {k: v for k, v in cfg["common"].items() if k in declared}
+    per_nb = cfg["notebooks"].get(nb_path.stem, {}) or {}
+    unknown = set(per_nb) - set(declared)
+    if unknown:
+        raise ValueError(f"parameter set {cfg['name']!r}: {nb_path.name} has no parameter(s) {sorted(unknown)} "
+                         f"(its parameters cell declares {sorted(declared)})")
+    params.update(per_nb)
+    params.update({k: v for k, v in (overrides or {}).items() if k in declared})
+    return params
 
 
 def machine_info(threads: int | None = None) -> dict:
@@ -162,17 +177,9 @@ def run_set(param_set: str = "smoke", *, out_dir: str | Path | None = None, figu
 
     tasks = []  # (notebook, parameters) in numbered order; parameters are checked before anything runs
     for nb in list_notebooks(only):
-        declared = notebook_parameters(nb)
-        params = {k: v for k, v in cfg["common"].items() if k in declared}
-        per_nb = cfg["notebooks"].get(nb.stem, {}) or {}
-        unknown = set(per_nb) - set(declared)
-        if unknown:
-            raise ValueError(f"parameter set {name!r}: {nb.name} has no parameter(s) {sorted(unknown)} "
-                             f"(its parameters cell declares {sorted(declared)})")
-        params.update(per_nb)
-        params.update({k: v for k, v in (overrides or {}).items() if k in declared})
+        params = set_parameters(cfg, nb, overrides)
         params.update({"figures_dir": str(figs.resolve()), "results_dir": str(res_dir.resolve())})
-        tasks.append((nb, {k: v for k, v in params.items() if k in declared}))
+        tasks.append((nb, params))
 
     env = dict(os.environ)
     env["QBERT4REC_STATIC_FIGURES"] = "1"  # batch runs show the saved PNGs (viz.interactive)
