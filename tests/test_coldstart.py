@@ -475,3 +475,28 @@ def test_similarity_helpers_count_leading_levels_and_cosines():
     vectors = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])  # row = item id - 1
     cos = last_item_cosine(vectors, last=np.array([1, 1, 3]), target=np.array([2, 3, 3]))
     assert np.allclose(cos, [0.0, np.sqrt(0.5), 1.0])
+
+
+def test_content_channel_row_trains_its_own_model_and_reloads_it(ds, tiny_cfg, tmp_path):
+    """``Q-Bert4Rec + content channel``: its own cached model (the content vectors in the key: other vectors, another
+    model), rows for every stage-1 path, a cache hit that scores exactly as the trained model, its best path marked."""
+    from qbert4rec_lib.experiments.coldstart import CONTENT_CHANNEL, run_cold_start
+
+    cfg = replace(tiny_cfg, fusion=replace(tiny_cfg.fusion, epochs=1))
+    report = run_cold_start(ds, cfg, seeds=[0], models=(CONTENT_CHANNEL,), paths=("mean", "unknown"),
+                            cache_root=tmp_path, log=None)
+    assert set(report.rows) == {f"{CONTENT_CHANNEL} (fused IDs, {p} query)" for p in ("mean", "unknown")}
+    assert report.chosen_path == ""  # the paper's rows choose the path; the extension's best is marked on its own
+    assert report.table().count("(chosen: best") == 1
+    again = run_cold_start(ds, cfg, seeds=[0], models=(CONTENT_CHANNEL,), paths=("mean", "unknown"),
+                           cache_root=tmp_path, log=None)
+    assert again.rows == report.rows
+    cs = CS.cold_start_split(ds, 0.1, by="time", seed=0, max_len=cfg.max_len)
+    ids = CI.cold_semantic_ids(ds, cs, cfg, "fused", paths=("mean", "unknown"), cache_root=tmp_path)
+    on = replace(cfg, qbert=replace(cfg.qbert, content_channel="input_output"))
+    with pytest.raises(ValueError, match="needs content vectors"):
+        CM.train_cold_model("Q-Bert4Rec", ds, cs, on, seed=0, ids=ids, cache_root=tmp_path)
+    vectors = np.random.default_rng(0).normal(size=(ds.num_items, 8)).astype(np.float32)
+    model, fits = CM.train_cold_model("Q-Bert4Rec", ds, cs, on, seed=0, ids=ids, content=vectors, cache_root=tmp_path)
+    assert model.content_projection.weight.shape[1] == 8 and fits["finetune"].history  # trained: a new key
+    assert len(list((tmp_path / "coldstart_model").glob("*/meta.json"))) == 2

@@ -478,3 +478,82 @@ def test_item_token_dropout_hides_deeper_tokens_in_training_only():
             torch.testing.assert_close(model.score_all(x), plain.score_all(x), rtol=0, atol=0)
     with pytest.raises(ValueError, match="item_token_dropout"):
         new_model(config=dc_replace(SMALL, item_token_dropout=0.3, item_head="level_sum"))
+
+
+def test_content_channel_is_off_by_default_and_checks_its_table():
+    """``content_channel``: off by default (no extra parameter, the same initial weights), a table of the wrong
+    shape or a table without the channel is an error that says so, and with the channel every other weight starts
+    as without it (P is registered, and drawn, last)."""
+    from dataclasses import replace as dc_replace
+
+    ids = group_ids()
+    content = np.random.default_rng(0).normal(size=(len(ids), 7)).astype(np.float32)
+    plain = new_model(ids)
+    assert plain.content_projection is None and "content_projection.weight" not in plain.state_dict()
+    with pytest.raises(ValueError, match="content_channel is 'off'"):
+        new_model(ids, content=content)
+    on = dc_replace(SMALL, content_channel="input_output")
+    with pytest.raises(ValueError, match=r"needs a content table \[N=60, D\]"):
+        new_model(ids, config=on)
+    with pytest.raises(ValueError, match=r"\(59, 7\)"):
+        new_model(ids, config=on, content=content[:-1])
+    bad = content.copy()
+    bad[4, 2] = np.nan
+    with pytest.raises(ValueError, match="item row 4"):
+        new_model(ids, config=on, content=bad)
+    with_channel = new_model(ids, config=on, content=content)
+    weights = with_channel.state_dict()
+    assert weights.keys() - plain.state_dict().keys() == {"content_projection.weight"}  # the table is not saved
+    for name, value in plain.state_dict().items():
+        torch.testing.assert_close(weights[name], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mode", ["output", "input_output"])
+def test_content_channel_adds_the_projected_content_to_the_item_vectors(mode):
+    """v_i = MLP(tokens of i) + P c_i (the prior unchanged); with P = 0 the model scores exactly as without the
+    channel; ``input_output`` also changes the hidden states through P c of the history's items."""
+    from dataclasses import replace as dc_replace
+
+    ids = group_ids()
+    content = np.random.default_rng(1).normal(size=(len(ids), 5)).astype(np.float32)
+    model = new_model(ids, config=dc_replace(SMALL, content_channel=mode), content=content).eval()
+    plain = new_model(ids).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if k != "content_projection.weight"})
+    x = pad_left(group_walks(6, seed=3)[0], 12)
+    with torch.no_grad():
+        P = model.content_projection.weight  # [d, D]
+        expected = plain.item_vectors()
+        expected[:, :-1] += torch.as_tensor(content) @ P.T
+        torch.testing.assert_close(model.item_vectors(), expected)
+        moved = not torch.allclose(model.score_all(x), plain.score_all(x))
+        assert moved
+        torch.nn.init.zeros_(model.content_projection.weight)
+        torch.testing.assert_close(model.score_all(x), plain.score_all(x), rtol=0, atol=0)
+
+
+def test_content_channel_ranks_items_never_trained_on_by_their_content():
+    """Items whose tokens say nothing of their group (random codes) and that never occur in training: with the
+    channel, content that holds the group lets the model rank them in the right group; without it, it cannot."""
+    from dataclasses import replace as dc_replace
+
+    rng = np.random.default_rng(0)
+    n = GROUPS * PER_GROUP
+    ids = np.stack([rng.integers(0, 4, n), rng.integers(0, 4, n), np.arange(n)], axis=1)  # tokens carry no group
+    groups = np.arange(n) // PER_GROUP
+    content = np.eye(GROUPS, dtype=np.float32)[groups] + 0.05 * rng.normal(size=(n, GROUPS)).astype(np.float32)
+    new_items = np.arange(0, n, PER_GROUP) + 1  # one item per group (1-based ids) never occurs in training
+    histories, targets = group_walks(600, seed=0)
+    seen = [h[~np.isin(h, new_items)] for h in histories]
+    results = {}
+    with torch.random.fork_rng():
+        torch.set_num_threads(1)
+        for mode in ("off", "input_output"):
+            model = new_model(ids, config=dc_replace(SMALL, content_channel=mode), seed=1,
+                              content=content if mode != "off" else None)
+            train_steps(model, [s for s in seen if len(s) > 1], steps=200, seed=1)
+            # users whose next group is known from the last item: is that group's new item the best of the new ones?
+            with torch.no_grad():
+                scores = model.score_all(pad_left(seen[:200], 12))[:, new_items]  # [200, G]
+            next_group = (groups[np.array([s[-1] for s in seen[:200]]) - 1] + 1) % GROUPS
+            results[mode] = float((scores.argmax(dim=1).numpy() == next_group).mean())
+    assert results["input_output"] > 0.8 and results["off"] < 0.5, results

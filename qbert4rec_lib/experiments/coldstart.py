@@ -113,7 +113,11 @@ MODELS = ("Q-Bert4Rec", "Q-Bert4Rec (raw-text IDs)", "SASRec-CE", "BERT4Rec-ID",
           *ORACLE_ROWS)
 # rows a run can ask for beyond the default ones: the same sequence model on metadata tokens (not the paper's
 # tokenizer; a new item's category and brand are known when it arrives, so its tokens are exact)
-EXTRA_MODELS = ("Q-Bert4Rec (metadata tokens)",)
+EXTRA_MODELS = ("Q-Bert4Rec (metadata tokens)", "Q-Bert4Rec + content channel")
+# the kit's extension beside the IDs (QBertConfig.content_channel, not the paper's model): the fused IDs plus each
+# item's frozen text+image vector through one learned projection, added to the item's input and output vectors
+CONTENT_CHANNEL = "Q-Bert4Rec + content channel"
+_CONTENT_ROWS = f"{CONTENT_CHANNEL} (fused IDs, "
 
 
 # ---- the experiment --------------------------------------------------------------------------------
@@ -172,7 +176,7 @@ def run_cold_start(dataset, cfg, *, fraction: float = 0.1, by: str = "time", see
     rows: dict[str, list[dict]] = {}
     ids_info, content_k = {}, {}
     fused = cold_semantic_ids(dataset, cs, cfg, "fused", paths=paths, content_k=path_neighbours, cache_root=cache_root,
-                              progress=progress) if "Q-Bert4Rec" in models else None
+                              progress=progress) if {"Q-Bert4Rec", CONTENT_CHANNEL} & set(models) else None
     raw = cold_semantic_ids(dataset, cs, cfg, "raw_text", cache_root=cache_root, progress=progress) \
         if "Q-Bert4Rec (raw-text IDs)" in models else None
     meta = metadata_cold_ids(dataset, cs) if "Q-Bert4Rec (metadata tokens)" in models else None
@@ -183,17 +187,18 @@ def run_cold_start(dataset, cfg, *, fraction: float = 0.1, by: str = "time", see
         ids_info["fused"] = {**fused.info, "path_neighbours": int(path_neighbours)}
     oracle = _oracle_rows(dataset, cs, [m for m in models if m in ORACLE_ROWS], say)
     vectors = None
-    if "Content k-NN" in models:
+    if {"Content k-NN", CONTENT_CHANNEL} & set(models):
         full_split = replace(cs.split, train=cs.train_full, max_len=0)
         vectors = content_vectors(build_features(dataset, cfg.features, split=full_split, cache_root=cache_root,
                                                  progress=progress))
 
-    def train(name: str, seed: int, ids=None, what: str = ""):
+    def train(name: str, seed: int, ids=None, what: str = "", content_channel: str = "off"):
         from .train import epoch_logger
 
         lines = epoch_logger(f"cold start {name}{what} seed {seed}") if epoch_log else None
-        return train_cold_model(name, dataset, cs, cfg, seed=seed, ids=ids, cache_root=cache_root,
-                                progress=progress, log=lines)[0]
+        run_cfg = replace(cfg, qbert=replace(cfg.qbert, content_channel=content_channel))
+        return train_cold_model(name, dataset, cs, run_cfg, seed=seed, ids=ids, cache_root=cache_root,
+                                content=vectors if content_channel != "off" else None, progress=progress, log=lines)[0]
 
     def add(row: str, seed: int, result: dict) -> None:
         rows.setdefault(row, []).append({"seed": int(seed)} | result)
@@ -202,11 +207,16 @@ def run_cold_start(dataset, cfg, *, fraction: float = 0.1, by: str = "time", see
             f"median rank {c['median_rank']:.0f}")
 
     for seed in seeds:
-        if fused is not None:
+        if fused is not None and "Q-Bert4Rec" in models:
             model = train("Q-Bert4Rec", seed, fused, " (fused IDs)")
             for path in fused.paths:
                 _set_cold_rows(model, fused.tables[path])
                 add(f"Q-Bert4Rec (fused IDs, {path} query)", seed, evaluate_cold(model, cs))
+        if CONTENT_CHANNEL in models:
+            model = train("Q-Bert4Rec", seed, fused, " + content channel", content_channel="input_output")
+            for path in fused.paths:
+                _set_cold_rows(model, fused.tables[path])
+                add(f"{_CONTENT_ROWS}{path} query)", seed, evaluate_cold(model, cs))
         if raw is not None:
             add("Q-Bert4Rec (raw-text IDs)", seed, evaluate_cold(train("Q-Bert4Rec", seed, raw, " (raw-text IDs)"), cs))
         if meta is not None:
@@ -215,7 +225,7 @@ def run_cold_start(dataset, cfg, *, fraction: float = 0.1, by: str = "time", see
         for name in ("SASRec-CE", "BERT4Rec-ID"):
             if name in models:
                 add(name, seed, evaluate_cold(train(name, seed), cs))
-        if vectors is not None:
+        if "Content k-NN" in models:
             k, scores = _choose_k(vectors, cs.train_split)
             content_k[int(seed)] = {"k": k, "valid_NDCG@10": scores}
             add("Content k-NN", seed, evaluate_cold(ContentKNN(vectors, k), cs))
@@ -252,26 +262,26 @@ def _oracle_rows(dataset, cs, rows: Sequence[str], say: Callable[[str], None]) -
 _FUSED = "Q-Bert4Rec (fused IDs, "
 
 
-def choose_path(rows: dict[str, list[dict]], select_by: str = "all_users_NDCG@10") -> str:
+def choose_path(rows: dict[str, list[dict]], select_by: str = "all_users_NDCG@10", prefix: str = _FUSED) -> str:
     """The stage-1 path whose fused-ID row has the best mean validation ``select_by`` over seeds (highest NDCG@10 over
     all users; on the cold validation users alone: lowest median rank, highest NDCG@10 / HR@50); ties go to the first
-    path. Test users are never looked at."""
+    path. Test users are never looked at. ``prefix``: whose rows (the content channel's: ``_CONTENT_ROWS``)."""
     if select_by not in SELECT_BY:
         raise ValueError(f"choose_path: select_by={select_by!r}; expected one of {', '.join(SELECT_BY)}")
     group, metric = ("valid_all", "NDCG@10") if select_by == "all_users_NDCG@10" else ("cold_valid", select_by)
-    fused = {row: rs for row, rs in rows.items() if row.startswith(_FUSED) and rs}
+    fused = {row: rs for row, rs in rows.items() if row.startswith(prefix) and rs}
     if fused and group == "valid_all" and not any(group in rs[0] for rs in fused.values()):
         raise ValueError("choose_path: these runs have no all-user validation metrics (saved before 2026-12-05); "
                          "choose by a cold-validation metric instead, e.g. select_by='median_rank'")
     sign = -1.0 if metric == "median_rank" else 1.0
-    cand = {row[len(_FUSED):-len(" query)")]: sign * float(np.mean([r[group][metric] for r in rs]))
+    cand = {row[len(prefix):-len(" query)")]: sign * float(np.mean([r[group][metric] for r in rs]))
             for row, rs in fused.items() if group in rs[0]}
     return max(cand, key=cand.get) if cand else ""
 
 
 def _table_order(rows: dict[str, list[dict]]) -> dict[str, list[dict]]:
     """Rows in the order :func:`run_cold_start` adds them (a saved JSON has them sorted by name)."""
-    order = [f"{_FUSED}{p} query)" for p in QUERY_PATHS + (NEW_ITEM_PATH,)] + [
+    order = [f"{prefix}{p} query)" for prefix in (_FUSED, _CONTENT_ROWS) for p in QUERY_PATHS + (NEW_ITEM_PATH,)] + [
         "Q-Bert4Rec (raw-text IDs)", "Q-Bert4Rec (metadata tokens)", "SASRec-CE", "BERT4Rec-ID", "Content k-NN",
         "Popularity", *ORACLE_ROWS]
     rank = {row: i for i, row in enumerate(order)}
@@ -359,6 +369,10 @@ def cold_start_table(report: ColdStartReport) -> str:
     label = {"warm": "warm", "cold": "cold", "new_only": "cold, among new items:", "valid_all": "valid, all users:"}
     lines = ["| model | " + " | ".join(f"{label[g]} {m.replace('median_rank', 'median rank')}" for g, m in cols)
              + " | cold / warm HR@10 | seeds |", "|---|" + "---|" * (len(cols) + 2)]
+    content_path = choose_path(report.rows, report.chosen_by, prefix=_CONTENT_ROWS) if any(
+        r.startswith(_CONTENT_ROWS) for r in report.rows) else ""
+    marked = {f"{prefix}{path} query)" for prefix, path in ((_FUSED, report.chosen_path), (_CONTENT_ROWS, content_path))
+              if path}
     for row, rs in report.rows.items():
         cells = []
         for g, m in cols:
@@ -371,7 +385,7 @@ def cold_start_table(report: ColdStartReport) -> str:
         warm = report.mean(row, "warm", "HR@10")
         ratio = f"{report.mean(row, 'cold', 'HR@10') / warm:.2f}" if warm > 0 else "n/a"
         mark = (f" (chosen: best {_SELECT_LABEL.get(report.chosen_by, report.chosen_by)})"
-                if report.chosen_path and row == f"{_FUSED}{report.chosen_path} query)" else "")
+                if row in marked else "")
         lines.append(f"| {row}{mark} | " + " | ".join(cells) + f" | {ratio} | {len(rs)} |")
     new = (f" Among new items only: each cold user's target ranked among the {len(report.cold_items):,} new items "
            f"(a new-arrivals shelf; the other items hidden)." if any("new_only" in rs[0] for rs in report.rows.values())

@@ -78,10 +78,13 @@ def _set_cold_rows(model, table: np.ndarray) -> None:
 
 
 def train_cold_model(name: str, dataset, cs: ColdStart, cfg, *, seed: int = 0, ids: ColdIDs | None = None,
-                     cache_root=None, progress: bool = False, log: Callable[[dict], None] | None = None):
+                     content: np.ndarray | None = None, cache_root=None, progress: bool = False,
+                     log: Callable[[dict], None] | None = None):
     """Train ``name`` (Q-Bert4Rec, SASRec-CE or BERT4Rec-ID) under the protocol, or load it from the cache. Returns
     ``(model, fits)`` (phase -> ``FitResult``) with the training mask lifted (every item scored). Q-Bert4Rec reads ``ids`` (its first path's
-    table; the cold rows never reach the loss, so any path gives the same model)."""
+    table; the cold rows never reach the loss, so any path gives the same model) and, when ``cfg.qbert.content_channel``
+    is on, ``content`` (every item's frozen content vector, :func:`~.coldstart_ids.content_vectors`: a new item's is
+    known the day it arrives; the cold rows never reach the loss either)."""
     from safetensors.torch import save_file
 
     from ..models.baselines import BERT4RecID, SASRec
@@ -101,6 +104,12 @@ def train_cold_model(name: str, dataset, cs: ColdStart, cfg, *, seed: int = 0, i
                      "pretrain": cfg.pretrain if cfg.do_pretrain else None,
                      "pretrain_masks": cfg.pretrain_masks if cfg.do_pretrain else None,
                      "finetune": cfg.finetune, "finetune_masks": cfg.finetune_masks}
+        if cfg.qbert.content_channel != "off":
+            if content is None:
+                raise ValueError(f"train_cold_model: content_channel={cfg.qbert.content_channel!r} needs content vectors")
+            from ..keys import digest
+
+            relevant["content"] = digest([np.ascontiguousarray(content, dtype=np.float32).tobytes()])
     elif name in ("SASRec-CE", "BERT4Rec-ID"):
         relevant |= {"train": _baseline_train(name, cfg),
                      "model": replace(cfg.sasrec if name == "SASRec-CE" else cfg.bert4rec, max_len=cfg.max_len)}
@@ -110,7 +119,8 @@ def train_cold_model(name: str, dataset, cs: ColdStart, cfg, *, seed: int = 0, i
     with store.lock():
         seed_everything(seed)
         if name == "Q-Bert4Rec":
-            model = QBert4Rec(ids.tables[ids.paths[0]], ids.vocab_sizes, replace(cfg.qbert, max_len=cfg.max_len))
+            model = QBert4Rec(ids.tables[ids.paths[0]], ids.vocab_sizes, replace(cfg.qbert, max_len=cfg.max_len),
+                              content=content if cfg.qbert.content_channel != "off" else None)
         elif name == "SASRec-CE":
             model = SASRec(dataset.num_items, replace(cfg.sasrec, max_len=cfg.max_len))
         else:

@@ -44,6 +44,12 @@ choice** (each a field of :class:`QBertConfig` or a documented function argument
 * **Item-token dropout** (``item_token_dropout``, off): in training, an item's output vector is computed from a random
   prefix of its tokens with probability ``p`` (DropoutNet-style training for new items; within seed noise on the
   default catalog's cold start, README).
+* **Content channel** (``content_channel``, off; a kit extension, not the paper's model): each item's frozen
+  content vector ``c_i`` (text + image, known the day a new item arrives) enters through one learned projection
+  ``P``: ``v_i = MLP(tokens of i) + P c_i`` (``"output"``), and with ``"input_output"`` the item's input embedding
+  gains the same tied ``P c_i``. It gives the model the fine content similarity that three codebook levels round
+  away (generative retrieval with semantic IDs plus a dense item representation, as LIGER does); the rows that use
+  it are labelled "+ content channel".
 * **Speed**: training runs the encoder per length group (``group_by_length``, see
   :func:`~qbert4rec_lib.models.base.length_groups`): identical losses (a test), about 3x the sequences/s
   on Beauty (``scripts/bench_training.py``).
@@ -112,6 +118,10 @@ class QBertConfig(ItemLossFields):
     # k >= 2 on are replaced by each level's [MASK] row when its output vector is computed (DropoutNet-style: the
     # item MLP also learns to score an item from its coarse tokens, as it must for a new item); key-neutral: added later
     item_token_dropout: float = field(default=0.0, metadata={"key_neutral": 0.0})
+    # a dense content channel beside the semantic IDs (a kit extension, not the paper's model): "off" | "output" (the
+    # item's output vector v_i gains P c_i, c_i its frozen text+image vector) | "input_output" (the same tied P c_i is
+    # also added to the item's input embedding); needs the content table; key-neutral: added later
+    content_channel: str = field(default="off", metadata={"key_neutral": "off"})
 
     def __post_init__(self) -> None:
         from ..config import ConfigError
@@ -123,11 +133,14 @@ class QBertConfig(ItemLossFields):
             "item_token_dropout": "[0, 1]"})
         for name, allowed in (("item_head", ("token_mlp", "level_sum")), ("item_encoder", ("mlp", "linear")),
                               ("input_embedding", ("token_sum", "item_vector", "item_vector_norm",
-                                                   "item_vector_scaled", "token_sum_item_vector"))):
+                                                   "item_vector_scaled", "token_sum_item_vector")),
+                              ("content_channel", ("off", "output", "input_output"))):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"QBertConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.input_embedding != "token_sum" and self.item_head != "token_mlp":
             raise ConfigError(f"QBertConfig: input_embedding={self.input_embedding!r} needs item_head='token_mlp'")
+        if self.content_channel != "off" and (self.item_head != "token_mlp" or self.input_embedding != "token_sum"):
+            raise ConfigError("QBertConfig: content_channel needs item_head='token_mlp' and input_embedding='token_sum'")
         if self.item_token_dropout > 0 and self.item_head != "token_mlp":
             raise ConfigError("QBertConfig: item_token_dropout needs item_head='token_mlp' (it acts on the item MLP)")
         if self.item_head == "token_mlp" and self.level_loss_weight > 0:
@@ -149,7 +162,7 @@ class QBert4Rec(ItemHead, SequentialRecommender):
     name = "Q-Bert4Rec"
 
     def __init__(self, ids: np.ndarray, vocab_sizes: Sequence[int] | None = None, config: QBertConfig | None = None,
-                 masking: MaskConfig | None = None):
+                 masking: MaskConfig | None = None, content: np.ndarray | None = None):
         super().__init__()
         ids = np.asarray(ids)
         if ids.ndim != 2 or len(ids) == 0:
@@ -201,6 +214,7 @@ class QBert4Rec(ItemHead, SequentialRecommender):
         norm_eps = {"item_vector_norm": 1e-5, "item_vector_scaled": 1e-12}.get(cfg.input_embedding)
         self.item_input_norm = nn.LayerNorm(d, eps=norm_eps) if norm_eps else None
         self._scoring_vectors: torch.Tensor | None = None  # item_vectors() held while inside scoring()
+        self._build_content_channel(cfg, content)  # content_projection (registered last), item_content
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -240,6 +254,8 @@ class QBert4Rec(ItemHead, SequentialRecommender):
             tokens = self.item_tokens[sequences]  # [B, T, L]
             tokens = tokens.masked_fill(masked.unsqueeze(-1), MASK_TOKEN)
             x = sum(table(tokens[..., level]) for level, table in enumerate(self.token_embeddings))  # [B, T, d]
+            if self.config.content_channel == "input_output":  # + P c_i (none at [MASK] / padding)
+                x = x + self.content_projection(self.item_content[sequences.masked_fill(masked, 0)])  # [B, T, d]
             if self.config.input_embedding == "token_sum_item_vector":  # + the tied v_i (none at [MASK] / padding)
                 vectors = self.item_vectors() if vectors is None else vectors  # [N, d + 1]
                 table = torch.cat([vectors.new_zeros(1, self.config.hidden), vectors[:, :self.config.hidden]])

@@ -80,6 +80,27 @@ class ItemHead:
         else:
             self.item_encoder = self.item_head_transform = None
 
+    def _build_content_channel(self, cfg, content) -> None:
+        """``content_channel`` (:class:`~qbert4rec_lib.models.qbert.QBertConfig`): the frozen ``[N + 1, D]`` content
+        table (a buffer, not saved: the caller gives it) and ``P`` (``content_projection``); nothing when off. Called
+        last in the constructor, so every other weight starts as without the channel."""
+        self.content_projection = None
+        if cfg.content_channel == "off":
+            if content is not None:
+                raise ValueError("a content table was given but QBertConfig.content_channel is 'off'")
+            return
+        content = None if content is None else np.asarray(content, dtype=np.float32)
+        if content is None or content.ndim != 2 or len(content) != self.num_items:
+            raise ValueError(f"content_channel={cfg.content_channel!r} needs a content table [N={self.num_items}, D], "
+                             f"got {None if content is None else content.shape}")
+        if not np.isfinite(content).all():
+            raise ValueError(f"content table: non-finite value at item row {int(np.argwhere(~np.isfinite(content))[0, 0])}")
+        table = np.zeros((self.num_items + 1, content.shape[1]), np.float32)  # row 0 = padding = zeros
+        table[1:] = content
+        self.register_buffer("item_content", torch.from_numpy(table), persistent=False)  # [N + 1, D]
+        with torch.random.fork_rng(devices=[]):  # the constructor's own draw would shift every later weight
+            self.content_projection = nn.Linear(content.shape[1], cfg.hidden, bias=False)  # P: [D] -> [d], init later
+
     def level_logits(self, hidden: torch.Tensor) -> list[torch.Tensor]:
         """Per-level logits ``[M, V_l]`` over each level's real tokens for hidden states ``[M, d]``."""
         out = []
@@ -136,7 +157,11 @@ class ItemHead:
         rows to use instead of the items' own (training with ``item_token_dropout``)."""
         tokens = self.item_tokens[1:] if tokens is None else tokens  # [N, L]
         concat = torch.cat([table(tokens[:, level]) for level, table in enumerate(self.token_embeddings)], dim=1)
-        return self.item_encoder(concat)  # [N, d + 1]
+        vectors = self.item_encoder(concat)  # [N, d + 1]
+        if self.content_projection is not None:  # content channel: v_i += P c_i (the prior unchanged)
+            dense = self.content_projection(self.item_content[1:])  # [N, d]
+            vectors = torch.cat([vectors[:, :-1] + dense, vectors[:, -1:]], dim=1)
+        return vectors  # [N, d + 1]
 
     def token_item_logits(self, hidden: torch.Tensor, vectors: torch.Tensor | None = None) -> torch.Tensor:
         """``[M, N]`` (token_mlp head): ``s(i) = g(h) . v_i + prior_i`` (``+ b_i`` with ``item_bias``)."""
