@@ -189,3 +189,20 @@ def test_reference_rows_use_only_baseline_runs_of_the_preset(tmp_path):
     runs = study_runs_from_records(tmp_path, base)
     assert [r.test.metrics["NDCG@10"] for r in runs["reference: BERT4Rec-ID"]] == [0.064]
     assert len(study_runs_from_records(tmp_path)["reference: BERT4Rec-ID"]) == 2  # without a preset: every record
+
+
+def test_content_channel_runs_are_keyed_apart_and_reload_exactly(tiny, tmp_path):
+    """``qbert.content_channel``: the run (and its pretraining) gets keys of its own, with the content vectors in them;
+    a cache hit scores exactly as the trained model (the content table is rebuilt from the features, not saved)."""
+    from qbert4rec_lib.experiments import train_model
+
+    base = dataclasses.replace(smoke_config(), pretrain=TrainConfig(epochs=2, eval_every=1, lr=2e-3),
+                               finetune=TrainConfig(epochs=1, eval_every=1, lr=1e-3))
+    on = dataclasses.replace(base, qbert=dataclasses.replace(base.qbert, content_channel="input_output"))
+    plain = train_model("Q-Bert4Rec", tiny, base, seed=0, cache_root=tmp_path, progress=False)
+    first = train_model("Q-Bert4Rec", tiny, on, seed=0, cache_root=tmp_path, progress=False)
+    assert not first.from_cache and first.model.content_projection is not None
+    assert len([p for p in (tmp_path / "qbert-pretrain").iterdir() if p.is_dir()]) == 2
+    again = train_model("Q-Bert4Rec", tiny, on, seed=0, cache_root=tmp_path, progress=False)
+    assert again.from_cache and again.test.metrics == first.test.metrics
+    assert plain.test.metrics != first.test.metrics

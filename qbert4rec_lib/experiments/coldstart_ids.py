@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..semantic.features import content_vectors  # re-exported: the cold-start code's name for it
 from .coldstart_split import ColdStart
 
 __all__ = ["QUERY_PATHS", "NEW_ITEM_PATH", "query_paths", "content_vectors", "ColdIDs", "cold_semantic_ids",
@@ -23,19 +24,6 @@ def query_paths(cfg) -> tuple[str, ...]:
     """The stage-1 paths for new items under ``cfg`` (an ExperimentConfig): :data:`QUERY_PATHS`, plus
     :data:`NEW_ITEM_PATH` when stage 1 trains with ID dropout."""
     return QUERY_PATHS + ((NEW_ITEM_PATH,) if cfg.fusion.id_dropout > 0 else ())
-
-
-def content_vectors(features) -> np.ndarray:
-    """float32 ``[N, d]``: the concatenation of each content modality's pooled, L2-normalised vector (text, image;
-    never structural), L2-normalised. A missing modality contributes zeros."""
-    from ..semantic.features import pooled
-
-    parts = [pooled(features.modalities[m]) * np.asarray(features.modalities[m].present, dtype=np.float32)[:, None]
-             for m in ("text", "image") if m in features.modalities]
-    if not parts:
-        raise ValueError("content_vectors: the FeatureSet has neither text nor image features")
-    x = np.concatenate(parts, axis=1)
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 @dataclass

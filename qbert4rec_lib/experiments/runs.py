@@ -61,12 +61,25 @@ def _fit_from_json(d: dict) -> FitResult:
                      d.get("train_sequences_per_second", float("nan")), d.get("stop_reason", "?"))
 
 
+def _content(cfg: ExperimentConfig, ids: SemanticIDs | None) -> np.ndarray | None:
+    """Every item's frozen text+image vector for ``QBertConfig.content_channel`` (None when the channel is off)."""
+    if cfg.qbert.content_channel == "off":
+        return None
+    if ids is None or ids.features is None:
+        raise ValueError(f"qbert.content_channel={cfg.qbert.content_channel!r} needs the items' content features; "
+                         f"semantic_source={cfg.semantic_source!r} builds none")
+    from ..semantic.features import content_vectors
+
+    return content_vectors(ids.features)
+
+
 def _build(name: str, dataset, split, cfg: ExperimentConfig, ids: SemanticIDs | None):
     from ..models.baselines import BERT4RecID, Popularity, SASRec
 
     if name in ("Q-Bert4Rec", "SASRec-CE", "BERT4Rec-ID"):
         if name == "Q-Bert4Rec":
-            model = QBert4Rec(ids.table.ids, ids.table.vocab_sizes, replace(cfg.qbert, max_len=cfg.max_len))
+            model = QBert4Rec(ids.table.ids, ids.table.vocab_sizes, replace(cfg.qbert, max_len=cfg.max_len),
+                              content=_content(cfg, ids))
         elif name == "SASRec-CE":
             model = SASRec(dataset.num_items, replace(cfg.sasrec, max_len=cfg.max_len))
         else:
@@ -129,6 +142,8 @@ def train_model(name: str, dataset, cfg: ExperimentConfig = ExperimentConfig(), 
         ids = semantic_ids(dataset, cfg, split=None, cache_root=cache_root, progress=progress)
     relevant = run_config(name, cfg, ids_key=ids.key if ids is not None else None,
                           init_from=hashlib_state(init_from) if init_from is not None else None)
+    if name == "Q-Bert4Rec" and cfg.qbert.content_channel != "off":  # the content vectors key the run too
+        relevant["content"] = digest([_content(cfg, ids).tobytes()])
     split_key = stable_hash([hashlib_ids(np.concatenate(split.train or [np.zeros(0, np.int64)]))],
                             split.valid_target.tolist(), split.test_target.tolist())
     store = stage_dir("seqmodel", dataset.fingerprint(), split_key, name, relevant, seed, root=cache_root)
@@ -199,7 +214,8 @@ def _pretrain_phase(model, dataset, split, split_key: str, cfg: ExperimentConfig
 
     from ..cache import CacheError
 
-    key = {k: relevant[k] for k in ("max_len", "eval", "ids", "qbert", "pretrain", "pretrain_masks", "init_from")}
+    key = {k: relevant[k] for k in ("max_len", "eval", "ids", "qbert", "pretrain", "pretrain_masks", "init_from",
+                                    "content") if k in relevant}
     pre = stage_dir("qbert-pretrain", dataset.fingerprint(), split_key, key, seed, root=cache_root)
     with pre.lock():
         if pre.usable(require=("model.safetensors",)):

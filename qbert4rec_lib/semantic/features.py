@@ -63,7 +63,7 @@ from .clip import _captions, fit_catalog_clip
 from .encoders import (BUNDLED_MINILM, STRUCTURAL_DECIMALS, TEMPLATE_VERSION, TEXT_FIELDS, ImageEncoder, TextEncoder,
                        item_texts, resolve_images, structural_features)
 
-__all__ = ["FeatureConfig", "ModalityFeatures", "FeatureSet", "build_features", "pooled"]
+__all__ = ["FeatureConfig", "ModalityFeatures", "FeatureSet", "build_features", "pooled", "content_vectors"]
 
 
 @dataclass(frozen=True)
@@ -307,3 +307,14 @@ def pooled(features: ModalityFeatures) -> np.ndarray:
     """One unit vector per item: the mean over the J rows, re-normalised. float32 [N, d]."""
     mean = features.vectors.mean(axis=1)  # [N, d]
     return (mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def content_vectors(features) -> np.ndarray:
+    """float32 ``[N, d]``: the concatenation of each content modality's pooled, L2-normalised vector (text, image;
+    never structural), L2-normalised. A missing modality contributes zeros."""
+    parts = [pooled(features.modalities[m]) * np.asarray(features.modalities[m].present, dtype=np.float32)[:, None]
+             for m in ("text", "image") if m in features.modalities]
+    if not parts:
+        raise ValueError("content_vectors: the FeatureSet has neither text nor image features")
+    x = np.concatenate(parts, axis=1)
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
