@@ -100,6 +100,9 @@ STUDY: dict[str, tuple[str, Callable[[ExperimentConfig], ExperimentConfig]]] = {
     **{f"pretrain_batch_{b}": (f"pretraining batches of {b} sequences (default 256): more optimiser steps per epoch",
                                (lambda b: lambda c: replace(c, pretrain=replace(c.pretrain, batch_size=b)))(b))
        for b in (64, 128)},
+    "content_channel": ("EXTENSION, not the paper's model: + each item's frozen text+image vector through one learned "
+                        "projection, added to its input and output vectors (no per-item parameter)",
+                        lambda c: _q(c, content_channel="input_output")),
     "hybrid_item_bias": ("HYBRID, not Q-Bert4Rec: + a learned per-item score bias (an ID feature)",
                          lambda c: _q(c, item_bias=True)),
     "hybrid_item_id_embedding": ("HYBRID, not Q-Bert4Rec: + a learned per-item input embedding (an ID feature)",
