@@ -193,7 +193,7 @@ def _train(args) -> int:
     from ..keys import _jsonable
     from ..kit.commands import _experiment_config, _open
     from ..config import seed_everything
-    from .runs import _baseline_train, _build, _fit_json
+    from .runs import _baseline_train, _build, _content, _fit_json
     from .stages import semantic_ids
     from .train import epoch_logger, fit
 
@@ -223,7 +223,7 @@ def _train(args) -> int:
         if ids is None:
             ids = semantic_ids(dataset, cfg, progress=False)
     seed_everything(args.seed)
-    model = _build(args.model, dataset, split, cfg, ids)
+    model = _build(args.model, dataset, split, cfg, ids, _content(cfg, dataset) if args.model == "Q-Bert4Rec" else None)
     log = epoch_logger(f"{args.model} seed {args.seed} rank {r}/{W}") if is_main() else None
     fits = {}
     phase_log = (lambda phase: (lambda e: log({**e, "phase": phase}))) if log else (lambda phase: None)

@@ -61,25 +61,24 @@ def _fit_from_json(d: dict) -> FitResult:
                      d.get("train_sequences_per_second", float("nan")), d.get("stop_reason", "?"))
 
 
-def _content(cfg: ExperimentConfig, ids: SemanticIDs | None) -> np.ndarray | None:
-    """Every item's frozen text+image vector for ``QBertConfig.content_channel`` (None when the channel is off)."""
+def _content(cfg: ExperimentConfig, dataset, cache_root=None) -> np.ndarray | None:
+    """Every item's frozen text+image vector for ``QBertConfig.content_channel`` (None when the channel is off), from
+    the run's feature config (cached; the same vectors whether the semantic IDs were built here or pinned)."""
     if cfg.qbert.content_channel == "off":
         return None
-    if ids is None or ids.features is None:
-        raise ValueError(f"qbert.content_channel={cfg.qbert.content_channel!r} needs the items' content features; "
-                         f"semantic_source={cfg.semantic_source!r} builds none")
-    from ..semantic.features import content_vectors
+    from ..semantic.features import build_features, content_vectors
 
-    return content_vectors(ids.features)
+    content_only = replace(cfg.features, modalities=tuple(m for m in cfg.features.modalities if m != "structural"))
+    return content_vectors(build_features(dataset, content_only, cache_root=cache_root, progress=False))
 
 
-def _build(name: str, dataset, split, cfg: ExperimentConfig, ids: SemanticIDs | None):
+def _build(name: str, dataset, split, cfg: ExperimentConfig, ids: SemanticIDs | None, content=None):
     from ..models.baselines import BERT4RecID, Popularity, SASRec
 
     if name in ("Q-Bert4Rec", "SASRec-CE", "BERT4Rec-ID"):
         if name == "Q-Bert4Rec":
             model = QBert4Rec(ids.table.ids, ids.table.vocab_sizes, replace(cfg.qbert, max_len=cfg.max_len),
-                              content=_content(cfg, ids))
+                              content=content)
         elif name == "SASRec-CE":
             model = SASRec(dataset.num_items, replace(cfg.sasrec, max_len=cfg.max_len))
         else:
@@ -142,8 +141,9 @@ def train_model(name: str, dataset, cfg: ExperimentConfig = ExperimentConfig(), 
         ids = semantic_ids(dataset, cfg, split=None, cache_root=cache_root, progress=progress)
     relevant = run_config(name, cfg, ids_key=ids.key if ids is not None else None,
                           init_from=hashlib_state(init_from) if init_from is not None else None)
-    if name == "Q-Bert4Rec" and cfg.qbert.content_channel != "off":  # the content vectors key the run too
-        relevant["content"] = digest([_content(cfg, ids).tobytes()])
+    content = _content(cfg, dataset, cache_root) if name == "Q-Bert4Rec" else None
+    if content is not None:  # the content vectors key the run too
+        relevant["content"] = digest([content.tobytes()])
     split_key = stable_hash([hashlib_ids(np.concatenate(split.train or [np.zeros(0, np.int64)]))],
                             split.valid_target.tolist(), split.test_target.tolist())
     store = stage_dir("seqmodel", dataset.fingerprint(), split_key, name, relevant, seed, root=cache_root)
@@ -155,7 +155,7 @@ def train_model(name: str, dataset, cfg: ExperimentConfig = ExperimentConfig(), 
         return None
     with store.lock():  # a concurrent process training the same model: wait for it, then load its weights
         seed_everything(seed)
-        model = _build(name, dataset, split, cfg, ids)
+        model = _build(name, dataset, split, cfg, ids, content)
         t0 = time.perf_counter()
         if store.usable(require=("model.safetensors",)):  # a missing / damaged file: reported, then rebuilt
             meta = store.meta()

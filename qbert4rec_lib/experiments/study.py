@@ -127,8 +127,8 @@ def study_description(name: str) -> str:
 
 
 def _record_matches_row(record: dict, label: str, base: ExperimentConfig) -> bool:
-    """Does a record's stored config equal study row ``label`` applied to ``base`` (semantic-ID key aside: it
-    depends on the data)? A record made under another default or preset does not."""
+    """Does a record's stored config equal study row ``label`` applied to ``base`` (the semantic-ID and content keys
+    aside: they depend on the data)? A record made under another default or preset does not."""
     from ..keys import _jsonable, _key_view
     from .runs import run_config
 
@@ -136,7 +136,7 @@ def _record_matches_row(record: dict, label: str, base: ExperimentConfig) -> boo
     full, keyed = (json.loads(json.dumps(_jsonable(v))) for v in (relevant, _key_view(relevant)))
     have = dict(record["config"])
     for d in (full, keyed, have):
-        for k in ("ids", "init_from"):
+        for k in ("ids", "init_from", "content"):
             d.pop(k, None)
     return _agrees(have, full, keyed)
 
