@@ -91,7 +91,7 @@ def train_cold_model(name: str, dataset, cs: ColdStart, cfg, *, seed: int = 0, i
     from ..cache import stage_dir
     from ..keys import stable_hash
     from ..config import seed_everything
-    from .runs import _baseline_train, _fit_from_json, _fit_json
+    from .runs import _baseline_train, _fit_from_json, _fit_json, content_key
     from ..models.qbert import QBert4Rec
     from .train import fit
 
@@ -107,9 +107,7 @@ def train_cold_model(name: str, dataset, cs: ColdStart, cfg, *, seed: int = 0, i
         if cfg.qbert.content_channel != "off":
             if content is None:
                 raise ValueError(f"train_cold_model: content_channel={cfg.qbert.content_channel!r} needs content vectors")
-            from ..keys import digest
-
-            relevant["content"] = digest([np.ascontiguousarray(content, dtype=np.float32).tobytes()])
+            relevant["content"] = content_key(content)
     elif name in ("SASRec-CE", "BERT4Rec-ID"):
         relevant |= {"train": _baseline_train(name, cfg),
                      "model": replace(cfg.sasrec if name == "SASRec-CE" else cfg.bert4rec, max_len=cfg.max_len)}

@@ -72,6 +72,11 @@ def _content(cfg: ExperimentConfig, dataset, cache_root=None) -> np.ndarray | No
     return content_vectors(build_features(dataset, content_only, cache_root=cache_root, progress=False))
 
 
+def content_key(content: np.ndarray) -> str:
+    """The content key of a content table (the content channel's runs are keyed by it, as by their IDs' key)."""
+    return digest([np.ascontiguousarray(content, dtype=np.float32).tobytes()])
+
+
 def _build(name: str, dataset, split, cfg: ExperimentConfig, ids: SemanticIDs | None, content=None):
     from ..models.baselines import BERT4RecID, Popularity, SASRec
 
@@ -143,7 +148,7 @@ def train_model(name: str, dataset, cfg: ExperimentConfig = ExperimentConfig(), 
                           init_from=hashlib_state(init_from) if init_from is not None else None)
     content = _content(cfg, dataset, cache_root) if name == "Q-Bert4Rec" else None
     if content is not None:  # the content vectors key the run too
-        relevant["content"] = digest([content.tobytes()])
+        relevant["content"] = content_key(content)
     split_key = stable_hash([hashlib_ids(np.concatenate(split.train or [np.zeros(0, np.int64)]))],
                             split.valid_target.tolist(), split.test_target.tolist())
     store = stage_dir("seqmodel", dataset.fingerprint(), split_key, name, relevant, seed, root=cache_root)
