@@ -1,4 +1,4 @@
-"""What holds the sequence models back on the embedded default catalog, measured (README: "How far from the best
+"""What holds the sequence models back on the embedded default catalog, measured (docs/results.md: "How far from the best
 possible"): test NDCG@10 of the ceiling, its references and the trained models (seed 0), split by what drew each test
 item (the previous item's complementary subcategory, its brand, or anything else), and how pure the learned semantic
 IDs are in the attributes that drive the sequences (the paper's learned tokens and the RQ-VAE on raw text features).

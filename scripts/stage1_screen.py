@@ -1,5 +1,5 @@
 """Screen stage-1 / stage-2 settings on the embedded default catalog by what their tokens say about the attributes
-that drive its sequences, before training any sequence model (README: "Where stage 1 loses it").
+that drive its sequences, before training any sequence model (docs/results.md: "Where stage 1 loses it").
 
     python scripts/stage1_screen.py            # every variant below
     python scripts/stage1_screen.py default ids_raw_text

@@ -132,3 +132,26 @@ def test_update_readme_writes_the_headline_and_a_link_not_the_per_notebook_table
     assert "[`figures/results/toy.md`](figures/results/toy.md)" in block
     assert text.startswith("# kit\n\n") and text.endswith("<!-- results-toy:end -->\n\n## After\nkept\n")
     assert not reproduce.update_readme(dest.with_suffix(".md"), readme=readme, marker="results-other")
+
+
+def test_a_block_is_written_where_its_marker_lives_the_readme_or_the_results_page(tmp_path, monkeypatch):
+    readme, page = tmp_path / "README.md", tmp_path / "docs" / "results.md"
+    page.parent.mkdir()
+    readme.write_text("# kit\n<!-- results-a:start -->\nold a\n<!-- results-a:end -->\n")
+    page.write_text("# Results\n<!-- results-b:start -->\nold b\n<!-- results-b:end -->\nkept\n")
+    monkeypatch.setattr(reproduce, "RESULT_DOCUMENTS", (readme, page))
+    assert reproduce.document_with_block("results-b") == page and reproduce.document_with_block("results-a") == readme
+    assert reproduce.replace_readme_block("new b", "results-b")
+    assert page.read_text() == "# Results\n<!-- results-b:start -->\nnew b\n<!-- results-b:end -->\nkept\n"
+    assert "old a" in readme.read_text()  # the other document is untouched
+    assert reproduce.replace_readme_block("new a", "results-a") and "new a" in readme.read_text()
+    assert not reproduce.replace_readme_block("x", "results-missing")
+    # a results file's link is written relative to the document that holds the block
+    dest = tmp_path / "figures" / "results" / "toy"
+    dest.parent.mkdir(parents=True)
+    dest.with_suffix(".md").write_text("x")
+    dest.with_suffix(".json").write_text(json.dumps({
+        "param_set": "toy", "generated": "2026-01-01 00:00:00 UTC", "notebooks": {}, "notebook_seconds": {},
+        "total_seconds": 1.0, "machine": {"cpu_model": "CPU", "cpus": 2, "torch": "2", "cuda": False}}))
+    assert reproduce.update_readme(dest.with_suffix(".md"), marker="results-b")
+    assert "[`../figures/results/toy.md`](../figures/results/toy.md)" in page.read_text()

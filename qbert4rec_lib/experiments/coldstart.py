@@ -44,7 +44,7 @@ Stage 1 needs a query for an item that has no trained ID query (and it has no st
 * ``"new_item"`` (only when stage 1 trains with ``fusion.id_dropout > 0``): the shared new-item query ``q_new`` that
   stage 1 learned by standing it in for a random share of the warm items' own queries, with their structural
   modality hidden (DropoutNet-style; ``fusion.id_consistency`` adds a term pulling each warm item's own-query and
-  content-only fused vectors together). Not the paper's; measured in the README.
+  content-only fused vectors together). Not the paper's; measured in docs/results.md.
 
 The path is chosen on *validation* users (:func:`run_cold_start`'s ``chosen_path``), never on test users. The
 default rule (``select_by="all_users_NDCG@10"``, since 2026-12-05) is the validation NDCG@10 over **every** user,

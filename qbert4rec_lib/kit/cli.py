@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "here instead of trained, new ones are written here (commit them)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines (one line per finished run)")
     p.add_argument("--update-readme", default=None, metavar="MARKER",
-                   help="write the table into README.md between <!-- MARKER:start --> and <!-- MARKER:end -->")
+                   help="write the table between <!-- MARKER:start --> and <!-- MARKER:end --> (in README.md or docs/results.md, "
+                        "whichever holds the marker)")
     p.add_argument("--from-records", action="store_true",
                    help="train nothing: the table of the runs --records already holds (missing ones are listed)")
     p.add_argument("--semantic-ids", default=None, metavar="FOLDER", help=pinned_help)
@@ -152,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write the markdown table here")
     p.add_argument("--list", action="store_true", help="list the study rows and exit")
     p.add_argument("--from-records", action="store_true", help="train nothing: the table of the labelled records")
-    p.add_argument("--update-readme", default=None, metavar="MARKER", help="write the table into a README block")
+    p.add_argument("--update-readme", default=None, metavar="MARKER", help="write the table into its generated block (README.md or docs/results.md)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.add_argument("--semantic-ids", default=None, metavar="FOLDER", help=pinned_help)
 
@@ -167,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default="SASRec-CE", help="model the others are divided by (default SASRec-CE)")
     p.add_argument("--from-records", default=None, metavar="FOLDER", help="train and load nothing: the means over the "
                    "seeds of the per-group metrics the result records in FOLDER keep (five groups per grouping)")
-    p.add_argument("--update-readme", default=None, metavar="MARKER", help="write the tables into a README block")
+    p.add_argument("--update-readme", default=None, metavar="MARKER", help="write the tables into their generated block (README.md or docs/results.md)")
     p.add_argument("--out", default=None, help="write <out>.json and <out>.md")
     p.add_argument("--semantic-ids", default=None, metavar="FOLDER", help=pinned_help)
 
@@ -192,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train nothing: re-tabulate a saved <out>.json (the path chosen again by --select-by); "
                         "several files of the same protocol (e.g. one run per seed) are merged into one table")
     p.add_argument("--out", default=None, help="write <out>.json and <out>.md")
-    p.add_argument("--update-readme", default=None, metavar="MARKER", help="write the table into a README block")
+    p.add_argument("--update-readme", default=None, metavar="MARKER", help="write the table into its generated block (README.md or docs/results.md)")
 
     p = stage("dial", "when do semantic IDs help? cold-start protocol along the generator's content-to-ID dial",
               cmd_dial, data=False)
@@ -204,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write <out>.json and <out>.md")
     p.add_argument("--figure", default=None, help="write the figure (PNG + HTML) at this path without suffix, "
                    "e.g. figures/07_interpretability_dial")
-    p.add_argument("--update-readme", default=None, metavar="MARKER", help="write the table into a README block")
+    p.add_argument("--update-readme", default=None, metavar="MARKER", help="write the table into its generated block (README.md or docs/results.md)")
 
     p = stage("cross-domain", "pretrain on a source catalog, fine-tune on a target (shared semantic IDs)",
               cmd_cross_domain, data=False)

@@ -413,13 +413,33 @@ def readme_markdown(results: dict, link: str | None = None) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
-def update_readme(results_md: Path, readme: Path = REPO / "README.md", marker: str = "results") -> bool:
-    """Replace the README block between ``<!-- marker:start -->`` and ``<!-- marker:end -->``.
+# The documents that hold generated blocks: the README's headline tables, every other table on the results page.
+RESULT_DOCUMENTS = (REPO / "README.md", REPO / "docs" / "results.md")
+
+
+def document_with_block(marker: str, documents=None) -> Path | None:
+    """The first of ``documents`` (default :data:`RESULT_DOCUMENTS`) holding ``<!-- marker:start -->`` and
+    ``<!-- marker:end -->`` (None: none does)."""
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    for doc in map(Path, RESULT_DOCUMENTS if documents is None else documents):
+        if doc.is_file():
+            text = doc.read_text(encoding="utf-8")
+            if start in text and end in text:
+                return doc
+    return None
+
+
+def update_readme(results_md: Path, readme: Path | None = None, marker: str = "results") -> bool:
+    """Replace the block between ``<!-- marker:start -->`` and ``<!-- marker:end -->`` in ``readme`` (default: the
+    README or the results page, whichever holds the marker: :data:`RESULT_DOCUMENTS`).
 
     With the results JSON beside ``results_md`` (as :func:`write_results` leaves it) the block is the headline
-    (:func:`readme_markdown`: set, machine, timing, results table) and a link to ``results_md``, so the README
-    stays short; without it, the markdown file's whole text.
+    (:func:`readme_markdown`: set, machine, timing, results table) and a link to ``results_md`` (relative to the
+    document), so the document stays short; without it, the markdown file's whole text.
     """
+    readme = Path(readme) if readme is not None else document_with_block(marker)
+    if readme is None:
+        return False
     results_md = Path(results_md)
     if results_md.with_suffix(".json").is_file():
         try:
@@ -433,8 +453,12 @@ def update_readme(results_md: Path, readme: Path = REPO / "README.md", marker: s
     return replace_readme_block(body, marker, readme)
 
 
-def replace_readme_block(body: str, marker: str, readme: Path = REPO / "README.md") -> bool:
-    """Put ``body`` between ``<!-- marker:start -->`` and ``<!-- marker:end -->`` (False if the markers are missing)."""
+def replace_readme_block(body: str, marker: str, readme: Path | None = None) -> bool:
+    """Put ``body`` between ``<!-- marker:start -->`` and ``<!-- marker:end -->`` of ``readme`` (default: the README or
+    the results page, whichever holds the marker); False if the markers are missing."""
+    readme = Path(readme) if readme is not None else document_with_block(marker)
+    if readme is None or not readme.is_file():
+        return False
     text = readme.read_text(encoding="utf-8")
     start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     if start not in text or end not in text:

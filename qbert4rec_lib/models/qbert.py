@@ -38,12 +38,12 @@ choice** (each a field of :class:`QBertConfig` or a documented function argument
   starts at ``init_std * sqrt(L)``, the RMS of a sum of ``L`` level embeddings at initialisation, so items and
   positions start in the same proportion as with the summed input. ``"token_sum_item_vector"`` adds the tied ``v_i``
   to the summed embeddings: training starts as with the summed input (``v_i`` is small) and the tie grows in. The
-  tied inputs are study rows (README, the
+  tied inputs are study rows (docs/results.md, the
   study), not defaults: the plain and the normalised one each stalled once in the kit's cold-start pretraining runs,
   the scaled one in the study (seed 2, at the Popularity level); the summed input did not stall in any recorded run.
 * **Item-token dropout** (``item_token_dropout``, off): in training, an item's output vector is computed from a random
   prefix of its tokens with probability ``p`` (DropoutNet-style training for new items; within seed noise on the
-  default catalog's cold start, README).
+  default catalog's cold start, docs/results.md).
 * **Content channel** (``content_channel``, off; a kit extension, not the paper's model): each item's frozen
   content vector ``c_i`` (text + image, known the day a new item arrives) enters through one learned projection
   ``P``: ``v_i = MLP(tokens of i) + P c_i`` (``"output"``), and with ``"input_output"`` the item's input embedding
