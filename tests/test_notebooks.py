@@ -193,44 +193,54 @@ def smoke_relations(notebook: str, values: dict) -> None:
         assert values["qbert_ndcg10"] > 1.5 * values["popularity_ndcg10"]
 
 
-def _near(value: float, rel: float = 0.10, abs_: float = 0.003):
-    """Within ``rel`` of ``value`` (or ``abs_``, for small numbers): one CPU repeats the quick run exactly (two runs
-    from empty caches, 2026-12-05), another CPU's floating-point differences move a few-epoch model a little. For
-    scale: seeds 1-2 of the overview's models at the quick budget give test NDCG@10 0.0671 / 0.0675 (Q-Bert4Rec,
-    seed 0 0.0669), 0.0936 / 0.0935 (SASRec-CE, 0.0928) and 0.0486 / 0.0494 (BERT4Rec-ID, 0.0489)."""
-    return lambda v: v is not None and abs(v - value) <= max(rel * abs(value), abs_)
+def _near(value, rel: float = 0.10, abs_: float = 0.003):
+    """Within ``rel`` of ``value`` (or ``abs_``, for small numbers). ``value`` may be a tuple: one value per known
+    machine kind, the check passes near any of them.
+
+    One CPU repeats the quick run exactly (two runs from empty caches, 2026-12-05). Across CPU kinds the ID models
+    (SASRec-CE, BERT4Rec-ID, Popularity, content k-NN) give the same figures, but stages 1-2 build other semantic IDs
+    (README, Known limitations), and a few-epoch Q-Bert4Rec moves with them by more than a floating-point window:
+    on the Intel Xeon reference machine (2026-12-05) the overview's model has test NDCG@10 0.0669, on the AMD EPYC
+    machine (2026-12-06) 0.0596. So every figure that depends on the semantic IDs is pinned to both machines' values
+    as ``(intel, amd)``; a change of the code moves it away from both. For scale: seeds 1-2 of the overview's models
+    at the quick budget give test NDCG@10 0.0671 / 0.0675 (Q-Bert4Rec, seed 0 0.0669), 0.0936 / 0.0935 (SASRec-CE,
+    0.0928) and 0.0486 / 0.0494 (BERT4Rec-ID, 0.0489) on the Intel machine."""
+    values = value if isinstance(value, tuple) else (value,)
+    return lambda v: v is not None and any(abs(v - x) <= max(rel * abs(x), abs_) for x in values)
 
 
 # The quick set's models (the sequence models capped at 15 pretraining / 5 fine-tuning / 15 baseline epochs; the
-# run of 2026-12-05 on the Intel 2-core machine, figures/results/quick.json). Not a comparison of models: regression
-# pins of the code that trains and ranks them. Notebooks 07 (301 cold users) and 08 (671 target users) rank few
-# users, so their windows are wider.
+# runs of 2026-12-05 on the Intel 2-core machine, figures/results/quick.json, and of 2026-12-06 on the AMD EPYC
+# 2-core machine). Not a comparison of models: regression pins of the code that trains and ranks them; a pair is
+# (Intel, AMD) for the figures that depend on the CPU's semantic IDs (see _near). Notebooks 07 (301 cold users) and
+# 08 (671 target users) rank few users, so their windows are wider.
 QUICK_PINS: dict[str, dict] = {
-    "00_overview": {"qbert_ndcg10": _near(0.0669)},
+    "00_overview": {"qbert_ndcg10": _near((0.0669, 0.0596))},
     "05_pretraining": {
-        "test_ndcg10": _near(0.0669),  # the overview's model, loaded from the cache
-        "valid_ndcg10_after_pretrain": _near(0.0452),
-        "valid_ndcg10_after_finetune": _near(0.0592),
+        "test_ndcg10": _near((0.0669, 0.0596)),  # the overview's model, loaded from the cache
+        "valid_ndcg10_after_pretrain": _near((0.0452, 0.0468)),
+        "valid_ndcg10_after_finetune": _near((0.0592, 0.0563)),
         "strategy_valid_ndcg10": lambda v: all(_near(x)(v[k]) for k, x in {
-            "cloze": 0.0368, "mixture": 0.0372, "multi_region": 0.0360, "span": 0.0376, "tail": 0.0329}.items()),
+            "cloze": (0.0368, 0.0290), "mixture": (0.0372, 0.0297), "multi_region": (0.0360, 0.0270),
+            "span": (0.0376, 0.0371), "tail": (0.0329, 0.0299)}.items()),
     },
     "06_evaluation": {
-        "q_bert4rec_ndcg10": _near(0.0669),
-        "sasrec_ce_ndcg10": _near(0.0928),
+        "q_bert4rec_ndcg10": _near((0.0669, 0.0596)),
+        "sasrec_ce_ndcg10": _near(0.0928),  # the ID models: the same on both machines
         "bert4rec_id_ndcg10": _near(0.0489),
-        "ablations_ndcg10": lambda v: _near(0.0669)(v["full"]) and _near(0.0495)(v["random_ids"]),
+        "ablations_ndcg10": lambda v: _near((0.0669, 0.0596))(v["full"]) and _near((0.0495, 0.0371))(v["random_ids"]),
     },
     "07_interpretability": {
-        "qbert_warm_hr10": _near(0.1120, rel=0.15),
+        "qbert_warm_hr10": _near((0.1120, 0.0959), rel=0.15),
         "sasrec_warm_hr10": _near(0.1553, rel=0.15),
-        "qbert_new_only_hr10": _near(0.1894, rel=0.15),
-        "qbert_cold_hr10": _near(0.0100, abs_=0.01),  # 3 of 301 cold users
-        "similarity_bands": lambda v: _near(0.1951, rel=0.15)(v[0]["Q-Bert4Rec"]),
+        "qbert_new_only_hr10": _near((0.1894, 0.1296), rel=0.15),
+        "qbert_cold_hr10": _near((0.0100, 0.0033), abs_=0.01),  # 3 / 1 of 301 cold users
+        "similarity_bands": lambda v: _near((0.1951, 0.1165), rel=0.15)(v[0]["Q-Bert4Rec"]),
     },
     "08_cross_domain": {
-        "cross_domain_test_ndcg10": lambda v: _near(0.0776, rel=0.15)(v["scratch"])
-        and _near(0.0465, rel=0.15)(v["transfer"]) and _near(0.0614, rel=0.15)(v["in-domain"]),
-        "source_test_ndcg10": _near(0.0669),
+        "cross_domain_test_ndcg10": lambda v: _near((0.0776, 0.0594), rel=0.15)(v["scratch"])
+        and _near((0.0465, 0.0407), rel=0.15)(v["transfer"]) and _near((0.0614, 0.0585), rel=0.15)(v["in-domain"]),
+        "source_test_ndcg10": _near((0.0669, 0.0632)),
     },
 }
 
