@@ -266,7 +266,8 @@ def test_cold_start_table_re_tabulated_from_json_with_another_selection(tmp_path
     assert main(["cold-start", "--from-json", str(path), "--select-by", "median_rank", "--out", str(out)]) == 0
     assert json.loads(out.with_suffix(".json").read_text())["chosen_path"] == "content+structure"
     blocks = []  # the README block names the saved run's seeds, not the CLI's default --seeds
-    monkeypatch.setattr("qbert4rec_lib.kit.reproduce.replace_readme_block", lambda body, marker: blocks.append(body))
+    monkeypatch.setattr("qbert4rec_lib.kit.reproduce.document_with_block", lambda marker: tmp_path / "README.md")
+    monkeypatch.setattr("qbert4rec_lib.kit.reproduce.replace_readme_block", lambda body, marker, readme=None: blocks.append(body))
     assert main(["cold-start", "--from-json", str(path), "--update-readme", "results-x"]) == 0
     assert "(1 seed(s), " in blocks[0]
     path.write_text('{"runs": ')

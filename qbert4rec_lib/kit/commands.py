@@ -336,8 +336,8 @@ def _write_block(marker: str, body: str) -> None:
     """``body`` into the block ``marker`` of the README or of docs/results.md (whichever holds it); says which."""
     from . import reproduce
 
-    doc = reproduce.document_with_block(marker)
-    ok = reproduce.replace_readme_block(body, marker)
+    doc = reproduce.document_with_block(marker)  # found once, then written there
+    ok = doc is not None and reproduce.replace_readme_block(body, marker, doc)
     where = f" in {doc.relative_to(reproduce.REPO)}" if doc is not None and doc.is_relative_to(reproduce.REPO) else ""
     print(f"block {marker!r} " + ("updated" + where if ok else "not found (no markers in README.md or docs/results.md)"),
           file=sys.stderr)
